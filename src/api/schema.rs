@@ -1,0 +1,23 @@
+//! Schema overrides for fields whose Rust type does not map to a structural Kubernetes schema.
+use schemars::{Schema, SchemaGenerator, json_schema};
+
+/// Free-form object whose unknown fields the API server must keep (`properties` of components,
+/// traits and policies; templates of definitions).
+pub fn preserve_object(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+}
+
+/// Any JSON value, kept as written.
+pub fn preserve_any(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"x-kubernetes-preserve-unknown-fields": true})
+}
+
+/// A list of free-form objects.
+pub fn preserve_object_list(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "array", "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}})
+}
+
+/// A Go-style duration string (`15m`, `1h30m`), the format CEL's `duration()` reads.
+pub fn duration(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string", "pattern": crate::duration::PATTERN})
+}

@@ -1,0 +1,79 @@
+//! Command-line interface: one subcommand per user task. Each subcommand parses its arguments and
+//! calls into the library; exit codes are 0 on success, 1 on failure, 2 on bad usage (clap's).
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Parser, Debug)]
+#[command(name = "oam-trust", version = crate::VERSION, about = "OAM Applications and GitLab CI identity federation for Kubernetes")]
+pub struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        env = "OAM_TRUST_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the controllers and the token-exchange service against the cluster in KUBECONFIG (or in-cluster).
+    Run(crate::controller::RunArgs),
+    /// Print every CRD of the project (generated from the Rust types), or write one file per CRD.
+    Crd {
+        /// Write `<plural>.<group>.yaml` files into this directory instead of printing to stdout.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+    /// Print the version and git revision.
+    Version,
+}
+
+impl Cli {
+    pub fn run(self) -> ExitCode {
+        telemetry::init(self.log_format, "info,kube=warn,tower=warn,hyper=warn");
+        let result = match self.command {
+            Command::Run(args) => tokio_main(crate::controller::run(args)),
+            Command::Crd { out_dir } => print_crds(out_dir),
+            Command::Version => {
+                println!("oam-trust {}", crate::VERSION);
+                Ok(())
+            }
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn tokio_main(fut: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(fut)
+}
+
+fn print_crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    match out_dir {
+        None => print!("{}", crate::api::crds_yaml()),
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)?;
+            for (file, yaml) in crate::api::crd_files() {
+                std::fs::write(dir.join(&file), yaml)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,23 @@
+//! oam-trust: an operator that reconciles OAM Applications and federates GitLab CI identity into scoped,
+//! expiring Kubernetes access.
+//!
+//! `render` and `access` are pure (plain data in, plain data out); only `controller` and `federation`
+//! talk to the API server; `oidc` is the one place that verifies a GitLab ID token.
+pub mod access;
+pub mod api;
+pub mod cli;
+pub mod controller;
+pub mod duration;
+pub mod federation;
+pub mod names;
+pub mod oidc;
+pub mod render;
+pub mod telemetry;
+
+/// The crate version and the git revision it was built from, as `--version` prints it.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("OAM_TRUST_GIT_REVISION"),
+    ")"
+);
