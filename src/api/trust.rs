@@ -25,11 +25,13 @@ pub struct GitLabTrustSpec {
     #[x_kube(validation = Rule::new("self.startsWith('https://')").message("issuer must be an https:// URL, e.g. https://gitlab.com"))]
     #[x_kube(validation = Rule::new("!self.endsWith('/')").message("issuer must not end with '/': GitLab's iss claim has no trailing slash"))]
     #[x_kube(validation = Rule::new("isURL(self)").message("issuer must be a valid URL"))]
+    #[schemars(length(max = 2048))]
     pub issuer: String,
 
     /// Accepted `aud` values: an ID token's audience must contain one. Use a value unique to this
     /// cluster (e.g. its exchange URL) so tokens minted for other relying parties are refused.
     #[x_kube(validation = Rule::new("size(self) > 0").message("audiences must name at least one audience; use a value unique to this cluster"))]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 512)))]
     pub audiences: Vec<String>,
 
     /// Where the verification keys come from; default is OIDC discovery at the issuer.
@@ -43,6 +45,7 @@ pub struct GitLabTrustSpec {
     /// Outer bound on GitLab identities: a token must match at least one entry. Prefer numeric ids;
     /// paths can be renamed and re-registered by someone else.
     #[serde(default)]
+    #[schemars(length(max = 256))]
     pub allow: Vec<AllowedIdentity>,
 
     /// Claims every token must satisfy, whatever an Application declares.
@@ -70,12 +73,15 @@ pub struct JwksSource {
     /// JWKS URL, instead of the one named by discovery (https only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.startsWith('https://')").message("jwks.uri must be an https:// URL"))]
+    #[schemars(length(max = 2048))]
     pub uri: Option<String>,
     /// PEM CA bundle trusted for discovery and JWKS fetches (for self-hosted GitLab with a private CA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
     pub ca_bundle: Option<String>,
     /// A JWKS document (JSON) used instead of fetching: air-gapped clusters and tests.
     #[serde(default, rename = "static", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
     pub static_jwks: Option<String>,
 }
 
@@ -87,16 +93,20 @@ pub struct AllowedIdentity {
     /// GitLab group/user namespace id (`namespace_id` claim), e.g. "72".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[0-9]+$')").message("namespaceId must be the numeric id, e.g. \"72\""))]
+    #[schemars(length(max = 20))]
     pub namespace_id: Option<String>,
     /// Namespace path glob (`namespace_path` claim), anchored; `*` and `?` wildcards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 255))]
     pub namespace_path: Option<String>,
     /// Project id (`project_id` claim), e.g. "1450".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[0-9]+$')").message("projectId must be the numeric id, e.g. \"1450\""))]
+    #[schemars(length(max = 20))]
     pub project_id: Option<String>,
     /// Project path glob (`project_path` claim), anchored; `*` and `?` wildcards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 255))]
     pub project_path: Option<String>,
 }
 
@@ -140,6 +150,7 @@ pub struct TokenPolicy {
 #[serde(rename_all = "camelCase")]
 pub struct Ceiling {
     #[x_kube(validation = Rule::new("size(self) > 0").message("ceiling.clusterRoleRef must name a ClusterRole"))]
+    #[schemars(length(max = 253))]
     pub cluster_role_ref: String,
 }
 

@@ -1,0 +1,201 @@
+//! Test harness for integration tests against the real local control plane (`hack/cluster.sh`).
+//!
+//! One control plane per test run: `hack/test.sh` starts it and exports `OAM_TRUST_TEST_KUBECONFIG`.
+//! When a test binary runs without it (plain `cargo test`), the harness starts the same cluster itself
+//! (`hack/cluster.sh up` is idempotent) rather than skipping. Every test gets its own namespace.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client, Config};
+use tokio::sync::OnceCell;
+
+static KUBECONFIG: OnceCell<PathBuf> = OnceCell::const_new();
+static CRDS: OnceCell<()> = OnceCell::const_new();
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Path of the admin kubeconfig of the local control plane, starting it if needed.
+pub async fn kubeconfig_path() -> PathBuf {
+    KUBECONFIG
+        .get_or_init(|| async {
+            if let Ok(p) = std::env::var("OAM_TRUST_TEST_KUBECONFIG") {
+                return PathBuf::from(p);
+            }
+            let script = repo_root().join("hack/cluster.sh");
+            let out = tokio::process::Command::new("bash")
+                .arg(&script)
+                .arg("up")
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .await
+                .expect("running hack/cluster.sh up");
+            assert!(out.status.success(), "hack/cluster.sh up failed; see its output above (hack/cluster.sh logs)");
+            let dir = std::env::var("OAM_TRUST_CLUSTER_DIR").map(PathBuf::from).unwrap_or(repo_root().join(".cluster"));
+            dir.join("kubeconfig")
+        })
+        .await
+        .clone()
+}
+
+/// The admin (`system:masters`) client config.
+pub async fn admin_config() -> Config {
+    let kc = Kubeconfig::read_from(kubeconfig_path().await).expect("reading the test kubeconfig");
+    Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("building a config from the test kubeconfig")
+}
+
+pub async fn admin() -> Client {
+    Client::try_from(admin_config().await).expect("admin client")
+}
+
+/// A client that authenticates with a bearer token only (no client certificate).
+pub async fn client_with_token(token: &str) -> Client {
+    let mut cfg = admin_config().await;
+    cfg.auth_info = Default::default();
+    cfg.auth_info.token = Some(token.to_string().into());
+    Client::try_from(cfg).expect("token client")
+}
+
+/// A client that impersonates `user` with `groups`, through the admin identity.
+pub async fn impersonating(user: &str, groups: &[&str]) -> Client {
+    let mut cfg = admin_config().await;
+    cfg.auth_info.impersonate = Some(user.to_string());
+    cfg.auth_info.impersonate_groups = Some(groups.iter().map(|g| g.to_string()).collect());
+    Client::try_from(cfg).expect("impersonating client")
+}
+
+/// Installs the project's CRDs (from the Rust types) once per test binary and waits for Established.
+pub async fn install_crds(client: &Client) {
+    CRDS.get_or_init(|| async {
+        let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in oam_trust::api::all_crds() {
+            let name = crd.metadata.name.clone().unwrap();
+            api.patch(&name, &PatchParams::apply("oam-trust-tests").force(), &Patch::Apply(&crd))
+                .await
+                .unwrap_or_else(|e| panic!("the API server refused CRD {name}: {e}"));
+            let established = await_condition(api.clone(), &name, conditions::is_crd_established());
+            tokio::time::timeout(Duration::from_secs(30), established)
+                .await
+                .unwrap_or_else(|_| panic!("CRD {name} not Established within 30s"))
+                .unwrap();
+        }
+    })
+    .await;
+}
+
+/// A fresh namespace for one test, labelled so it can be found and selected.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let suffix: u32 = rand_suffix();
+    let name = format!("{prefix}-{suffix:08x}");
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"oam-trust.dev/test": "true"}}
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("creating the test namespace");
+    name
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.finish() as u32
+}
+
+/// Creates a ServiceAccount (if absent) and returns a TokenRequest token for it.
+pub async fn service_account_token(client: &Client, ns: &str, name: &str, seconds: i64) -> String {
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    if sas.get_opt(name).await.unwrap().is_none() {
+        let sa: ServiceAccount = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        sas.create(&PostParams::default(), &sa).await.expect("creating the ServiceAccount");
+    }
+    token_for(client, ns, name, seconds).await
+}
+
+/// A TokenRequest token for an existing ServiceAccount.
+pub async fn token_for(client: &Client, ns: &str, name: &str, seconds: i64) -> String {
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let tr = TokenRequest {
+        spec: TokenRequestSpec { expiration_seconds: Some(seconds), ..Default::default() },
+        ..Default::default()
+    };
+    sas.create_token_request(name, &PostParams::default(), &tr)
+        .await
+        .expect("TokenRequest")
+        .status
+        .expect("TokenRequest status")
+        .token
+}
+
+/// Who the API server says the client is: (username, groups).
+pub async fn whoami(client: &Client) -> kube::Result<(String, Vec<String>)> {
+    let review = Api::<SelfSubjectReview>::all(client.clone()).create(&PostParams::default(), &SelfSubjectReview::default()).await?;
+    let user = review.status.and_then(|s| s.user_info).unwrap_or_default();
+    Ok((user.username.unwrap_or_default(), user.groups.unwrap_or_default()))
+}
+
+/// What the client may do, asked of the API server (SelfSubjectAccessReview).
+pub struct Access<'a> {
+    pub verb: &'a str,
+    pub group: &'a str,
+    pub resource: &'a str,
+    pub namespace: Option<&'a str>,
+    pub name: Option<&'a str>,
+}
+
+pub async fn can_i(client: &Client, a: Access<'_>) -> bool {
+    let (resource, subresource) = match a.resource.split_once('/') {
+        Some((r, s)) => (r.to_string(), Some(s.to_string())),
+        None => (a.resource.to_string(), None),
+    };
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some(a.verb.into()),
+                group: Some(a.group.into()),
+                resource: Some(resource),
+                subresource,
+                namespace: a.namespace.map(Into::into),
+                name: a.name.map(Into::into),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<SelfSubjectAccessReview>::all(client.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .expect("SelfSubjectAccessReview")
+        .status
+        .map(|s| s.allowed)
+        .unwrap_or(false)
+}
+
+/// Polls `f` until it returns true or `timeout` passes; returns whether it became true.
+pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
