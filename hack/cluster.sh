@@ -38,7 +38,7 @@ pki() {
 
 start() { # name, then the command; detached into its own session, pid recorded
   local name="$1"; shift
-  setsid "$@" >"$D/logs/$name.log" 2>&1 < /dev/null &
+  setsid "$@" >"$D/logs/$name.log" 2>&1 < /dev/null 9>&- &
   echo $! > "$D/pids/$name.pid"
 }
 
@@ -119,10 +119,13 @@ up() {
   export KUBECONFIG="$D/kubeconfig"
 
   log "starting kube-controller-manager, kube-scheduler, kwok"
+  # kwok nodes are fake: node-lifecycle would mark every pod NotReady (for good) whenever a loaded CI
+  # machine delays a kwok heartbeat, so it and taint eviction are off.
   start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig="$D/kubeconfig" \
     --leader-elect=false --bind-address=127.0.0.1 --secure-port=0 \
     --root-ca-file="$p/ca.crt" --service-account-private-key-file="$p/sa.key" \
     --use-service-account-credentials=false \
+    --controllers='*,-node-lifecycle-controller,-taint-eviction-controller' \
     --kube-api-qps=200 --kube-api-burst=400 --concurrent-deployment-syncs=10 --concurrent-replicaset-syncs=10 \
     --concurrent-gc-syncs=40
   start kube-scheduler "$BIN/kube-scheduler" --kubeconfig="$D/kubeconfig" --leader-elect=false \
@@ -149,7 +152,11 @@ NODE
     alive "$c" || { log "$c exited right after start"; logs_tail; down quiet; return 1; }
   done
   wait_for "the default ServiceAccount (kube-controller-manager)" 60 "$BIN/kubectl" get serviceaccount default -n default
-  wait_for "a Ready kwok node" 60 bash -c "'$BIN/kubectl' get node kwok-node-0 -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
+  for n in 0 1; do
+    wait_for "kwok-node-$n Ready" 60 bash -c "'$BIN/kubectl' get node kwok-node-$n -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
+    # Admission taints a new node not-ready; with node-lifecycle off we lift it once kwok says Ready.
+    "$BIN/kubectl" taint node "kwok-node-$n" node.kubernetes.io/not-ready:NoSchedule- >/dev/null 2>&1 || true
+  done
   cat > "$D/env" <<ENV
 export KUBECONFIG=$D/kubeconfig
 export OAM_TRUST_BIN=$BIN

@@ -33,6 +33,10 @@ pub enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Run a local OIDC issuer that mints GitLab-shaped CI ID tokens (tests, demos, trying a trust).
+    DevIssuer(Box<crate::dev_issuer::DevIssuerArgs>),
+    /// Offline dry-run: print the objects an Application renders to (`vela dry-run`).
+    Render(crate::manifest::RenderArgs),
     /// Print the version and git revision.
     Version,
 }
@@ -43,6 +47,8 @@ impl Cli {
         let result = match self.command {
             Command::Run(args) => tokio_main(crate::controller::run(args)),
             Command::Crd { out_dir } => print_crds(out_dir),
+            Command::DevIssuer(args) => tokio_main(crate::dev_issuer::run(*args)),
+            Command::Render(args) => crate::manifest::render_command(args),
             Command::Version => {
                 println!("oam-trust {}", crate::VERSION);
                 Ok(())

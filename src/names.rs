@@ -20,3 +20,12 @@ pub const LABEL_APP_COMPONENT: &str = "app.oam.dev/component";
 pub const LABEL_RESOURCE_TYPE: &str = "app.oam.dev/resourceType";
 pub const LABEL_WORKLOAD_TYPE: &str = "workload.oam.dev/type";
 pub const LABEL_TRAIT_TYPE: &str = "trait.oam.dev/type";
+/// `trait.oam.dev/resource`: the `outputs.<name>` key an auxiliary object was rendered from.
+pub const LABEL_TRAIT_RESOURCE: &str = "trait.oam.dev/resource";
+/// `app.oam.dev/resourceType` values.
+pub const RESOURCE_TYPE_WORKLOAD: &str = "WORKLOAD";
+pub const RESOURCE_TYPE_TRAIT: &str = "TRAIT";
+/// `trait.oam.dev/type` of a component's own auxiliary outputs (e.g. webservice's Service).
+pub const AUXILIARY_WORKLOAD: &str = "AuxiliaryWorkload";
+/// Trait and policy type of access declarations: rendering accepts and skips them.
+pub const ACCESS_DECLARATION_TYPE: &str = "gitlab-access";

@@ -13,9 +13,15 @@ fn crds_directory_is_up_to_date() {
         .filter(|n| n.ends_with(".yaml"))
         .collect();
     let wanted: BTreeSet<String> = expected.iter().map(|(n, _)| n.clone()).collect();
-    assert_eq!(on_disk, wanted, "crds/ has other files than the code generates; run `cargo run -- crd --out-dir crds`");
+    assert_eq!(
+        on_disk, wanted,
+        "crds/ has other files than the code generates; run `cargo run -- crd --out-dir crds`"
+    );
     for (name, yaml) in expected {
         let current = std::fs::read_to_string(dir.join(&name)).unwrap();
-        assert!(current == yaml, "crds/{name} is stale; run `cargo run -- crd --out-dir crds`");
+        assert!(
+            current == yaml,
+            "crds/{name} is stale; run `cargo run -- crd --out-dir crds`"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! `trust` holds the operator's own cluster-scoped GitLabTrust (`oam-trust.dev/v1alpha1`); `oam` holds
 //! the `core.oam.dev/v1beta1` kinds, schema-compatible with KubeVela's.
+pub mod access;
 pub mod oam;
 pub mod schema;
 pub mod trust;

@@ -158,7 +158,267 @@ pub struct ClusterObjectReference {
     pub uid: Option<String>,
 }
 
+/// Which kind of object a component renders as its main workload.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct WorkloadTypeDescriptor {
+    /// A WorkloadDefinition name, or `autodetects.core.oam.dev`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<WorkloadGvk>,
+}
+
+/// Reference to the CRD behind a definition (`deployments.apps`).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct DefinitionReference {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// How a definition renders: KubeVela's `cue` and `terraform`, plus the `kube` variant KubeVela
+/// dropped in v1.9 (and `helm`, kept only so such manifests are not pruned).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Schematic {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cue: Option<CueSchematic>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube: Option<KubeSchematic>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::schema::preserve_object")]
+    pub helm: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::schema::preserve_object")]
+    pub terraform: Option<Value>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct CueSchematic {
+    pub template: String,
+}
+
+/// A full Kubernetes object as template, and the flat parameters that are written into it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct KubeSchematic {
+    #[schemars(schema_with = "crate::api::schema::preserve_object")]
+    pub template: Value,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<KubeParameter>,
+}
+
+/// One parameter of a `kube` schematic: `properties.<name>` is written at every field path.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KubeParameter {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_: KubeParameterType,
+    /// JSON field paths without a leading dot: `spec.template.spec.containers[0].image`.
+    pub field_paths: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KubeParameterType {
+    #[default]
+    String,
+    Number,
+    Boolean,
+}
+
+/// CUE snippets evaluated against live objects (kept as written; see reference §2.7).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DefinitionStatusPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ChildResourceKind {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<BTreeMap<String, String>>,
+}
+
+/// Status shared by every definition kind.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DefinitionStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_revision: Option<DefinitionRevisionRef>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DefinitionRevisionRef {
+    pub name: String,
+    pub revision: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_hash: Option<String>,
+}
+
+/// A component type: the workload it renders and how.
+#[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "core.oam.dev",
+    version = "v1beta1",
+    kind = "ComponentDefinition",
+    namespaced,
+    shortname = "comp",
+    category = "oam",
+    status = "DefinitionStatus",
+    printcolumn = r#"{"name":"Workload-Kind","type":"string","jsonPath":".spec.workload.definition.kind"}"#,
+    printcolumn = r#"{"name":"Description","type":"string","jsonPath":".metadata.annotations.definition\\.oam\\.dev/description"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentDefinitionSpec {
+    pub workload: WorkloadTypeDescriptor,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schematic: Option<Schematic>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<DefinitionStatusPolicy>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub child_resource_kinds: Vec<ChildResourceKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_spec_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::schema::preserve_object")]
+    pub extension: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// A trait type: what it patches or adds, and which workloads it applies to.
+#[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "core.oam.dev",
+    version = "v1beta1",
+    kind = "TraitDefinition",
+    namespaced,
+    shortname = "trait",
+    category = "oam",
+    status = "DefinitionStatus",
+    printcolumn = r#"{"name":"Applies-To","type":"string","jsonPath":".spec.appliesToWorkloads"}"#,
+    printcolumn = r#"{"name":"Description","type":"string","jsonPath":".metadata.annotations.definition\\.oam\\.dev/description"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TraitDefinitionSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applies_to_workloads: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts_with: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_disruptive: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_ref_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition_ref: Option<DefinitionReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schematic: Option<Schematic>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<DefinitionStatusPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manage_workload: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane_only: Option<bool>,
+    /// `PreDispatch`, `DefaultDispatch` or `PostDispatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::schema::preserve_object")]
+    pub extension: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// A policy type.
+#[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "core.oam.dev",
+    version = "v1beta1",
+    kind = "PolicyDefinition",
+    namespaced,
+    shortname = "def-policy",
+    category = "oam",
+    status = "DefinitionStatus",
+    printcolumn = r#"{"name":"Description","type":"string","jsonPath":".metadata.annotations.definition\\.oam\\.dev/description"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyDefinitionSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition_ref: Option<DefinitionReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schematic: Option<Schematic>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manage_health_check: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `""` (output policy) or `Application` (transforms the Application before parsing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+}
+
+/// A workload type backed by a CRD; the fallback for component types.
+#[derive(CustomResource, JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "core.oam.dev",
+    version = "v1beta1",
+    kind = "WorkloadDefinition",
+    namespaced,
+    shortname = "workload",
+    category = "oam",
+    status = "DefinitionStatus",
+    printcolumn = r#"{"name":"Definition-Name","type":"string","jsonPath":".spec.definitionRef.name"}"#,
+    printcolumn = r#"{"name":"Description","type":"string","jsonPath":".metadata.annotations.definition\\.oam\\.dev/description"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadDefinitionSpec {
+    pub definition_ref: DefinitionReference,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub child_resource_kinds: Vec<ChildResourceKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_spec_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<DefinitionStatusPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schematic: Option<Schematic>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::schema::preserve_object")]
+    pub extension: Option<Value>,
+}
+
 /// The OAM CRDs: Application and the definition kinds.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Application::crd()]
+    vec![
+        Application::crd(),
+        ComponentDefinition::crd(),
+        TraitDefinition::crd(),
+        PolicyDefinition::crd(),
+        WorkloadDefinition::crd(),
+    ]
 }

@@ -1,7 +1,14 @@
 //! IO: the operator's runtime. Watches, reconcile pipelines, server-side apply, status, events.
 //!
 //! `run` is the entry point of `oam-trust run`: it connects, checks that the CRDs are installed, starts
-//! the watches and serves `/livez` and `/readyz` (ready only once every watch has synced).
+//! the watches and controllers, and serves `/livez`, `/readyz` (ready only once every watch has synced)
+//! and `/metrics`.
+pub mod application;
+pub mod apply;
+pub mod conditions;
+pub mod health;
+pub mod metrics;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,88 +16,271 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Api, Client};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Config, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 
+use crate::api::oam::{Application, ComponentDefinition, PolicyDefinition, TraitDefinition};
 use crate::api::trust::GitLabTrust;
+use crate::names;
 
 /// Flags and environment of `oam-trust run`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Address of the health endpoints (`/livez`, `/readyz`).
+    /// Address of the health and metrics endpoints (`/livez`, `/readyz`, `/metrics`).
     #[arg(long, env = "OAM_TRUST_HEALTH_ADDR", default_value = "127.0.0.1:8081")]
     pub health_addr: SocketAddr,
+    /// How many Applications are reconciled at once.
+    #[arg(long, env = "OAM_TRUST_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+    /// Name of this replica in Events and leases (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub instance: Option<String>,
 }
 
-/// Shared readiness: every watch flips its flag once its first list has completed.
+/// Shared readiness: true once every watch has completed its initial list.
 #[derive(Default)]
 pub struct Readiness {
-    trusts_synced: AtomicBool,
+    synced: AtomicBool,
 }
 
 impl Readiness {
     pub fn is_ready(&self) -> bool {
-        self.trusts_synced.load(Ordering::Acquire)
+        self.synced.load(Ordering::Acquire)
     }
 }
 
-/// Runs until SIGINT/SIGTERM.
+struct Served {
+    readiness: Arc<Readiness>,
+    metrics: Arc<metrics::Metrics>,
+}
+
+/// Runs until SIGINT/SIGTERM, with the credentials of KUBECONFIG or the pod's ServiceAccount.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let client = Client::try_default().await.context(
-        "connecting to Kubernetes (set KUBECONFIG, or run in a pod with a ServiceAccount)",
+    let config = Config::infer().await.context(
+        "finding Kubernetes credentials (set KUBECONFIG, or run in a pod with a ServiceAccount)",
     )?;
+    run_with_config(config, args).await
+}
+
+/// Runs until SIGINT/SIGTERM with the given client configuration (tests pass their own).
+pub async fn run_with_config(config: Config, args: RunArgs) -> anyhow::Result<()> {
+    let client = Client::try_from(config.clone()).context("building the Kubernetes client")?;
     check_crds_installed(&client).await?;
     let readiness = Arc::new(Readiness::default());
+    let metrics = Arc::new(metrics::Metrics::default());
 
     let health = Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(readiness.clone());
+        .route("/metrics", get(metrics_text))
+        .with_state(Arc::new(Served {
+            readiness: readiness.clone(),
+            metrics: metrics.clone(),
+        }));
     let listener = tokio::net::TcpListener::bind(args.health_addr)
         .await
         .with_context(|| format!("binding the health endpoint on {}", args.health_addr))?;
     tracing::info!(addr = %args.health_addr, version = crate::VERSION, "oam-trust running");
 
-    let trusts: Api<GitLabTrust> = Api::all(client.clone());
-    let (store, writer) = reflector::store();
+    let (trusts, trust_watch) = reflect::<GitLabTrust>(&client);
+    let (component_defs, component_watch) = reflect::<ComponentDefinition>(&client);
+    let (trait_defs, trait_watch) = reflect::<TraitDefinition>(&client);
+    let (policy_defs, policy_watch) = reflect::<PolicyDefinition>(&client);
+
+    let reporter = Reporter {
+        controller: names::FIELD_MANAGER.into(),
+        instance: args.instance.clone(),
+    };
+    let ctx = Arc::new(application::Context {
+        client: client.clone(),
+        applier: apply::Applier::new(client.clone(), config.clone()),
+        recorder: Recorder::new(client.clone(), reporter),
+        component_defs: component_defs.clone(),
+        trait_defs: trait_defs.clone(),
+        policy_defs: policy_defs.clone(),
+        metrics: metrics.clone(),
+    });
+    let app_controller = application_controller(&client, args.concurrency);
+    let apps = app_controller.store();
+
     let ready = readiness.clone();
-    // The store is ready once the watcher's initial list has completed (also when it is empty).
+    let (t, c, tr, p, a) = (
+        trusts.clone(),
+        component_defs,
+        trait_defs,
+        policy_defs,
+        apps.clone(),
+    );
     let synced = async move {
-        if store.wait_until_ready().await.is_ok() {
-            ready.trusts_synced.store(true, Ordering::Release);
+        let all = futures::future::join5(
+            t.wait_until_ready(),
+            c.wait_until_ready(),
+            tr.wait_until_ready(),
+            p.wait_until_ready(),
+            a.wait_until_ready(),
+        );
+        let (r1, r2, r3, r4, r5) = all.await;
+        if r1.is_ok() && r2.is_ok() && r3.is_ok() && r4.is_ok() && r5.is_ok() {
+            ready.synced.store(true, Ordering::Release);
+            tracing::info!("all watches synced; ready");
         }
         std::future::pending::<()>().await
     };
-    let trust_watch = watcher(trusts, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .for_each(|ev| async move {
-            match ev {
-                Ok(t) => tracing::debug!(
-                    trust = t.metadata.name.as_deref().unwrap_or(""),
-                    "trust seen"
-                ),
-                Err(e) => tracing::warn!(error = %e, "GitLabTrust watch error; retrying"),
+
+    let app_loop = app_controller
+        .shutdown_on_signal()
+        .run(application::reconcile, app_error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                match e {
+                    controller::Error::ReconcilerFailed(err, obj) => {
+                        tracing::warn!(app = %obj, error = %err, "reconcile failed; retrying")
+                    }
+                    other => tracing::debug!(error = %other, "controller event"),
+                }
             }
         });
 
     tokio::select! {
         r = axum::serve(listener, health) => r.context("health server failed")?,
-        _ = trust_watch => anyhow::bail!("GitLabTrust watch ended unexpectedly"),
-        _ = synced => {}
-        _ = shutdown_signal() => tracing::info!("shutting down"),
+        _ = futures::future::join5(trust_watch, component_watch, trait_watch, policy_watch, synced) => anyhow::bail!("a watch ended unexpectedly"),
+        _ = app_loop => tracing::info!("application controller stopped"),
     }
     Ok(())
 }
 
-async fn readyz(State(r): State<Arc<Readiness>>) -> (StatusCode, &'static str) {
-    if r.is_ready() {
+/// A reflector store of every `K` in the cluster and the future that keeps it filled.
+fn reflect<K>(client: &Client) -> (Store<K>, impl Future<Output = ()> + use<K>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let watch = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .for_each(|ev| async move {
+            if let Err(e) = ev {
+                tracing::warn!(kind = %K::kind(&()), error = %e, "watch error; retrying");
+            }
+        });
+    (store, watch)
+}
+
+/// The Application controller and its triggers: the Applications themselves, every object rendering
+/// produced (by label, so drift is corrected at once, also across namespaces), and definitions.
+fn application_controller(client: &Client, concurrency: u16) -> Controller<Application> {
+    let owned = watcher::Config::default().labels(&format!(
+        "{}={}",
+        names::LABEL_MANAGED_BY,
+        names::MANAGED_BY
+    ));
+    let ctrl = Controller::new(
+        Api::<Application>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(controller::Config::default().concurrency(concurrency));
+    let ctrl = watch_rendered::<Deployment>(ctrl, client, &owned);
+    let ctrl = watch_rendered::<StatefulSet>(ctrl, client, &owned);
+    let ctrl = watch_rendered::<DaemonSet>(ctrl, client, &owned);
+    let ctrl = watch_rendered::<Job>(ctrl, client, &owned);
+    let ctrl = watch_rendered::<CronJob>(ctrl, client, &owned);
+    let ctrl = watch_rendered::<Service>(ctrl, client, &owned);
+    let ctrl = watch_rendered::<ConfigMap>(ctrl, client, &owned);
+    let ctrl = watch_rendered::<ServiceAccount>(ctrl, client, &owned);
+    let ctrl = watch_rendered::<PersistentVolumeClaim>(ctrl, client, &owned);
+    let ctrl = watch_rendered::<Ingress>(ctrl, client, &owned);
+    let ctrl = watch_rendered::<HorizontalPodAutoscaler>(ctrl, client, &owned);
+    let apps = ctrl.store();
+    let uses = move |kind: &'static str, def: String| {
+        apps.state()
+            .into_iter()
+            .filter(|app| match kind {
+                "component" => app.spec.components.iter().any(|c| c.type_ == def),
+                "trait" => app
+                    .spec
+                    .components
+                    .iter()
+                    .any(|c| c.traits.iter().any(|t| t.type_ == def)),
+                _ => app.spec.policies.iter().any(|p| p.type_ == def),
+            })
+            .map(|app| ObjectRef::from_obj(&*app))
+            .collect::<Vec<_>>()
+    };
+    let (u1, u2, u3) = (uses.clone(), uses.clone(), uses);
+    ctrl.watches(
+        Api::<ComponentDefinition>::all(client.clone()),
+        watcher::Config::default(),
+        move |d| u1("component", d.name_any()),
+    )
+    .watches(
+        Api::<TraitDefinition>::all(client.clone()),
+        watcher::Config::default(),
+        move |d| u2("trait", d.name_any()),
+    )
+    .watches(
+        Api::<PolicyDefinition>::all(client.clone()),
+        watcher::Config::default(),
+        move |d| u3("policy", d.name_any()),
+    )
+}
+
+fn watch_rendered<K>(
+    ctrl: Controller<Application>,
+    client: &Client,
+    wc: &watcher::Config,
+) -> Controller<Application>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    ctrl.watches(Api::<K>::all(client.clone()), wc.clone(), |obj| {
+        application::owner_of(obj.labels())
+    })
+}
+
+fn app_error_policy(
+    _app: Arc<Application>,
+    err: &application::Error,
+    _ctx: Arc<application::Context>,
+) -> Action {
+    tracing::warn!(error = %err, "reconcile error");
+    Action::requeue(std::time::Duration::from_secs(10))
+}
+
+async fn readyz(State(s): State<Arc<Served>>) -> (StatusCode, &'static str) {
+    if s.readiness.is_ready() {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "watches not synced")
     }
+}
+
+async fn metrics_text(
+    State(s): State<Arc<Served>>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
 }
 
 async fn check_crds_installed(client: &Client) -> anyhow::Result<()> {

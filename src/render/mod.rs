@@ -1,8 +1,33 @@
-//! PURE: Application + definitions -> desired Kubernetes objects. No client, no async.
+//! PURE: Application + definitions -> desired Kubernetes objects. No client, no async, no IO.
 //!
 //! The output contract (`RenderedObject`) is shared with `access/` (grants are scoped to these
-//! objects' names) and `controller/` (which applies and prunes them).
-use serde_json::Value;
+//! objects' names) and `controller/` (which applies and prunes them). Rendering is deterministic:
+//! the same input gives the same objects in the same order (component order, then kind and name).
+//! Nothing here panics on input: malformed properties of any shape are a `RenderError`.
+mod component;
+mod definition;
+mod error;
+mod kube;
+mod params;
+mod pod;
+mod policy;
+mod trait_;
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+pub use definition::{
+    Definitions, builtin_component_types, builtin_policy_types, builtin_trait_types,
+};
+pub use error::RenderError;
+
+use crate::api::oam::{Application, ApplicationComponent};
+use crate::names::{
+    ACCESS_DECLARATION_TYPE, AUXILIARY_WORKLOAD, LABEL_APP_COMPONENT, LABEL_APP_NAME,
+    LABEL_APP_NAMESPACE, LABEL_MANAGED_BY, LABEL_RESOURCE_TYPE, LABEL_TRAIT_RESOURCE,
+    LABEL_TRAIT_TYPE, LABEL_WORKLOAD_TYPE, MANAGED_BY, RESOURCE_TYPE_TRAIT, RESOURCE_TYPE_WORKLOAD,
+};
 
 /// One desired object, with the component (if any) it was rendered for.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,4 +51,473 @@ impl RenderedObject {
     pub fn namespace(&self) -> Option<&str> {
         self.object["metadata"]["namespace"].as_str()
     }
+}
+
+/// What a component's templates may read (KubeVela's `context.*`).
+pub(crate) struct ComponentContext<'a> {
+    pub app_name: &'a str,
+    /// The namespace objects are rendered into (the Application's, or a topology policy's).
+    pub namespace: &'a str,
+    pub component: &'a str,
+    /// `component "api"`: the prefix of every error about this component.
+    pub scope: String,
+}
+
+/// Renders `app` against the built-ins and `defs`. The Application's namespace is
+/// `metadata.namespace` (default `default`); ownerReferences are left to the controller.
+pub fn render_application(
+    app: &Application,
+    defs: &Definitions,
+) -> Result<Vec<RenderedObject>, RenderError> {
+    let app_name = app
+        .metadata
+        .name
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| RenderError::InvalidApplication {
+            scope: "application".to_string(),
+            message: "metadata.name is required".to_string(),
+        })?;
+    let app_namespace = app
+        .metadata
+        .namespace
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("default");
+    for (i, c) in app.spec.components.iter().enumerate() {
+        if c.name.is_empty() {
+            return Err(RenderError::InvalidApplication {
+                scope: format!("spec.components[{i}]"),
+                message: "component name is required".to_string(),
+            });
+        }
+        if app.spec.components[..i].iter().any(|o| o.name == c.name) {
+            return Err(RenderError::InvalidApplication {
+                scope: format!("component {:?}", c.name),
+                message: "component name is used twice".to_string(),
+            });
+        }
+    }
+    let common = CommonMetadata::of(app, app_name, app_namespace);
+    let placements = policy::plan(app, defs, app_namespace)?;
+
+    struct Entry {
+        order: usize,
+        placement: usize,
+        object: RenderedObject,
+    }
+    let mut objects: BTreeMap<(String, String, String, String), Entry> = BTreeMap::new();
+    for (placement_index, placement) in placements.iter().enumerate() {
+        let components = policy::apply_overrides(&app.spec.components, &placement.overrides)?;
+        for (position, component) in components.iter().enumerate() {
+            let order = app
+                .spec
+                .components
+                .iter()
+                .position(|c| c.name == component.name)
+                .unwrap_or(app.spec.components.len() + position);
+            for object in render_component(&common, component, &placement.namespace, defs)? {
+                let key = object_key(&object.object);
+                if let Some(existing) = objects.get(&key)
+                    && existing.placement == placement_index
+                {
+                    return Err(RenderError::DuplicateObject {
+                        scope: format!("component {:?}", component.name),
+                        kind: object.kind().to_string(),
+                        name: object.name().to_string(),
+                        namespace: object.namespace().unwrap_or_default().to_string(),
+                        other: match &existing.object.component {
+                            Some(c) => format!("component {c:?}"),
+                            None => "a policy".to_string(),
+                        },
+                    });
+                }
+                objects.insert(
+                    key,
+                    Entry {
+                        order,
+                        placement: placement_index,
+                        object,
+                    },
+                );
+            }
+        }
+    }
+    let mut out: Vec<Entry> = objects.into_values().collect();
+    out.sort_by(|a, b| {
+        (
+            a.order,
+            a.object.kind(),
+            a.object.name(),
+            a.object.namespace(),
+        )
+            .cmp(&(
+                b.order,
+                b.object.kind(),
+                b.object.name(),
+                b.object.namespace(),
+            ))
+    });
+    Ok(out.into_iter().map(|e| e.object).collect())
+}
+
+/// Labels and annotations every object of the Application gets.
+struct CommonMetadata<'a> {
+    app_name: &'a str,
+    app_namespace: &'a str,
+    /// The Application's own labels and annotations, minus the filtered keys (KubeVela copies them).
+    app_labels: Map<String, Value>,
+    app_annotations: Map<String, Value>,
+}
+
+impl<'a> CommonMetadata<'a> {
+    fn of(app: &'a Application, app_name: &'a str, app_namespace: &'a str) -> Self {
+        let annotations = app.metadata.annotations.clone().unwrap_or_default();
+        let listed = |key: &str| -> Vec<String> {
+            annotations
+                .get(key)
+                .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+                .unwrap_or_default()
+        };
+        let filtered_labels = listed("filter.oam.dev/label-keys");
+        let filtered_annotations = listed("filter.oam.dev/annotation-keys");
+        let app_labels = app
+            .metadata
+            .labels
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| !filtered_labels.contains(k))
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        let app_annotations = annotations
+            .iter()
+            .filter(|(k, _)| {
+                !k.starts_with("filter.oam.dev/")
+                    && *k != "app.oam.dev/inplace-upgrade"
+                    && *k != "kubectl.kubernetes.io/last-applied-configuration"
+                    && !filtered_annotations.contains(k)
+            })
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        Self {
+            app_name,
+            app_namespace,
+            app_labels,
+            app_annotations,
+        }
+    }
+}
+
+fn render_component(
+    common: &CommonMetadata,
+    component: &ApplicationComponent,
+    namespace: &str,
+    defs: &Definitions,
+) -> Result<Vec<RenderedObject>, RenderError> {
+    let scope = format!("component {:?}", component.name);
+    let ctx = ComponentContext {
+        app_name: common.app_name,
+        namespace,
+        component: &component.name,
+        scope: scope.clone(),
+    };
+    let type_ = component.type_.as_str();
+    if type_.contains('@') {
+        return Err(RenderError::InvalidApplication {
+            scope,
+            message: format!(
+                "type {type_:?}: pinned definition revisions (name@vN) are not supported"
+            ),
+        });
+    }
+    let properties = component.properties.as_ref();
+    let output = match defs.component(type_) {
+        Some(def) => match def.spec.schematic.as_ref().and_then(|s| s.kube.as_ref()) {
+            Some(kube) => kube::render(&ctx, type_, kube, properties)?,
+            None => match component::render_builtin(type_, &ctx, properties) {
+                Some(result) => result?,
+                None => {
+                    return Err(RenderError::UnsupportedDefinition {
+                        scope,
+                        kind: "ComponentDefinition".to_string(),
+                        name: type_.to_string(),
+                        reason: "it has no kube schematic (cue, helm and terraform schematics are not evaluated)".to_string(),
+                    });
+                }
+            },
+        },
+        None => match component::render_builtin(type_, &ctx, properties) {
+            Some(result) => result?,
+            None if defs.workload(type_).is_some() => {
+                return Err(RenderError::UnsupportedDefinition {
+                    scope,
+                    kind: "WorkloadDefinition".to_string(),
+                    name: type_.to_string(),
+                    reason: "a WorkloadDefinition has no template to render".to_string(),
+                });
+            }
+            None => {
+                return Err(RenderError::UnknownComponentType {
+                    scope,
+                    type_: type_.to_string(),
+                });
+            }
+        },
+    };
+
+    let mut workload = output.workload;
+    if workload["metadata"]["name"]
+        .as_str()
+        .is_none_or(str::is_empty)
+    {
+        if !workload["metadata"].is_object() {
+            workload["metadata"] = Value::Object(Map::new());
+        }
+        workload["metadata"]["name"] = Value::from(component.name.as_str());
+    }
+    let resource = workload_resource(&workload);
+    let mut trait_objects = Vec::new();
+    for t in &component.traits {
+        let trait_scope = format!("{scope}: trait {:?}", t.type_);
+        if t.type_ == ACCESS_DECLARATION_TYPE {
+            continue;
+        }
+        let Some(applies) = trait_::applies_to(&t.type_) else {
+            return Err(match defs.trait_(&t.type_) {
+                Some(_) => RenderError::UnsupportedDefinition {
+                    scope: trait_scope,
+                    kind: "TraitDefinition".to_string(),
+                    name: t.type_.clone(),
+                    reason: "only built-in traits are rendered (cue schematics are not evaluated)"
+                        .to_string(),
+                },
+                None => RenderError::UnknownTraitType {
+                    scope,
+                    type_: t.type_.clone(),
+                },
+            });
+        };
+        if !applies.iter().any(|a| *a == "*" || *a == resource) {
+            return Err(RenderError::TraitNotApplicable {
+                scope: trait_scope,
+                workload: resource,
+                applies_to: applies.join(", "),
+            });
+        }
+        let outputs = match trait_::render_builtin(
+            &t.type_,
+            &trait_scope,
+            &ctx,
+            &mut workload,
+            t.properties.as_ref(),
+        ) {
+            Some(result) => result?,
+            None => {
+                return Err(RenderError::UnknownTraitType {
+                    scope,
+                    type_: t.type_.clone(),
+                });
+            }
+        };
+        trait_objects.extend(
+            outputs
+                .into_iter()
+                .map(|(name, object)| (t.type_.clone(), name, object)),
+        );
+    }
+
+    let mut out = Vec::with_capacity(1 + output.auxiliaries.len() + trait_objects.len());
+    let labelled = |object: Value, extra: &[(&str, &str)]| -> Result<RenderedObject, RenderError> {
+        let object = finalize(object, common, &component.name, namespace, extra, &scope)?;
+        Ok(RenderedObject {
+            component: Some(component.name.clone()),
+            object,
+        })
+    };
+    out.push(labelled(
+        workload,
+        &[
+            (LABEL_RESOURCE_TYPE, RESOURCE_TYPE_WORKLOAD),
+            (LABEL_WORKLOAD_TYPE, type_),
+        ],
+    )?);
+    for (name, object) in output.auxiliaries {
+        out.push(labelled(
+            object,
+            &[
+                (LABEL_RESOURCE_TYPE, RESOURCE_TYPE_TRAIT),
+                (LABEL_TRAIT_TYPE, AUXILIARY_WORKLOAD),
+                (LABEL_TRAIT_RESOURCE, &name),
+            ],
+        )?);
+    }
+    for (trait_type, name, object) in trait_objects {
+        out.push(labelled(
+            object,
+            &[
+                (LABEL_RESOURCE_TYPE, RESOURCE_TYPE_TRAIT),
+                (LABEL_TRAIT_TYPE, &trait_type),
+                (LABEL_TRAIT_RESOURCE, &name),
+            ],
+        )?);
+    }
+    Ok(out)
+}
+
+/// Sets namespace, labels and annotations on a rendered object.
+fn finalize(
+    mut object: Value,
+    common: &CommonMetadata,
+    component: &str,
+    namespace: &str,
+    extra: &[(&str, &str)],
+    scope: &str,
+) -> Result<Value, RenderError> {
+    let kind = object["kind"].as_str().unwrap_or_default().to_string();
+    let cluster_scoped =
+        is_cluster_scoped(object["apiVersion"].as_str().unwrap_or_default(), &kind);
+    let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return Err(RenderError::InvalidApplication {
+            scope: scope.to_string(),
+            message: format!("rendered {kind} has no metadata"),
+        });
+    };
+    let name = metadata
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if cluster_scoped {
+        metadata.remove("namespace");
+    } else {
+        match metadata.get("namespace") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(ns)) if ns == namespace => {}
+            Some(other) => {
+                return Err(RenderError::InvalidApplication {
+                    scope: scope.to_string(),
+                    message: format!(
+                        "{kind} {name:?} sets metadata.namespace {other}, but the application renders into namespace {namespace:?}"
+                    ),
+                });
+            }
+        }
+        metadata.insert("namespace".into(), namespace.into());
+    }
+    let mut labels = common.app_labels.clone();
+    if let Some(Value::Object(own)) = metadata.get("labels") {
+        labels.extend(own.clone());
+    }
+    for (k, v) in [
+        (LABEL_APP_NAME, common.app_name),
+        (LABEL_APP_NAMESPACE, common.app_namespace),
+        (LABEL_APP_COMPONENT, component),
+        (LABEL_MANAGED_BY, MANAGED_BY),
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    {
+        labels.insert(k.to_string(), v.into());
+    }
+    metadata.insert("labels".into(), Value::Object(labels));
+    if !common.app_annotations.is_empty() {
+        let mut annotations = common.app_annotations.clone();
+        if let Some(Value::Object(own)) = metadata.get("annotations") {
+            annotations.extend(own.clone());
+        }
+        metadata.insert("annotations".into(), Value::Object(annotations));
+    }
+    Ok(object)
+}
+
+/// Identity used to detect two renders of the same object: (group, kind, namespace, name).
+fn object_key(object: &Value) -> (String, String, String, String) {
+    let group = api_group(object["apiVersion"].as_str().unwrap_or_default());
+    (
+        group.to_string(),
+        object["kind"].as_str().unwrap_or_default().to_string(),
+        object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+fn api_group(api_version: &str) -> &str {
+    api_version.split_once('/').map(|(g, _)| g).unwrap_or("")
+}
+
+/// `deployments.apps`, `jobs.batch`, `services`: the form `appliesToWorkloads` uses.
+pub(crate) fn workload_resource(object: &Value) -> String {
+    let kind = object["kind"].as_str().unwrap_or_default().to_lowercase();
+    let plural = if kind.ends_with('s')
+        || kind.ends_with('x')
+        || kind.ends_with("ch")
+        || kind.ends_with("sh")
+    {
+        format!("{kind}es")
+    } else if let Some(stem) = kind.strip_suffix('y')
+        && !stem.ends_with(['a', 'e', 'i', 'o', 'u'])
+    {
+        format!("{stem}ies")
+    } else {
+        format!("{kind}s")
+    };
+    match api_group(object["apiVersion"].as_str().unwrap_or_default()) {
+        "" => plural,
+        group => format!("{plural}.{group}"),
+    }
+}
+
+/// Built-in cluster-scoped kinds: rendered without `metadata.namespace`.
+fn is_cluster_scoped(api_version: &str, kind: &str) -> bool {
+    const CLUSTER_SCOPED: [(&str, &str); 22] = [
+        ("", "Namespace"),
+        ("", "Node"),
+        ("", "PersistentVolume"),
+        ("rbac.authorization.k8s.io", "ClusterRole"),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+        ("apiextensions.k8s.io", "CustomResourceDefinition"),
+        ("apiregistration.k8s.io", "APIService"),
+        ("storage.k8s.io", "StorageClass"),
+        ("storage.k8s.io", "CSIDriver"),
+        ("storage.k8s.io", "CSINode"),
+        ("storage.k8s.io", "VolumeAttachment"),
+        ("scheduling.k8s.io", "PriorityClass"),
+        ("node.k8s.io", "RuntimeClass"),
+        ("networking.k8s.io", "IngressClass"),
+        (
+            "admissionregistration.k8s.io",
+            "MutatingWebhookConfiguration",
+        ),
+        (
+            "admissionregistration.k8s.io",
+            "ValidatingWebhookConfiguration",
+        ),
+        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
+        (
+            "admissionregistration.k8s.io",
+            "ValidatingAdmissionPolicyBinding",
+        ),
+        ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
+        ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
+        ("certificates.k8s.io", "CertificateSigningRequest"),
+        ("oam-trust.dev", "GitLabTrust"),
+    ];
+    let group = api_group(api_version);
+    CLUSTER_SCOPED
+        .iter()
+        .any(|(g, k)| *g == group && *k == kind)
+}
+
+/// A `{string: string}` object (labels, annotations).
+pub(crate) fn is_string_map(value: &Value) -> bool {
+    value
+        .as_object()
+        .is_some_and(|m| m.values().all(Value::is_string))
 }

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -40,8 +42,13 @@ pub async fn kubeconfig_path() -> PathBuf {
                 .output()
                 .await
                 .expect("running hack/cluster.sh up");
-            assert!(out.status.success(), "hack/cluster.sh up failed; see its output above (hack/cluster.sh logs)");
-            let dir = std::env::var("OAM_TRUST_CLUSTER_DIR").map(PathBuf::from).unwrap_or(repo_root().join(".cluster"));
+            assert!(
+                out.status.success(),
+                "hack/cluster.sh up failed; see its output above (hack/cluster.sh logs)"
+            );
+            let dir = std::env::var("OAM_TRUST_CLUSTER_DIR")
+                .map(PathBuf::from)
+                .unwrap_or(repo_root().join(".cluster"));
             dir.join("kubeconfig")
         })
         .await
@@ -51,7 +58,9 @@ pub async fn kubeconfig_path() -> PathBuf {
 /// The admin (`system:masters`) client config.
 pub async fn admin_config() -> Config {
     let kc = Kubeconfig::read_from(kubeconfig_path().await).expect("reading the test kubeconfig");
-    Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.expect("building a config from the test kubeconfig")
+    Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("building a config from the test kubeconfig")
 }
 
 pub async fn admin() -> Client {
@@ -80,9 +89,13 @@ pub async fn install_crds(client: &Client) {
         let api: Api<CustomResourceDefinition> = Api::all(client.clone());
         for crd in oam_trust::api::all_crds() {
             let name = crd.metadata.name.clone().unwrap();
-            api.patch(&name, &PatchParams::apply("oam-trust-tests").force(), &Patch::Apply(&crd))
-                .await
-                .unwrap_or_else(|e| panic!("the API server refused CRD {name}: {e}"));
+            api.patch(
+                &name,
+                &PatchParams::apply("oam-trust-tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("the API server refused CRD {name}: {e}"));
             let established = await_condition(api.clone(), &name, conditions::is_crd_established());
             tokio::time::timeout(Duration::from_secs(30), established)
                 .await
@@ -101,14 +114,22 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
         "metadata": {"name": name, "labels": {"oam-trust.dev/test": "true"}}
     }))
     .unwrap();
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("creating the test namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("creating the test namespace");
     name
 }
 
 fn rand_suffix() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
     h.finish() as u32
 }
 
@@ -116,8 +137,11 @@ fn rand_suffix() -> u32 {
 pub async fn service_account_token(client: &Client, ns: &str, name: &str, seconds: i64) -> String {
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
     if sas.get_opt(name).await.unwrap().is_none() {
-        let sa: ServiceAccount = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-        sas.create(&PostParams::default(), &sa).await.expect("creating the ServiceAccount");
+        let sa: ServiceAccount =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+        sas.create(&PostParams::default(), &sa)
+            .await
+            .expect("creating the ServiceAccount");
     }
     token_for(client, ns, name, seconds).await
 }
@@ -126,7 +150,10 @@ pub async fn service_account_token(client: &Client, ns: &str, name: &str, second
 pub async fn token_for(client: &Client, ns: &str, name: &str, seconds: i64) -> String {
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
     let tr = TokenRequest {
-        spec: TokenRequestSpec { expiration_seconds: Some(seconds), ..Default::default() },
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(seconds),
+            ..Default::default()
+        },
         ..Default::default()
     };
     sas.create_token_request(name, &PostParams::default(), &tr)
@@ -139,9 +166,14 @@ pub async fn token_for(client: &Client, ns: &str, name: &str, seconds: i64) -> S
 
 /// Who the API server says the client is: (username, groups).
 pub async fn whoami(client: &Client) -> kube::Result<(String, Vec<String>)> {
-    let review = Api::<SelfSubjectReview>::all(client.clone()).create(&PostParams::default(), &SelfSubjectReview::default()).await?;
+    let review = Api::<SelfSubjectReview>::all(client.clone())
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await?;
     let user = review.status.and_then(|s| s.user_info).unwrap_or_default();
-    Ok((user.username.unwrap_or_default(), user.groups.unwrap_or_default()))
+    Ok((
+        user.username.unwrap_or_default(),
+        user.groups.unwrap_or_default(),
+    ))
 }
 
 /// What the client may do, asked of the API server (SelfSubjectAccessReview).
@@ -198,4 +230,56 @@ where
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+static OPERATOR: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+
+/// Starts one operator (`oam-trust run` in-process, admin credentials) for this test binary, on a
+/// thread with its own runtime so it outlives each test's runtime. Installs the CRDs first.
+pub async fn operator() {
+    let client = admin().await;
+    install_crds(&client).await;
+    let config = admin_config().await;
+    OPERATOR.get_or_init(move || {
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let args = oam_trust::controller::RunArgs {
+                    health_addr: "127.0.0.1:0".parse().unwrap(),
+                    concurrency: 16,
+                    instance: Some("tests".into()),
+                };
+                if let Err(e) = oam_trust::controller::run_with_config(config, args).await {
+                    eprintln!("the operator under test stopped: {e:#}");
+                }
+            });
+        });
+    });
+}
+
+/// A namespace with an applier ServiceAccount bound to the given ClusterRole (`admin` when the test
+/// does not care): what a namespace admin sets up once for oam-trust.
+pub async fn app_namespace(client: &Client, prefix: &str, applier_role: &str) -> String {
+    let ns = namespace(client, prefix).await;
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "oam-trust-applier"}}))
+            .unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    let rb: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "oam-trust-applier"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": applier_role},
+        "subjects": [{"kind": "ServiceAccount", "name": "oam-trust-applier", "namespace": ns}]
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &rb)
+        .await
+        .unwrap();
+    ns
 }

@@ -1,0 +1,549 @@
+//! The Application controller: fetch -> render -> apply (as the applier) -> prune -> health -> status.
+//!
+//! Invariants: an Application that fails to render or apply gets a status condition and an Event, and
+//! nothing of it is written; unchanged Applications cause no writes; objects are owned by the
+//! Application (ownerReference) inside its namespace and cleaned up by a finalizer elsewhere.
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use super::apply::{Applier, ApplyError, ObjectKey, Owner};
+use super::conditions::{self, Desired};
+use super::health;
+use crate::api::oam::{
+    Application, ApplicationComponentStatus, ApplicationStatus, ApplicationTraitStatus,
+    ClusterObjectReference, ComponentDefinition, PolicyDefinition, TraitDefinition, WorkloadGvk,
+};
+use crate::names;
+use crate::render::{self, Definitions, RenderedObject};
+
+/// Finalizer, present only while an Application has objects outside its namespace.
+pub const FINALIZER: &str = "oam-trust.dev/cleanup";
+/// How often an unhealthy Application is looked at again when no watch event arrives (for example
+/// pods that stay unschedulable).
+pub const UNHEALTHY_RECHECK: Duration = Duration::from_secs(20);
+
+/// Shared state of the Application controller.
+pub struct Context {
+    pub client: Client,
+    pub applier: Applier,
+    pub recorder: Recorder,
+    pub component_defs: Store<ComponentDefinition>,
+    pub trait_defs: Store<TraitDefinition>,
+    pub policy_defs: Store<PolicyDefinition>,
+    pub metrics: Arc<crate::controller::metrics::Metrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("applying Application {app}: {source}")]
+    Apply {
+        app: String,
+        #[source]
+        source: ApplyError,
+    },
+    #[error("{action} for Application {app}: {source}")]
+    Kube {
+        action: &'static str,
+        app: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+}
+
+impl Error {
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Apply { source, .. } => source.reason(),
+            Error::Kube { .. } => "ApiError",
+        }
+    }
+}
+
+fn kube_err<'a>(action: &'static str, app: &'a str) -> impl FnOnce(kube::Error) -> Error + 'a {
+    move |e| Error::Kube {
+        action,
+        app: app.to_string(),
+        source: Box::new(e),
+    }
+}
+
+/// Definitions visible to an Application: cluster-wide by name, its own namespace's taking precedence.
+pub fn definitions_for(ctx: &Context, namespace: &str) -> Definitions {
+    let mut defs = Definitions::default();
+    let mut add = |ns_first: bool| {
+        let pick = |o_ns: Option<String>| (o_ns.as_deref() == Some(namespace)) == ns_first;
+        for d in ctx.component_defs.state() {
+            if pick(d.namespace()) {
+                defs.insert_component((*d).clone());
+            }
+        }
+        for d in ctx.trait_defs.state() {
+            if pick(d.namespace()) {
+                defs.insert_trait((*d).clone());
+            }
+        }
+        for d in ctx.policy_defs.state() {
+            if pick(d.namespace()) {
+                defs.insert_policy((*d).clone());
+            }
+        }
+    };
+    add(false);
+    add(true);
+    defs
+}
+
+pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(&app, &ctx).await;
+    ctx.metrics.observe_reconcile(
+        "application",
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
+    result
+}
+
+async fn reconcile_inner(app: &Application, ctx: &Context) -> Result<Action, Error> {
+    let ns = app.namespace().unwrap_or_else(|| "default".into());
+    let name = app.name_any();
+    let apps: Api<Application> = Api::namespaced(ctx.client.clone(), &ns);
+    let user = Applier::applier_user(&ns, app.metadata.annotations.as_ref());
+    let previous: Vec<ObjectKey> = app
+        .status
+        .as_ref()
+        .map(|s| s.applied_resources.iter().map(key_of_ref).collect())
+        .unwrap_or_default();
+
+    if app.metadata.deletion_timestamp.is_some() {
+        return finalize(app, ctx, &apps, &user, &previous).await;
+    }
+
+    let defs = definitions_for(ctx, &ns);
+    let rendered = match render::render_application(app, &defs) {
+        Ok(r) => r,
+        Err(e) => {
+            let message = e.to_string();
+            publish(
+                ctx,
+                app,
+                EventType::Warning,
+                "RenderFailed",
+                "Render",
+                &message,
+            )
+            .await;
+            let status = next_status(
+                app,
+                "rendering",
+                &[Desired::new("Parsed", false, "RenderError", message)],
+                None,
+            );
+            write_status(&apps, app, status).await?;
+            return Ok(Action::await_change());
+        }
+    };
+
+    let owner = Owner {
+        namespace: ns.clone(),
+        reference: owner_reference(app),
+    };
+    let objects: Vec<Value> = rendered.iter().map(|r| r.object.clone()).collect();
+    let parsed = Desired::new(
+        "Parsed",
+        true,
+        "Rendered",
+        format!("rendered {} objects", objects.len()),
+    );
+    let applied = match ctx.applier.apply_all(&user, &objects, &owner).await {
+        Ok(applied) => applied,
+        Err(e) => {
+            let message = e.to_string();
+            publish(
+                ctx,
+                app,
+                EventType::Warning,
+                "ApplyFailed",
+                "Apply",
+                &message,
+            )
+            .await;
+            let permanent = e.is_permanent();
+            let status = next_status(
+                app,
+                "rendering",
+                &[parsed, Desired::new("Applied", false, e.reason(), message)],
+                None,
+            );
+            write_status(&apps, app, status).await?;
+            return if permanent {
+                Ok(Action::requeue(Duration::from_secs(300)))
+            } else {
+                Err(Error::Apply {
+                    app: format!("{ns}/{name}"),
+                    source: e,
+                })
+            };
+        }
+    };
+    if applied.written > 0 {
+        ctx.metrics.objects_applied(applied.written);
+    }
+
+    // Objects outside the namespace need the finalizer before anything else can leave them behind.
+    let has_finalizer = app.finalizers().iter().any(|f| f == FINALIZER);
+    if !applied.outside_owner_namespace.is_empty() && !has_finalizer {
+        let mut finalizers = app.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_string());
+        apps.patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
+        )
+        .await
+        .map_err(kube_err("adding the cleanup finalizer", &name))?;
+    }
+
+    let desired_keys: BTreeSet<ObjectKey> = objects.iter().map(ObjectKey::of).collect();
+    let stale: Vec<ObjectKey> = previous
+        .iter()
+        .filter(|k| !desired_keys.contains(k))
+        .cloned()
+        .collect();
+    if !stale.is_empty() {
+        match ctx.applier.delete_all(&user, &stale).await {
+            Ok(n) if n > 0 => {
+                publish(
+                    ctx,
+                    app,
+                    EventType::Normal,
+                    "Pruned",
+                    "Prune",
+                    &format!("deleted {n} objects no longer rendered"),
+                )
+                .await
+            }
+            Ok(_) => {}
+            Err(e) => {
+                publish(
+                    ctx,
+                    app,
+                    EventType::Warning,
+                    "PruneFailed",
+                    "Prune",
+                    &e.to_string(),
+                )
+                .await
+            }
+        }
+    }
+
+    let services = component_health(app, ctx, &rendered).await;
+    let healthy = services.iter().all(|s| s.healthy);
+    let phase = if healthy { "running" } else { "unhealthy" };
+    let unhealthy: Vec<String> = services
+        .iter()
+        .filter(|s| !s.healthy)
+        .map(|s| {
+            format!(
+                "{}: {}",
+                s.name,
+                s.message.as_deref().unwrap_or("not ready")
+            )
+        })
+        .collect();
+    let conditions = [
+        parsed,
+        Desired::new(
+            "Applied",
+            true,
+            "Applied",
+            format!("{} objects applied", objects.len()),
+        ),
+        if healthy {
+            Desired::new("Healthy", true, "AllHealthy", "all components are healthy")
+        } else {
+            Desired::new(
+                "Healthy",
+                false,
+                "ComponentsUnhealthy",
+                unhealthy.join("; "),
+            )
+        },
+    ];
+    let mut status = next_status(app, phase, &conditions, Some(services));
+    status.applied_resources = desired_keys.iter().map(ref_of_key).collect();
+    write_status(&apps, app, status).await?;
+    Ok(if healthy {
+        Action::await_change()
+    } else {
+        Action::requeue(UNHEALTHY_RECHECK)
+    })
+}
+
+async fn finalize(
+    app: &Application,
+    ctx: &Context,
+    apps: &Api<Application>,
+    user: &str,
+    previous: &[ObjectKey],
+) -> Result<Action, Error> {
+    let ns = app.namespace().unwrap_or_default();
+    if !app.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    // Inside the namespace the garbage collector follows ownerReferences; only the rest is ours.
+    let outside: Vec<ObjectKey> = previous
+        .iter()
+        .filter(|k| k.namespace.as_deref() != Some(ns.as_str()))
+        .cloned()
+        .collect();
+    if let Err(e) = ctx.applier.delete_all(user, &outside).await {
+        publish(
+            ctx,
+            app,
+            EventType::Warning,
+            "CleanupFailed",
+            "Delete",
+            &e.to_string(),
+        )
+        .await;
+        return Err(Error::Apply {
+            app: format!("{ns}/{}", app.name_any()),
+            source: e,
+        });
+    }
+    let finalizers: Vec<&String> = app
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .collect();
+    apps.patch(
+        &app.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
+    )
+    .await
+    .map_err(kube_err("removing the cleanup finalizer", &app.name_any()))?;
+    Ok(Action::await_change())
+}
+
+fn owner_reference(app: &Application) -> Value {
+    json!({
+        "apiVersion": Application::api_version(&()),
+        "kind": Application::kind(&()),
+        "name": app.name_any(),
+        "uid": app.uid().unwrap_or_default(),
+        "controller": true,
+        "blockOwnerDeletion": true,
+    })
+}
+
+async fn component_health(
+    app: &Application,
+    ctx: &Context,
+    rendered: &[RenderedObject],
+) -> Vec<ApplicationComponentStatus> {
+    let mut out = Vec::new();
+    for component in &app.spec.components {
+        let workload = rendered.iter().find(|r| {
+            r.component.as_deref() == Some(component.name.as_str())
+                && r.object["metadata"]["labels"][names::LABEL_RESOURCE_TYPE] == "WORKLOAD"
+        });
+        let traits = component
+            .traits
+            .iter()
+            .filter(|t| t.type_ != "gitlab-access")
+            .map(|t| ApplicationTraitStatus {
+                type_: t.type_.clone(),
+                healthy: true,
+                message: None,
+            })
+            .collect();
+        let (health, gvk, namespace) = match workload {
+            None => (
+                health::Health {
+                    healthy: true,
+                    message: String::new(),
+                },
+                None,
+                None,
+            ),
+            Some(w) => {
+                let key = ObjectKey::of(&w.object);
+                let gvk = WorkloadGvk {
+                    api_version: key.api_version.clone(),
+                    kind: key.kind.clone(),
+                };
+                let h = match ctx.applier.get(&key).await {
+                    Ok(Some(live)) => {
+                        let mut h = health::of_workload(&live);
+                        if !h.healthy {
+                            if let Some(reason) = pending_reason(ctx, &live).await {
+                                h.message = format!("{} ({reason})", h.message);
+                            }
+                        }
+                        h
+                    }
+                    Ok(None) => health::Health {
+                        healthy: false,
+                        message: "workload not found".into(),
+                    },
+                    Err(e) => health::Health {
+                        healthy: false,
+                        message: format!("reading workload: {e}"),
+                    },
+                };
+                (h, Some(gvk), key.namespace)
+            }
+        };
+        out.push(ApplicationComponentStatus {
+            name: component.name.clone(),
+            namespace,
+            cluster: Some("local".into()),
+            workload_definition: gvk,
+            healthy: health.healthy,
+            workload_healthy: Some(health.healthy),
+            message: Some(health.message),
+            traits,
+        });
+    }
+    out
+}
+
+/// Why a workload's pods are not ready, when the scheduler says so.
+async fn pending_reason(ctx: &Context, live: &Value) -> Option<String> {
+    let labels = live["spec"]["selector"]["matchLabels"].as_object()?;
+    let ns = live["metadata"]["namespace"].as_str()?;
+    let selector: Vec<String> = labels
+        .iter()
+        .filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?)))
+        .collect();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(&selector.join(",")).limit(20))
+        .await
+        .ok()?;
+    let values: Vec<Value> = list
+        .items
+        .iter()
+        .filter_map(|p| serde_json::to_value(p).ok())
+        .collect();
+    health::unschedulable_reason(&values).map(|m| format!("pods cannot be scheduled: {m}"))
+}
+
+fn next_status(
+    app: &Application,
+    phase: &str,
+    desired: &[Desired],
+    services: Option<Vec<ApplicationComponentStatus>>,
+) -> ApplicationStatus {
+    let old = app.status.clone().unwrap_or_default();
+    let generation = app.metadata.generation;
+    ApplicationStatus {
+        observed_generation: generation,
+        status: Some(phase.to_string()),
+        conditions: conditions::merge(&old.conditions, desired, generation, Timestamp::now()),
+        services: services.unwrap_or(old.services),
+        applied_resources: old.applied_resources,
+    }
+}
+
+async fn write_status(
+    apps: &Api<Application>,
+    app: &Application,
+    status: ApplicationStatus,
+) -> Result<(), Error> {
+    let old = app.status.clone().unwrap_or_default();
+    let unchanged = old.observed_generation == status.observed_generation
+        && old.status == status.status
+        && old.services == status.services
+        && old.applied_resources == status.applied_resources
+        && conditions::same_ignoring_time(&old.conditions, &status.conditions);
+    if unchanged {
+        return Ok(());
+    }
+    let patch = json!({"apiVersion": Application::api_version(&()), "kind": Application::kind(&()), "status": status});
+    apps.patch_status(
+        &app.name_any(),
+        &PatchParams::apply(names::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(kube_err("writing status", &app.name_any()))?;
+    Ok(())
+}
+
+async fn publish(
+    ctx: &Context,
+    app: &Application,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(truncate(note, 1000)),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &app.object_ref(&())).await {
+        tracing::warn!(error = %e, app = %app.name_any(), "publishing an Event failed");
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn key_of_ref(r: &ClusterObjectReference) -> ObjectKey {
+    ObjectKey {
+        api_version: r.api_version.clone(),
+        kind: r.kind.clone(),
+        namespace: r.namespace.clone(),
+        name: r.name.clone(),
+    }
+}
+
+fn ref_of_key(k: &ObjectKey) -> ClusterObjectReference {
+    ClusterObjectReference {
+        cluster: None,
+        creator: Some("workflow".into()),
+        api_version: k.api_version.clone(),
+        kind: k.kind.clone(),
+        name: k.name.clone(),
+        namespace: k.namespace.clone(),
+        uid: None,
+    }
+}
+
+/// Maps a watched object back to its Application through the labels rendering put on it.
+pub fn owner_of(
+    labels: &BTreeMap<String, String>,
+) -> Option<kube::runtime::reflector::ObjectRef<Application>> {
+    if labels.get(names::LABEL_MANAGED_BY).map(String::as_str) != Some(names::MANAGED_BY) {
+        return None;
+    }
+    let name = labels.get(names::LABEL_APP_NAME)?;
+    let ns = labels.get(names::LABEL_APP_NAMESPACE)?;
+    Some(kube::runtime::reflector::ObjectRef::new(name).within(ns))
+}

@@ -1,0 +1,450 @@
+//! Server-side apply of rendered objects, as the Application's applier identity.
+//!
+//! Invariants:
+//! - Every write goes through a client that impersonates the Application's applier ServiceAccount, so
+//!   the API server's RBAC bounds what an Application can create (no escalation through the operator).
+//! - All objects are dry-run applied first; only when every dry run passes is anything written, so a
+//!   forbidden or invalid object leaves the cluster untouched (no partial apply).
+//! - An object whose desired fields already hold in the live object is not written at all: a resync of
+//!   an unchanged Application sends zero write requests.
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
+use kube::{Api, Client, Config};
+use serde_json::Value;
+
+use crate::names;
+
+/// Annotation on an Application naming the ServiceAccount (in its namespace) whose permissions bound
+/// what the Application may create. KubeVela's name for the same idea.
+pub const APPLIER_ANNOTATION: &str = "app.oam.dev/service-account-name";
+/// The applier ServiceAccount used when the annotation is absent.
+pub const DEFAULT_APPLIER: &str = "oam-trust-applier";
+
+/// Why applying failed. Messages tell the user what to grant or fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(
+        "{kind} is not served by this cluster ({api_version}): install its CRD or fix apiVersion/kind"
+    )]
+    UnknownKind { api_version: String, kind: String },
+    #[error(
+        "the applier ServiceAccount {applier} may not {verb} {kind} {target}: {message}. Bind it a Role that allows this (see README: Applier identity)"
+    )]
+    Forbidden {
+        applier: String,
+        verb: &'static str,
+        kind: String,
+        target: String,
+        message: String,
+    },
+    #[error("the API server refused {kind} {target}: {message}")]
+    Invalid {
+        kind: String,
+        target: String,
+        message: String,
+    },
+    #[error("talking to the API server about {kind} {target}: {source}")]
+    Api {
+        kind: String,
+        target: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+}
+
+impl ApplyError {
+    /// Bounded metric/reason label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApplyError::UnknownKind { .. } => "UnknownKind",
+            ApplyError::Forbidden { .. } => "Forbidden",
+            ApplyError::Invalid { .. } => "Invalid",
+            ApplyError::Api { .. } => "ApiError",
+        }
+    }
+    /// True when retrying cannot help until someone changes the Application or its permissions.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, ApplyError::Api { .. })
+    }
+}
+
+/// Resolves kinds to API resources once, through discovery, and hands out impersonating clients.
+pub struct Applier {
+    client: Client,
+    config: Config,
+    kinds: Mutex<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>>,
+    impersonated: Mutex<HashMap<String, Client>>,
+}
+
+/// The Application that owns what is applied.
+pub struct Owner {
+    pub namespace: String,
+    /// A controller ownerReference (`controller: true`, `blockOwnerDeletion: true`).
+    pub reference: serde_json::Value,
+}
+
+/// What an apply did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Objects written (0 when everything already matched).
+    pub written: usize,
+    /// Objects no ownerReference can reach (other namespaces, cluster scope): cleaned up by finalizer.
+    pub outside_owner_namespace: Vec<ObjectKey>,
+}
+
+/// Identity of one object: (apiVersion, kind, namespace, name).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn of(obj: &Value) -> ObjectKey {
+        ObjectKey {
+            api_version: obj["apiVersion"].as_str().unwrap_or_default().to_string(),
+            kind: obj["kind"].as_str().unwrap_or_default().to_string(),
+            namespace: obj["metadata"]["namespace"].as_str().map(str::to_string),
+            name: obj["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        }
+    }
+    pub fn gvk(&self) -> GroupVersionKind {
+        let (group, version) = match self.api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", self.api_version.as_str()),
+        };
+        GroupVersionKind::gvk(group, version, &self.kind)
+    }
+    fn target(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{ns}/{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+impl Applier {
+    pub fn new(client: Client, config: Config) -> Self {
+        Applier {
+            client,
+            config,
+            kinds: Mutex::default(),
+            impersonated: Mutex::default(),
+        }
+    }
+
+    /// `system:serviceaccount:<ns>:<applier>` for an Application.
+    pub fn applier_user(
+        namespace: &str,
+        annotations: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> String {
+        let sa = annotations
+            .and_then(|a| a.get(APPLIER_ANNOTATION))
+            .map(String::as_str)
+            .unwrap_or(DEFAULT_APPLIER);
+        format!("system:serviceaccount:{namespace}:{sa}")
+    }
+
+    fn client_as(&self, user: &str) -> Result<Client, kube::Error> {
+        let mut cache = self
+            .impersonated
+            .lock()
+            .expect("applier client cache poisoned");
+        if let Some(c) = cache.get(user) {
+            return Ok(c.clone());
+        }
+        let mut cfg = self.config.clone();
+        cfg.auth_info.impersonate = Some(user.to_string());
+        cfg.auth_info.impersonate_groups = None;
+        let client = Client::try_from(cfg)?;
+        cache.insert(user.to_string(), client.clone());
+        Ok(client)
+    }
+
+    async fn resolve(&self, key: &ObjectKey) -> Result<(ApiResource, ApiCapabilities), ApplyError> {
+        let gvk = key.gvk();
+        if let Some(found) = self.kinds.lock().expect("kind cache poisoned").get(&gvk) {
+            return Ok(found.clone());
+        }
+        let found = kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .map_err(|e| match e {
+                kube::Error::Api(ref s) if s.code == 404 => ApplyError::UnknownKind {
+                    api_version: key.api_version.clone(),
+                    kind: key.kind.clone(),
+                },
+                kube::Error::Discovery(_) => ApplyError::UnknownKind {
+                    api_version: key.api_version.clone(),
+                    kind: key.kind.clone(),
+                },
+                other => ApplyError::Api {
+                    kind: key.kind.clone(),
+                    target: key.target(),
+                    source: Box::new(other),
+                },
+            })?;
+        self.kinds
+            .lock()
+            .expect("kind cache poisoned")
+            .insert(gvk, found.clone());
+        Ok(found)
+    }
+
+    fn api(
+        &self,
+        client: Client,
+        key: &ObjectKey,
+        ar: &ApiResource,
+        caps: &ApiCapabilities,
+    ) -> Api<DynamicObject> {
+        match (&caps.scope, &key.namespace) {
+            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client, ns, ar),
+            (Scope::Namespaced, None) => Api::default_namespaced_with(client, ar),
+            (Scope::Cluster, _) => Api::all_with(client, ar),
+        }
+    }
+
+    /// Applies `objects` as `user`: reads each live object (as the operator), dry-runs every object that
+    /// differs, and writes only if all dry runs pass. Returns how many objects were written.
+    pub async fn apply_all(
+        &self,
+        user: &str,
+        objects: &[Value],
+        owner: &Owner,
+    ) -> Result<Applied, ApplyError> {
+        let as_applier = self.client_as(user).map_err(|e| ApplyError::Api {
+            kind: "client".into(),
+            target: user.into(),
+            source: Box::new(e),
+        })?;
+        let mut pending = Vec::new();
+        let mut outside = Vec::new();
+        for obj in objects {
+            let mut obj = obj.clone();
+            let key = ObjectKey::of(&obj);
+            let (ar, caps) = self.resolve(&key).await?;
+            let in_owner_namespace = caps.scope == Scope::Namespaced
+                && key.namespace.as_deref().unwrap_or(&owner.namespace) == owner.namespace;
+            if let Some(meta) = obj["metadata"].as_object_mut() {
+                if caps.scope == Scope::Cluster {
+                    meta.remove("namespace");
+                }
+                // Never across namespaces or onto cluster-scoped objects: the garbage collector would
+                // treat the owner as missing and delete the object.
+                if in_owner_namespace {
+                    meta.insert(
+                        "ownerReferences".into(),
+                        serde_json::json!([owner.reference]),
+                    );
+                }
+            }
+            if !in_owner_namespace {
+                outside.push(ObjectKey::of(&obj));
+            }
+            // Read as the applier too: the operator needs no read access of its own to arbitrary kinds.
+            let live = self
+                .api(as_applier.clone(), &key, &ar, &caps)
+                .get_opt(&key.name)
+                .await
+                .map_err(|e| classify(user, "get", &key, e))?;
+            let up_to_date = live
+                .map(|l| {
+                    serde_json::to_value(l)
+                        .map(|l| is_subset(&obj, &l))
+                        .unwrap_or(false)
+                })
+                .unwrap_or(false);
+            if !up_to_date {
+                pending.push((
+                    key,
+                    self.api(as_applier.clone(), &ObjectKey::of(&obj), &ar, &caps),
+                    obj,
+                ));
+            }
+        }
+        let dry = PatchParams::apply(names::FIELD_MANAGER).force().dry_run();
+        for (key, api, obj) in &pending {
+            api.patch(&key.name, &dry, &Patch::Apply(obj))
+                .await
+                .map_err(|e| classify(user, "apply", key, e))?;
+        }
+        let real = PatchParams::apply(names::FIELD_MANAGER).force();
+        for (key, api, obj) in &pending {
+            api.patch(&key.name, &real, &Patch::Apply(obj))
+                .await
+                .map_err(|e| classify(user, "apply", key, e))?;
+        }
+        Ok(Applied {
+            written: pending.len(),
+            outside_owner_namespace: outside,
+        })
+    }
+
+    /// Deletes objects that left the desired set, as `user`. Already-gone objects are fine.
+    pub async fn delete_all(&self, user: &str, keys: &[ObjectKey]) -> Result<usize, ApplyError> {
+        let as_applier = self.client_as(user).map_err(|e| ApplyError::Api {
+            kind: "client".into(),
+            target: user.into(),
+            source: Box::new(e),
+        })?;
+        let mut deleted = 0;
+        let dp = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..Default::default()
+        };
+        for key in keys {
+            let (ar, caps) = match self.resolve(key).await {
+                Ok(found) => found,
+                Err(ApplyError::UnknownKind { .. }) => continue, // its CRD is gone, so is the object
+                Err(e) => return Err(e),
+            };
+            match self
+                .api(as_applier.clone(), key, &ar, &caps)
+                .delete(&key.name, &dp)
+                .await
+            {
+                Ok(_) => deleted += 1,
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(classify(user, "delete", key, e)),
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Reads a live object as the operator (health checks).
+    pub async fn get(&self, key: &ObjectKey) -> Result<Option<Value>, ApplyError> {
+        let (ar, caps) = self.resolve(key).await?;
+        let live = self
+            .api(self.client.clone(), key, &ar, &caps)
+            .get_opt(&key.name)
+            .await
+            .map_err(|e| ApplyError::Api {
+                kind: key.kind.clone(),
+                target: key.target(),
+                source: Box::new(e),
+            })?;
+        Ok(live.and_then(|l| serde_json::to_value(l).ok()))
+    }
+}
+
+fn classify(user: &str, verb: &'static str, key: &ObjectKey, err: kube::Error) -> ApplyError {
+    let applier = user
+        .strip_prefix("system:serviceaccount:")
+        .unwrap_or(user)
+        .replacen(':', "/", 1);
+    match err {
+        kube::Error::Api(s) if s.code == 403 => ApplyError::Forbidden {
+            applier,
+            verb,
+            kind: format!("{} {}", key.api_version, key.kind),
+            target: key.target(),
+            message: s.message,
+        },
+        kube::Error::Api(s) if s.code == 422 || s.code == 400 => ApplyError::Invalid {
+            kind: key.kind.clone(),
+            target: key.target(),
+            message: s.message,
+        },
+        kube::Error::Api(s) if s.code == 404 && s.message.contains("namespaces") => {
+            ApplyError::Invalid {
+                kind: key.kind.clone(),
+                target: key.target(),
+                message: s.message,
+            }
+        }
+        other => ApplyError::Api {
+            kind: key.kind.clone(),
+            target: key.target(),
+            source: Box::new(other),
+        },
+    }
+}
+
+/// True when every field of `desired` holds in `live`: maps by key (extra live keys are defaults or
+/// other managers' fields), lists element-wise with equal length, scalars by value (numbers compared
+/// numerically, and a number equal to its string form, as the API server normalises some fields).
+pub fn is_subset(desired: &Value, live: &Value) -> bool {
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, dv)| match l.get(k) {
+            Some(lv) => is_subset(dv, lv),
+            None => {
+                dv.is_null()
+                    || dv.as_object().is_some_and(|o| o.is_empty())
+                    || dv.as_array().is_some_and(|a| a.is_empty())
+            }
+        }),
+        (Value::Array(d), Value::Array(l)) => {
+            d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| is_subset(dv, lv))
+        }
+        (Value::Number(d), Value::Number(l)) => d.as_f64() == l.as_f64(),
+        (Value::Number(d), Value::String(l)) | (Value::String(l), Value::Number(d)) => {
+            d.to_string() == *l
+        }
+        (d, l) => d == l,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn subset_ignores_server_defaults_but_sees_drift() {
+        let desired = json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}}});
+        let live = json!({"spec": {"replicas": 3, "revisionHistoryLimit": 10,
+            "template": {"spec": {"containers": [{"name": "a", "image": "x:1", "imagePullPolicy": "IfNotPresent"}]}}}});
+        assert!(is_subset(&desired, &live));
+        let drifted = json!({"spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "a", "image": "x:1"}]}}}});
+        assert!(!is_subset(&desired, &drifted));
+        let extra_container = json!({"spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "a", "image": "x:1"}, {"name": "b"}]}}}});
+        assert!(!is_subset(&desired, &extra_container));
+    }
+
+    #[test]
+    fn missing_labels_are_drift_but_empty_desired_fields_are_not() {
+        assert!(!is_subset(
+            &json!({"metadata": {"labels": {"a": "1"}}}),
+            &json!({"metadata": {}})
+        ));
+        assert!(is_subset(
+            &json!({"metadata": {"annotations": {}}}),
+            &json!({"metadata": {}})
+        ));
+        assert!(is_subset(&json!({"port": 80}), &json!({"port": 80.0})));
+    }
+
+    #[test]
+    fn applier_defaults_and_annotation() {
+        assert_eq!(
+            Applier::applier_user("team", None),
+            "system:serviceaccount:team:oam-trust-applier"
+        );
+        let ann = [(APPLIER_ANNOTATION.to_string(), "deployer".to_string())].into();
+        assert_eq!(
+            Applier::applier_user("team", Some(&ann)),
+            "system:serviceaccount:team:deployer"
+        );
+    }
+
+    #[test]
+    fn object_keys_split_group_and_version() {
+        let k = ObjectKey::of(
+            &json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "a", "namespace": "n"}}),
+        );
+        assert_eq!(k.gvk(), GroupVersionKind::gvk("apps", "v1", "Deployment"));
+        let core = ObjectKey::of(
+            &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}}),
+        );
+        assert_eq!(core.gvk(), GroupVersionKind::gvk("", "v1", "Service"));
+    }
+}

@@ -1,0 +1,418 @@
+//! Built-in component types, ported from KubeVela's CUE templates (`webservice`, `worker`, `task`,
+//! `cron-task`, `daemon`, `statefulset`, `k8s-objects`): same parameters, defaults and outputs.
+use serde_json::{Map, Value, json};
+
+use super::error::RenderError;
+use super::params::Params;
+use super::pod::{ContainerParams, main_container, port_name};
+use super::{ComponentContext, is_string_map};
+use crate::names::{LABEL_APP_COMPONENT, LABEL_APP_NAME};
+
+pub(crate) const BUILTIN_COMPONENT_TYPES: [&str; 7] = [
+    "webservice",
+    "worker",
+    "task",
+    "cron-task",
+    "daemon",
+    "statefulset",
+    "k8s-objects",
+];
+
+/// What a component renders before traits run: its main workload and auxiliary outputs.
+pub(crate) struct ComponentOutput {
+    pub workload: Value,
+    /// `(outputs.<name>, object)`, labelled as `AuxiliaryWorkload`.
+    pub auxiliaries: Vec<(String, Value)>,
+}
+
+/// Renders a built-in type; `None` when `type_` is not one.
+pub(crate) fn render_builtin(
+    type_: &str,
+    ctx: &ComponentContext,
+    properties: Option<&Value>,
+) -> Option<Result<ComponentOutput, RenderError>> {
+    let result = match type_ {
+        "webservice" => pod_controller(ctx, properties, PodController::Deployment),
+        "daemon" => pod_controller(ctx, properties, PodController::DaemonSet),
+        "statefulset" => pod_controller(ctx, properties, PodController::StatefulSet),
+        "worker" => worker(ctx, properties),
+        "task" => task(ctx, properties),
+        "cron-task" => cron_task(ctx, properties),
+        "k8s-objects" => k8s_objects(ctx, properties),
+        _ => return None,
+    };
+    Some(result)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum PodController {
+    Deployment,
+    DaemonSet,
+    StatefulSet,
+}
+
+/// `webservice`, `daemon` and `statefulset`: a pod controller plus a Service for exposed ports.
+fn pod_controller(
+    ctx: &ComponentContext,
+    properties: Option<&Value>,
+    controller: PodController,
+) -> Result<ComponentOutput, RenderError> {
+    let mut p = Params::root(&ctx.scope, properties)?;
+    let parts = main_container(
+        &mut p,
+        ctx.component,
+        ContainerParams {
+            args: controller != PodController::DaemonSet,
+            limit: controller == PodController::Deployment,
+            volume_mounts: true,
+            host_aliases: true,
+            host_path_mount_options: controller == PodController::DaemonSet,
+        },
+    )?;
+    let labels = p.opt_str_map("labels")?;
+    let annotations = p.opt_str_map("annotations")?;
+    if p.bool_or("addRevisionLabel", false)? {
+        return Err(p.invalid(
+            "addRevisionLabel",
+            "component revisions are not supported by oam-trust; remove this parameter",
+        ));
+    }
+    let expose_types: &[&str] = if controller == PodController::DaemonSet {
+        &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"]
+    } else {
+        &["ClusterIP", "NodePort", "LoadBalancer"]
+    };
+    let expose_type = p.enum_or("exposeType", expose_types, "ClusterIP")?;
+    let legacy_port = p.int_in("port", 1, 65535, None)?;
+    let mut container_ports = Vec::new();
+    let mut service_ports = Vec::new();
+    if let Some(ports) = p.opt_list("ports")? {
+        for mut port in ports {
+            let number = port
+                .int_in("port", 1, 65535, None)?
+                .ok_or_else(|| port.missing("port"))?;
+            let container_port = port
+                .int_in("containerPort", 1, 65535, None)?
+                .unwrap_or(number);
+            let protocol = port.enum_or("protocol", &["TCP", "UDP", "SCTP"], "TCP")?;
+            let name = match port.opt_str("name")? {
+                Some(n) => n.to_string(),
+                None => port_name(number, protocol),
+            };
+            let expose = port.bool_or("expose", false)?;
+            let node_port = port.int_in("nodePort", 1, 65535, None)?;
+            port.finish()?;
+            container_ports.push(
+                json!({ "containerPort": container_port, "name": name, "protocol": protocol }),
+            );
+            if expose {
+                let mut sp = json!({ "name": name, "port": number, "protocol": protocol, "targetPort": container_port });
+                if let (Some(np), "NodePort") = (node_port, expose_type) {
+                    sp["nodePort"] = np.into();
+                }
+                service_ports.push(sp);
+            }
+        }
+    } else if let Some(port) = legacy_port {
+        container_ports.push(json!({ "containerPort": port }));
+    }
+    p.finish()?;
+
+    let mut container = parts.container.clone();
+    if !container_ports.is_empty() {
+        container.insert("ports".into(), Value::Array(container_ports));
+    }
+    let mut pod_spec = Map::new();
+    pod_spec.insert("containers".into(), json!([container]));
+    parts.extend_pod_spec(&mut pod_spec);
+
+    let kind = match controller {
+        PodController::Deployment => "Deployment",
+        PodController::DaemonSet => "DaemonSet",
+        PodController::StatefulSet => "StatefulSet",
+    };
+    let workload = json!({
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": { "name": ctx.component },
+        "spec": {
+            "selector": { "matchLabels": { LABEL_APP_COMPONENT: ctx.component } },
+            "template": pod_template(ctx, labels, annotations, pod_spec),
+        },
+    });
+    let mut auxiliaries = Vec::new();
+    if !service_ports.is_empty() {
+        let output = match controller {
+            PodController::Deployment => "webserviceExpose",
+            // daemon.cue reuses webservice's output name.
+            PodController::DaemonSet => "webserviceExpose",
+            PodController::StatefulSet => "statefulsetsExpose",
+        };
+        auxiliaries.push((
+            output.to_string(),
+            json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": { "name": ctx.component },
+                "spec": {
+                    "selector": { LABEL_APP_COMPONENT: ctx.component },
+                    "ports": service_ports,
+                    "type": expose_type,
+                },
+            }),
+        ));
+    }
+    Ok(ComponentOutput {
+        workload,
+        auxiliaries,
+    })
+}
+
+/// Pod template metadata: user labels under the two OAM pod labels, optional annotations.
+fn pod_template(
+    ctx: &ComponentContext,
+    labels: Option<Map<String, Value>>,
+    annotations: Option<Map<String, Value>>,
+    pod_spec: Map<String, Value>,
+) -> Value {
+    json!({ "metadata": pod_metadata(ctx, labels, annotations), "spec": pod_spec })
+}
+
+fn pod_metadata(
+    ctx: &ComponentContext,
+    labels: Option<Map<String, Value>>,
+    annotations: Option<Map<String, Value>>,
+) -> Value {
+    let mut pod_labels = labels.unwrap_or_default();
+    pod_labels.insert(LABEL_APP_NAME.into(), ctx.app_name.into());
+    pod_labels.insert(LABEL_APP_COMPONENT.into(), ctx.component.into());
+    let mut metadata = Map::new();
+    metadata.insert("labels".into(), Value::Object(pod_labels));
+    if let Some(a) = annotations {
+        metadata.insert("annotations".into(), Value::Object(a));
+    }
+    Value::Object(metadata)
+}
+
+fn worker(
+    ctx: &ComponentContext,
+    properties: Option<&Value>,
+) -> Result<ComponentOutput, RenderError> {
+    let mut p = Params::root(&ctx.scope, properties)?;
+    let parts = main_container(
+        &mut p,
+        ctx.component,
+        ContainerParams {
+            volume_mounts: true,
+            ..ContainerParams::default()
+        },
+    )?;
+    p.finish()?;
+    let mut pod_spec = Map::new();
+    pod_spec.insert("containers".into(), json!([parts.container.clone()]));
+    parts.extend_pod_spec(&mut pod_spec);
+    Ok(ComponentOutput {
+        workload: json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": { "name": ctx.component },
+            "spec": {
+                "selector": { "matchLabels": { LABEL_APP_COMPONENT: ctx.component } },
+                "template": pod_template(ctx, None, None, pod_spec),
+            },
+        }),
+        auxiliaries: Vec::new(),
+    })
+}
+
+/// The pod spec of a Job (task, cron-task): main container and `restartPolicy`.
+fn job_pod_spec(
+    p: &mut Params,
+    ctx: &ComponentContext,
+    opts: ContainerParams,
+) -> Result<Map<String, Value>, RenderError> {
+    let parts = main_container(p, ctx.component, opts)?;
+    let restart = p.enum_or("restart", &["Never", "OnFailure"], "Never")?;
+    let mut pod_spec = Map::new();
+    pod_spec.insert("containers".into(), json!([parts.container.clone()]));
+    pod_spec.insert("restartPolicy".into(), restart.into());
+    parts.extend_pod_spec(&mut pod_spec);
+    Ok(pod_spec)
+}
+
+fn task(
+    ctx: &ComponentContext,
+    properties: Option<&Value>,
+) -> Result<ComponentOutput, RenderError> {
+    let mut p = Params::root(&ctx.scope, properties)?;
+    let pod_spec = job_pod_spec(&mut p, ctx, ContainerParams::default())?;
+    let count = p
+        .int_in("count", 1, i64::from(i32::MAX), Some(1))?
+        .unwrap_or(1);
+    let labels = p.opt_str_map("labels")?;
+    let annotations = p.opt_str_map("annotations")?;
+    p.finish()?;
+    Ok(ComponentOutput {
+        workload: json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": { "name": ctx.component },
+            "spec": {
+                "parallelism": count,
+                "completions": count,
+                "template": pod_template(ctx, labels, annotations, pod_spec),
+            },
+        }),
+        auxiliaries: Vec::new(),
+    })
+}
+
+/// `cron-task` renders a `batch/v1` CronJob: offline there is no cluster version to pick
+/// `batch/v1beta1` for (Kubernetes < 1.25 is out of support).
+fn cron_task(
+    ctx: &ComponentContext,
+    properties: Option<&Value>,
+) -> Result<ComponentOutput, RenderError> {
+    let mut p = Params::root(&ctx.scope, properties)?;
+    let pod_spec = job_pod_spec(
+        &mut p,
+        ctx,
+        ContainerParams {
+            volume_mounts: true,
+            host_aliases: true,
+            ..ContainerParams::default()
+        },
+    )?;
+    let schedule = p.str("schedule")?;
+    let count = p
+        .int_in("count", 1, i64::from(i32::MAX), Some(1))?
+        .unwrap_or(1);
+    let labels = p.opt_str_map("labels")?;
+    let annotations = p.opt_str_map("annotations")?;
+    let concurrency = p.enum_or(
+        "concurrencyPolicy",
+        &["Allow", "Forbid", "Replace"],
+        "Allow",
+    )?;
+    let suspend = p.bool_or("suspend", false)?;
+    let successful = p.int_in(
+        "successfulJobsHistoryLimit",
+        0,
+        i64::from(i32::MAX),
+        Some(3),
+    )?;
+    let failed = p.int_in("failedJobsHistoryLimit", 0, i64::from(i32::MAX), Some(1))?;
+    let backoff = p.int_in("backoffLimit", 0, i64::from(i32::MAX), Some(6))?;
+    let starting_deadline = p.int_in("startingDeadlineSeconds", 0, i64::MAX, None)?;
+    let ttl = p.int_in("ttlSecondsAfterFinished", 0, i64::from(i32::MAX), None)?;
+    let active_deadline = p.int_in("activeDeadlineSeconds", 1, i64::MAX, None)?;
+    p.finish()?;
+
+    let mut job_spec = json!({
+        "parallelism": count,
+        "completions": count,
+        "backoffLimit": backoff,
+        "template": pod_template(ctx, labels.clone(), annotations.clone(), pod_spec),
+    });
+    if let Some(ttl) = ttl {
+        job_spec["ttlSecondsAfterFinished"] = ttl.into();
+    }
+    if let Some(d) = active_deadline {
+        job_spec["activeDeadlineSeconds"] = d.into();
+    }
+    let job_metadata = pod_metadata(ctx, labels, annotations);
+    let mut spec = json!({
+        "schedule": schedule,
+        "concurrencyPolicy": concurrency,
+        "suspend": suspend,
+        "successfulJobsHistoryLimit": successful,
+        "failedJobsHistoryLimit": failed,
+        "jobTemplate": { "metadata": job_metadata, "spec": job_spec },
+    });
+    if let Some(d) = starting_deadline {
+        spec["startingDeadlineSeconds"] = d.into();
+    }
+    Ok(ComponentOutput {
+        workload: json!({
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "metadata": { "name": ctx.component },
+            "spec": spec,
+        }),
+        auxiliaries: Vec::new(),
+    })
+}
+
+/// `k8s-objects`: `objects[0]` is the workload, `objects[i]` the output `objects-<i>`.
+fn k8s_objects(
+    ctx: &ComponentContext,
+    properties: Option<&Value>,
+) -> Result<ComponentOutput, RenderError> {
+    let mut p = Params::root(&ctx.scope, properties)?;
+    let objects = match p.opt("objects") {
+        None => return Err(p.missing("objects")),
+        Some(Value::Array(items)) if items.is_empty() => {
+            return Err(p.invalid("objects", "at least one object is required"));
+        }
+        Some(Value::Array(items)) => items,
+        Some(other) => return Err(p.type_error("objects", "array of objects", other)),
+    };
+    let mut rendered = Vec::with_capacity(objects.len());
+    for (i, object) in objects.iter().enumerate() {
+        let field = format!("objects[{i}]");
+        check_object(&p, &field, object, i == 0)?;
+        rendered.push(object.clone());
+    }
+    p.finish()?;
+    let mut iter = rendered.into_iter();
+    let workload = iter.next().unwrap_or_default();
+    let auxiliaries = iter
+        .enumerate()
+        .map(|(i, o)| (format!("objects-{}", i + 1), o))
+        .collect();
+    Ok(ComponentOutput {
+        workload,
+        auxiliaries,
+    })
+}
+
+/// A raw Kubernetes object: `apiVersion` and `kind` strings, an object `metadata`, and a name
+/// unless it is the workload (which is named after the component).
+pub(crate) fn check_object(
+    p: &Params,
+    field: &str,
+    object: &Value,
+    is_workload: bool,
+) -> Result<(), RenderError> {
+    let Value::Object(map) = object else {
+        return Err(p.type_error(field, "object", object));
+    };
+    for key in ["apiVersion", "kind"] {
+        match map.get(key) {
+            Some(Value::String(s)) if !s.is_empty() => {}
+            Some(other) => return Err(p.type_error(&format!("{field}.{key}"), "string", other)),
+            None => return Err(p.missing(&format!("{field}.{key}"))),
+        }
+    }
+    match map.get("metadata") {
+        None | Some(Value::Null) if is_workload => {}
+        None | Some(Value::Null) => return Err(p.missing(&format!("{field}.metadata.name"))),
+        Some(Value::Object(meta)) => match meta.get("name") {
+            Some(Value::String(s)) if !s.is_empty() => {}
+            None | Some(Value::Null) if is_workload => {}
+            None | Some(Value::Null) => return Err(p.missing(&format!("{field}.metadata.name"))),
+            Some(other) => {
+                return Err(p.type_error(&format!("{field}.metadata.name"), "string", other));
+            }
+        },
+        Some(other) => return Err(p.type_error(&format!("{field}.metadata"), "object", other)),
+    }
+    for key in ["labels", "annotations"] {
+        if let Some(v) = map.get("metadata").and_then(|m| m.get(key))
+            && !is_string_map(v)
+        {
+            return Err(p.type_error(&format!("{field}.metadata.{key}"), "map of strings", v));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1017 @@
+//! Built-in traits, ported from KubeVela's CUE templates: each either patches the component's
+//! workload in place, adds objects (`outputs`), or both. Traits run in the order written.
+use serde_json::{Map, Value, json};
+
+use super::ComponentContext;
+use super::error::RenderError;
+use super::params::Params;
+use super::pod::{check_pull_policy, env_list, health_probe, port_name};
+use crate::names::LABEL_APP_COMPONENT;
+
+const D: &str = "deployments.apps";
+const S: &str = "statefulsets.apps";
+const DS: &str = "daemonsets.apps";
+const J: &str = "jobs.batch";
+const CJ: &str = "cronjobs.batch";
+
+/// Built-in traits and the workloads they apply to (KubeVela's `appliesToWorkloads`; `*` = all).
+pub(crate) const BUILTIN_TRAITS: [(&str, &[&str]); 15] = [
+    ("scaler", &[D, S]),
+    ("labels", &["*"]),
+    ("annotations", &["*"]),
+    ("env", &[D, S, DS, J]),
+    ("expose", &[D, S]),
+    ("gateway", &[D, S]),
+    ("sidecar", &[D, S, DS, J]),
+    ("init-container", &[D, S, DS, J]),
+    ("storage", &[D, S, DS, J]),
+    ("hpa", &[D, S]),
+    ("cpuscaler", &[D, S]),
+    ("command", &[D, S, DS, J]),
+    ("container-image", &[D, S, DS, J]),
+    ("resource", &[D, S, DS, J, CJ]),
+    ("service-account", &[D, S, DS, J]),
+];
+
+pub(crate) fn applies_to(type_: &str) -> Option<&'static [&'static str]> {
+    BUILTIN_TRAITS
+        .iter()
+        .find(|(name, _)| *name == type_)
+        .map(|(_, applies)| *applies)
+}
+
+/// Objects a trait adds: `(outputs.<name>, object)`.
+pub(crate) type TraitOutputs = Vec<(String, Value)>;
+
+/// Applies built-in trait `type_` to `workload`; `None` when it is not a built-in.
+pub(crate) fn render_builtin(
+    type_: &str,
+    scope: &str,
+    ctx: &ComponentContext,
+    workload: &mut Value,
+    properties: Option<&Value>,
+) -> Option<Result<TraitOutputs, RenderError>> {
+    let mut run = || -> Result<TraitOutputs, RenderError> {
+        let mut p = Params::root(scope, properties)?;
+        let outputs = match type_ {
+            "scaler" => scaler(&mut p, workload)?,
+            "labels" => metadata_map(&mut p, workload, "labels")?,
+            "annotations" => metadata_map(&mut p, workload, "annotations")?,
+            "env" => env(&mut p, ctx, workload)?,
+            "expose" => expose(&mut p, ctx)?,
+            "gateway" => gateway(&mut p, ctx)?,
+            "sidecar" => sidecar(&mut p, workload)?,
+            "init-container" => init_container(&mut p, workload)?,
+            "storage" => storage(&mut p, workload)?,
+            "hpa" => hpa(&mut p, ctx)?,
+            "cpuscaler" => cpuscaler(&mut p, ctx)?,
+            "command" => command(&mut p, ctx, workload)?,
+            "container-image" => container_image(&mut p, ctx, workload)?,
+            "resource" => resource(&mut p, workload)?,
+            "service-account" => service_account(&mut p, ctx, workload)?,
+            _ => unreachable_type(scope, type_)?,
+        };
+        p.finish()?;
+        Ok(outputs)
+    };
+    applies_to(type_)?;
+    Some(run())
+}
+
+fn unreachable_type(scope: &str, type_: &str) -> Result<TraitOutputs, RenderError> {
+    Err(RenderError::UnknownTraitType {
+        scope: scope.to_string(),
+        type_: type_.to_string(),
+    })
+}
+
+fn workload_error(p: &Params, message: &str) -> RenderError {
+    RenderError::InvalidApplication {
+        scope: p.scope().to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// The pod spec of a pod controller, a Job, or a CronJob's job template.
+fn pod_spec<'w>(
+    p: &Params,
+    workload: &'w mut Value,
+) -> Result<&'w mut Map<String, Value>, RenderError> {
+    let is_cron = workload["kind"] == "CronJob";
+    let spec = if is_cron {
+        workload.pointer_mut("/spec/jobTemplate/spec/template/spec")
+    } else {
+        workload.pointer_mut("/spec/template/spec")
+    };
+    match spec {
+        Some(Value::Object(map)) => Ok(map),
+        _ => Err(workload_error(
+            p,
+            "the workload has no pod template spec to patch",
+        )),
+    }
+}
+
+fn containers<'w>(
+    p: &Params,
+    pod: &'w mut Map<String, Value>,
+    key: &str,
+) -> Result<&'w mut Vec<Value>, RenderError> {
+    let entry = pod.entry(key.to_string()).or_insert_with(|| json!([]));
+    if entry.is_null() {
+        *entry = json!([]);
+    }
+    match entry {
+        Value::Array(items) => Ok(items),
+        _ => Err(workload_error(
+            p,
+            &format!("the workload's pod spec {key} is not a list"),
+        )),
+    }
+}
+
+fn first_container<'w>(
+    p: &Params,
+    pod: &'w mut Map<String, Value>,
+) -> Result<&'w mut Map<String, Value>, RenderError> {
+    match containers(p, pod, "containers")?.first_mut() {
+        Some(Value::Object(c)) => Ok(c),
+        _ => Err(workload_error(p, "the workload has no container to patch")),
+    }
+}
+
+/// Appends to a list field of `map`, replacing an item with the same `key` (`+patchKey`).
+fn upsert_by(map: &mut Map<String, Value>, list: &str, key: &str, item: Value) {
+    let entry = map.entry(list.to_string()).or_insert_with(|| json!([]));
+    if !entry.is_array() {
+        *entry = json!([]);
+    }
+    if let Value::Array(items) = entry {
+        match items
+            .iter_mut()
+            .find(|i| i.get(key).is_some() && i[key] == item[key])
+        {
+            Some(existing) => *existing = item,
+            None => items.push(item),
+        }
+    }
+}
+
+fn scaler(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderError> {
+    let replicas = p
+        .int_in("replicas", 0, i64::from(i32::MAX), Some(1))?
+        .unwrap_or(1);
+    match workload.get_mut("spec") {
+        Some(Value::Object(spec)) => {
+            spec.insert("replicas".into(), replicas.into());
+        }
+        _ => workload["spec"] = json!({ "replicas": replicas }),
+    }
+    Ok(Vec::new())
+}
+
+/// `labels` / `annotations`: `{key: value|null}` merged into the workload (null removes) and into
+/// its pod template; `annotations` also reaches a CronJob's job template.
+fn metadata_map(
+    p: &mut Params,
+    workload: &mut Value,
+    key: &str,
+) -> Result<TraitOutputs, RenderError> {
+    let mut patch = Vec::new();
+    for (k, v) in p.entries() {
+        match v {
+            Value::String(_) | Value::Null => patch.push((k.clone(), v.clone())),
+            other => return Err(p.type_error(k, "string or null", other)),
+        }
+    }
+    // Objects whose `metadata` gets the patch: the workload, its pod template and, for
+    // annotations, a CronJob's job template and its pod template (only those that exist).
+    let mut owners = vec![""];
+    if key == "annotations" {
+        owners.extend(["/spec/jobTemplate", "/spec/jobTemplate/spec/template"]);
+    }
+    owners.insert(1, "/spec/template");
+    for owner in owners {
+        let Some(Value::Object(owner)) = workload.pointer_mut(owner) else {
+            continue;
+        };
+        let meta = owner.entry("metadata").or_insert_with(|| json!({}));
+        if !meta.is_object() {
+            *meta = json!({});
+        }
+        let target = &mut meta[key];
+        if !target.is_object() {
+            *target = json!({});
+        }
+        if let Value::Object(target) = target {
+            for (k, v) in &patch {
+                match v {
+                    Value::Null => target.remove(k),
+                    v => target.insert(k.clone(), v.clone()),
+                };
+            }
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// `{containerName, …}` or `{containers: [{containerName, …}]}`: `patch` runs once per target
+/// container; an empty container name means the component's own container.
+fn each_container<'a>(
+    p: &mut Params<'a>,
+    ctx: &ComponentContext,
+    workload: &mut Value,
+    mut patch: impl FnMut(&mut Params<'a>, &mut Map<String, Value>) -> Result<(), RenderError>,
+) -> Result<(), RenderError> {
+    let mut targets = if p.has("containers") {
+        p.opt_list("containers")?.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let single = targets.is_empty();
+    let pod = pod_spec(p, workload)?;
+    let mut run = |item: &mut Params<'a>, in_list: bool| -> Result<(), RenderError> {
+        let name = item.str_or("containerName", "")?;
+        if in_list && name.is_empty() {
+            return Err(item.missing("containerName"));
+        }
+        let name = if name.is_empty() { ctx.component } else { name };
+        let list = containers(item, pod, "containers")?;
+        let container = list
+            .iter_mut()
+            .find_map(|c| match c {
+                Value::Object(m) if m.get("name").and_then(Value::as_str) == Some(name) => Some(m),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                item.invalid(
+                    "containerName",
+                    format!("container {name:?} not found in the workload"),
+                )
+            })?;
+        patch(item, container)
+    };
+    if single {
+        run(p, false)
+    } else {
+        for item in &mut targets {
+            run(item, true)?;
+        }
+        targets.into_iter().try_for_each(Params::finish)
+    }
+}
+
+/// `env`: merge (or with `replace`, set) variables; `unset` removes them.
+fn env(
+    p: &mut Params,
+    ctx: &ComponentContext,
+    workload: &mut Value,
+) -> Result<TraitOutputs, RenderError> {
+    each_container(p, ctx, workload, |item, container| {
+        let replace = item.bool_or("replace", false)?;
+        let vars = item.opt_str_map("env")?.unwrap_or_default();
+        let unset = item.opt_str_list("unset")?.unwrap_or_default();
+        let base = match container.get("env") {
+            Some(Value::Array(items)) => items.clone(),
+            _ => Vec::new(),
+        };
+        let mut env = Vec::new();
+        if !replace {
+            for var in &base {
+                let Some(name) = var.get("name").and_then(Value::as_str) else {
+                    continue;
+                };
+                if unset.iter().any(|u| u == name) {
+                    continue;
+                }
+                match vars.get(name) {
+                    Some(value) => env.push(json!({ "name": name, "value": value })),
+                    None => env.push(var.clone()),
+                }
+            }
+        }
+        let base_has = |k: &str| {
+            base.iter()
+                .any(|v| v.get("name").and_then(Value::as_str) == Some(k))
+        };
+        for (k, v) in &vars {
+            if unset.iter().any(|u| u == k) || (!replace && base_has(k)) {
+                continue;
+            }
+            env.push(json!({ "name": k, "value": v }));
+        }
+        container.insert("env".into(), Value::Array(env));
+        Ok(())
+    })?;
+    Ok(Vec::new())
+}
+
+/// `expose`: a Service named after the component selecting its pods.
+fn expose(p: &mut Params, ctx: &ComponentContext) -> Result<TraitOutputs, RenderError> {
+    let type_ = p.enum_or(
+        "type",
+        &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"],
+        "ClusterIP",
+    )?;
+    let annotations = p.opt_str_map("annotations")?.unwrap_or_default();
+    let selector = p.opt_str_map("matchLabels")?.unwrap_or_else(|| {
+        Map::from_iter([(LABEL_APP_COMPONENT.to_string(), Value::from(ctx.component))])
+    });
+    let legacy = p.opt_int_list("port")?;
+    let mut ports = Vec::new();
+    if let Some(list) = p.opt_list("ports")? {
+        for mut port in list {
+            let number = port
+                .int_in("port", 1, 65535, None)?
+                .ok_or_else(|| port.missing("port"))?;
+            let protocol = port.enum_or("protocol", &["TCP", "UDP", "SCTP"], "TCP")?;
+            let name = match port.opt_str("name")? {
+                Some(n) => n.to_string(),
+                None => port_name(number, protocol),
+            };
+            let mut sp =
+                json!({ "name": name, "port": number, "protocol": protocol, "targetPort": number });
+            if let Some(np) = port.int_in("nodePort", 1, 65535, None)?
+                && type_ == "NodePort"
+            {
+                sp["nodePort"] = np.into();
+            }
+            port.finish()?;
+            ports.push(sp);
+        }
+    } else if let Some(legacy) = legacy {
+        for (i, number) in legacy.into_iter().enumerate() {
+            if !(1..=65535).contains(&number) {
+                return Err(p.invalid(
+                    &format!("port[{i}]"),
+                    format!("{number} is out of range 1..=65535"),
+                ));
+            }
+            ports.push(
+                json!({ "name": port_name(number, "TCP"), "port": number, "targetPort": number }),
+            );
+        }
+    }
+    if ports.is_empty() {
+        return Err(p.invalid("ports", "at least one port is required"));
+    }
+    let mut metadata = json!({ "name": ctx.component });
+    if !annotations.is_empty() {
+        metadata["annotations"] = Value::Object(annotations);
+    }
+    Ok(vec![(
+        "service".to_string(),
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": metadata,
+            "spec": { "selector": selector, "ports": ports, "type": type_ },
+        }),
+    )])
+}
+
+/// `gateway`: an Ingress (and a Service unless `existingServiceName`) for `http: {path: port}`.
+fn gateway(p: &mut Params, ctx: &ComponentContext) -> Result<TraitOutputs, RenderError> {
+    let domain = p.opt_str("domain")?;
+    let class = p.str_or("class", "nginx")?;
+    let class_in_spec = p.bool_or("classInSpec", false)?;
+    let secret_name = p.opt_str("secretName")?;
+    let gateway_host = p.opt_str("gatewayHost")?;
+    let suffix = p.opt_str("name")?;
+    let path_type = p.enum_or(
+        "pathType",
+        &["ImplementationSpecific", "Prefix", "Exact"],
+        "ImplementationSpecific",
+    )?;
+    let annotations = p.opt_str_map("annotations")?;
+    let labels = p.opt_str_map("labels")?;
+    let existing_service = p.opt_str("existingServiceName")?;
+    let http = match p.opt("http") {
+        None => return Err(p.missing("http")),
+        Some(Value::Object(map)) if !map.is_empty() => map,
+        Some(Value::Object(_)) => return Err(p.invalid("http", "at least one path is required")),
+        Some(other) => return Err(p.type_error("http", "map of path to port", other)),
+    };
+    let mut routes = Vec::new();
+    for (path, port) in http {
+        let number = super::params::as_int(port)
+            .filter(|n| (1..=65535).contains(n))
+            .ok_or_else(|| p.type_error(&format!("http.{path}"), "port number", port))?;
+        routes.push((path.clone(), number));
+    }
+    let name = match suffix {
+        Some(s) => format!("{}-{s}", ctx.component),
+        None => ctx.component.to_string(),
+    };
+    let service_name = existing_service.unwrap_or(&name).to_string();
+    let mut outputs = Vec::new();
+    let output_suffix = suffix.map(|s| format!("-{s}")).unwrap_or_default();
+    if existing_service.is_none() {
+        let mut ports: Vec<Value> = Vec::new();
+        for (_, port) in &routes {
+            if !ports.iter().any(|p| p["port"] == *port) {
+                ports.push(
+                    json!({ "name": port_name(*port, "TCP"), "port": port, "targetPort": port }),
+                );
+            }
+        }
+        outputs.push((
+            format!("service{output_suffix}"),
+            json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": { "name": name },
+                "spec": { "selector": { LABEL_APP_COMPONENT: ctx.component }, "ports": ports },
+            }),
+        ));
+    }
+    let mut ingress_annotations = Map::new();
+    if !class_in_spec {
+        ingress_annotations.insert("kubernetes.io/ingress.class".into(), class.into());
+    }
+    if let Some(host) = gateway_host {
+        ingress_annotations.insert("ingress.controller/host".into(), host.into());
+    }
+    ingress_annotations.extend(annotations.unwrap_or_default());
+    let mut metadata = json!({ "name": name });
+    if !ingress_annotations.is_empty() {
+        metadata["annotations"] = Value::Object(ingress_annotations);
+    }
+    if let Some(labels) = labels {
+        metadata["labels"] = Value::Object(labels);
+    }
+    let paths: Vec<Value> = routes
+        .iter()
+        .map(|(path, port)| {
+            json!({
+                "path": path,
+                "pathType": path_type,
+                "backend": { "service": { "name": service_name, "port": { "number": port } } },
+            })
+        })
+        .collect();
+    let mut rule = json!({ "http": { "paths": paths } });
+    if let Some(domain) = domain {
+        rule["host"] = domain.into();
+    }
+    let mut spec = json!({ "rules": [rule] });
+    if class_in_spec {
+        spec["ingressClassName"] = class.into();
+    }
+    if let Some(secret) = secret_name {
+        let hosts: Vec<&str> = domain.into_iter().collect();
+        spec["tls"] = json!([{ "hosts": hosts, "secretName": secret }]);
+    }
+    outputs.push((
+        format!("ingress{output_suffix}"),
+        json!({ "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": spec }),
+    ));
+    Ok(outputs)
+}
+
+/// `sidecar`: one more container (replacing one of the same name).
+fn sidecar(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderError> {
+    let mut c = Map::new();
+    c.insert("name".into(), p.str("name")?.into());
+    c.insert("image".into(), p.str("image")?.into());
+    if let Some(cmd) = p.opt_str_list("cmd")? {
+        c.insert("command".into(), json!(cmd));
+    }
+    if let Some(args) = p.opt_str_list("args")? {
+        c.insert("args".into(), json!(args));
+    }
+    if let Some(env) = env_list(p, "env", true)? {
+        c.insert("env".into(), Value::Array(env));
+    }
+    if let Some(volumes) = p.opt_list("volumes")? {
+        let mut mounts = Vec::new();
+        for mut v in volumes {
+            mounts.push(json!({ "name": v.str("name")?, "mountPath": v.str("path")? }));
+            v.finish()?;
+        }
+        c.insert("volumeMounts".into(), Value::Array(mounts));
+    }
+    for probe in ["livenessProbe", "readinessProbe"] {
+        if let Some(pp) = p.opt_object(probe)? {
+            c.insert(probe.into(), health_probe(pp)?);
+        }
+    }
+    let pod = pod_spec(p, workload)?;
+    containers(p, pod, "containers")?;
+    upsert_by(pod, "containers", "name", Value::Object(c));
+    Ok(Vec::new())
+}
+
+/// `init-container`: an init container sharing an emptyDir with the main container.
+fn init_container(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderError> {
+    let name = p.str("name")?;
+    let image = p.str("image")?;
+    let pull = p.str_or("imagePullPolicy", "IfNotPresent")?;
+    check_pull_policy(p, "imagePullPolicy", pull)?;
+    let cmd = p.opt_str_list("cmd")?;
+    let args = p.opt_str_list("args")?;
+    let env = env_list(p, "env", false)?;
+    let mount_name = p.str_or("mountName", "workdir")?;
+    let app_mount = p.str("appMountPath")?;
+    let init_mount = p.str("initMountPath")?;
+    let mut init_mounts = vec![json!({ "name": mount_name, "mountPath": init_mount })];
+    for mut extra in p.list_or_empty("extraVolumeMounts")? {
+        init_mounts
+            .push(json!({ "name": extra.str("name")?, "mountPath": extra.str("mountPath")? }));
+        extra.finish()?;
+    }
+    let mut init = json!({ "name": name, "image": image, "imagePullPolicy": pull, "volumeMounts": init_mounts });
+    if let Some(cmd) = cmd {
+        init["command"] = json!(cmd);
+    }
+    if let Some(args) = args {
+        init["args"] = json!(args);
+    }
+    if let Some(env) = env {
+        init["env"] = Value::Array(env);
+    }
+    let pod = pod_spec(p, workload)?;
+    upsert_by(
+        first_container(p, pod)?,
+        "volumeMounts",
+        "name",
+        json!({ "name": mount_name, "mountPath": app_mount }),
+    );
+    containers(p, pod, "initContainers")?;
+    upsert_by(pod, "initContainers", "name", init);
+    upsert_by(
+        pod,
+        "volumes",
+        "name",
+        json!({ "name": mount_name, "emptyDir": {} }),
+    );
+    Ok(Vec::new())
+}
+
+/// `storage`: volumes and mounts on the main container, plus PVC / ConfigMap / Secret outputs.
+fn storage(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderError> {
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    let mut devices = Vec::new();
+    let mut env = Vec::new();
+    let mut outputs = Vec::new();
+    let mount = |v: &mut Params, volume: &str, path: &str| -> Result<Value, RenderError> {
+        let mut m = json!({ "name": volume, "mountPath": path });
+        if let Some(sub) = v.opt_str("subPath")? {
+            m["subPath"] = sub.into();
+        }
+        Ok(m)
+    };
+    for mut v in p.list_or_empty("pvc")? {
+        let name = v.str("name")?;
+        let volume = format!("pvc-{name}");
+        let path = v.str("mountPath")?;
+        let mode = v.enum_or("volumeMode", &["Filesystem", "Block"], "Filesystem")?;
+        if mode == "Block" {
+            devices.push(json!({ "name": volume, "devicePath": path }));
+        } else {
+            mounts.push(mount(&mut v, &volume, path)?);
+        }
+        volumes.push(json!({ "name": volume, "persistentVolumeClaim": { "claimName": name } }));
+        let mount_only = v.bool_or("mountOnly", false)?;
+        let access_modes = v
+            .opt_str_list("accessModes")?
+            .unwrap_or_else(|| vec!["ReadWriteOnce".into()]);
+        let mut spec = json!({
+            "accessModes": access_modes,
+            "volumeMode": mode,
+            "resources": { "requests": { "storage": "8Gi" } },
+        });
+        for key in ["volumeName", "storageClassName"] {
+            if let Some(s) = v.opt_str(key)? {
+                spec[key] = s.into();
+            }
+        }
+        if let Some(mut r) = v.opt_object("resources")? {
+            let mut resources = Map::new();
+            for key in ["requests", "limits"] {
+                if let Some(mut q) = r.opt_object(key)? {
+                    let storage = q
+                        .opt_quantity("storage")?
+                        .ok_or_else(|| q.missing("storage"))?;
+                    q.finish()?;
+                    resources.insert(key.into(), json!({ "storage": storage }));
+                }
+            }
+            r.finish()?;
+            if !resources.contains_key("requests") {
+                return Err(v.missing("resources.requests"));
+            }
+            spec["resources"] = Value::Object(resources);
+        }
+        for key in ["dataSourceRef", "dataSource", "selector"] {
+            if let Some(raw) = v.opt_raw_object(key)? {
+                spec[key] = raw.clone();
+            }
+        }
+        v.finish()?;
+        if !mount_only {
+            outputs.push((
+                format!("pvc-{name}"),
+                json!({ "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": { "name": name }, "spec": spec }),
+            ));
+        }
+    }
+    for (kind, prefix, name_key, ref_key, key_key) in [
+        (
+            "configMap",
+            "configmap",
+            "name",
+            "configMapKeyRef",
+            "configMapKey",
+        ),
+        (
+            "secret",
+            "secret",
+            "secretName",
+            "secretKeyRef",
+            "secretKey",
+        ),
+    ] {
+        for mut v in p.list_or_empty(kind)? {
+            let name = v.str("name")?;
+            let volume = format!("{prefix}-{name}");
+            let mount_only = v.bool_or("mountOnly", false)?;
+            let default_mode = v.int_or("defaultMode", 420)?;
+            let read_only = v.bool_or("readOnly", false)?;
+            if let Some(path) = v.opt_str("mountPath")? {
+                let mut m = mount(&mut v, &volume, path)?;
+                if read_only {
+                    m["readOnly"] = true.into();
+                }
+                mounts.push(m);
+                let mut source = json!({ "defaultMode": default_mode });
+                source[name_key] = name.into();
+                if let Some(items) = v.opt_list("items")? {
+                    let mut out = Vec::new();
+                    for mut item in items {
+                        out.push(json!({ "key": item.str("key")?, "path": item.str("path")?, "mode": item.int_or("mode", 511)? }));
+                        item.finish()?;
+                    }
+                    source["items"] = Value::Array(out);
+                }
+                volumes.push(json!({ "name": volume, kind: source }));
+            }
+            let mut to_env = Vec::new();
+            if let Some(single) = v.opt_object("mountToEnv")? {
+                to_env.push(single);
+            }
+            to_env.extend(v.list_or_empty("mountToEnvs")?);
+            for mut e in to_env {
+                let env_name = e.str("envName")?;
+                let key = e.str(key_key)?;
+                e.finish()?;
+                env.push(json!({ "name": env_name, "valueFrom": { ref_key: { "name": name, "key": key } } }));
+            }
+            let data = v.opt_str_map("data")?;
+            let string_data = if kind == "secret" {
+                v.opt_str_map("stringData")?
+            } else {
+                None
+            };
+            v.finish()?;
+            if !mount_only && (data.is_some() || string_data.is_some()) {
+                let mut object = json!({
+                    "apiVersion": "v1",
+                    "kind": if kind == "secret" { "Secret" } else { "ConfigMap" },
+                    "metadata": { "name": name },
+                });
+                if let Some(d) = data {
+                    object["data"] = Value::Object(d);
+                }
+                if let Some(d) = string_data {
+                    object["stringData"] = Value::Object(d);
+                }
+                outputs.push((format!("{prefix}-{name}"), object));
+            }
+        }
+    }
+    for mut v in p.list_or_empty("emptyDir")? {
+        let name = v.str("name")?;
+        let volume = format!("emptydir-{name}");
+        let path = v.str("mountPath")?;
+        mounts.push(mount(&mut v, &volume, path)?);
+        let medium = v.enum_or("medium", &["", "Memory"], "")?;
+        v.finish()?;
+        volumes.push(json!({ "name": volume, "emptyDir": { "medium": medium } }));
+    }
+    for mut v in p.list_or_empty("hostPath")? {
+        let name = v.str("name")?;
+        let volume = format!("hostpath-{name}");
+        let path = v.str("mountPath")?;
+        mounts.push(mount(&mut v, &volume, path)?);
+        let host = v.str("path")?;
+        let type_ = v.str_or("type", "Directory")?;
+        v.finish()?;
+        volumes.push(json!({ "name": volume, "hostPath": { "path": host, "type": type_ } }));
+    }
+    let pod = pod_spec(p, workload)?;
+    {
+        let main = first_container(p, pod)?;
+        for m in mounts {
+            upsert_by(main, "volumeMounts", "name", m);
+        }
+        for d in devices {
+            upsert_by(main, "volumeDevices", "devicePath", d);
+        }
+        for e in env {
+            upsert_by(main, "env", "name", e);
+        }
+    }
+    for v in volumes {
+        upsert_by(pod, "volumes", "name", v);
+    }
+    Ok(outputs)
+}
+
+fn scale_target(p: &mut Params, ctx: &ComponentContext) -> Result<Value, RenderError> {
+    Ok(json!({
+        "apiVersion": p.str_or("targetAPIVersion", "apps/v1")?,
+        "kind": p.str_or("targetKind", "Deployment")?,
+        "name": ctx.component,
+    }))
+}
+
+/// `hpa`: an `autoscaling/v2` HorizontalPodAutoscaler on cpu (and optionally memory, pod metrics).
+fn hpa(p: &mut Params, ctx: &ComponentContext) -> Result<TraitOutputs, RenderError> {
+    let min = p
+        .int_in("min", 1, i64::from(i32::MAX), Some(1))?
+        .unwrap_or(1);
+    let max = p
+        .int_in("max", 1, i64::from(i32::MAX), Some(10))?
+        .unwrap_or(10);
+    if max < min {
+        return Err(p.invalid("max", format!("{max} is below min {min}")));
+    }
+    let target = scale_target(p, ctx)?;
+    let mut metrics = Vec::new();
+    let cpu = p.opt_object("cpu")?;
+    let resource_metric = |name: &str, q: Option<Params>| -> Result<Value, RenderError> {
+        let (type_, value) = match q {
+            None => ("Utilization", json!(50)),
+            Some(mut q) => {
+                let type_ = q.enum_or("type", &["Utilization", "AverageValue"], "Utilization")?;
+                let value = if type_ == "Utilization" {
+                    json!(
+                        q.int_in("value", 1, i64::from(i32::MAX), Some(50))?
+                            .unwrap_or(50)
+                    )
+                } else {
+                    q.opt_quantity("value")?.ok_or_else(|| q.missing("value"))?
+                };
+                q.finish()?;
+                (type_, value)
+            }
+        };
+        let value_key = if type_ == "Utilization" {
+            "averageUtilization"
+        } else {
+            "averageValue"
+        };
+        Ok(
+            json!({ "type": "Resource", "resource": { "name": name, "target": { "type": type_, value_key: value } } }),
+        )
+    };
+    metrics.push(resource_metric("cpu", cpu)?);
+    if let Some(mem) = p.opt_object("mem")? {
+        metrics.push(resource_metric("memory", Some(mem))?);
+    }
+    for mut m in p.list_or_empty("podCustomMetrics")? {
+        let name = m.str("name")?;
+        let value = m.opt_quantity("value")?.ok_or_else(|| m.missing("value"))?;
+        m.finish()?;
+        metrics.push(json!({
+            "type": "Pods",
+            "pods": { "metric": { "name": name }, "target": { "type": "AverageValue", "averageValue": value } },
+        }));
+    }
+    Ok(vec![(
+        "hpa".to_string(),
+        json!({
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": { "name": ctx.component },
+            "spec": { "scaleTargetRef": target, "minReplicas": min, "maxReplicas": max, "metrics": metrics },
+        }),
+    )])
+}
+
+/// `cpuscaler`: an `autoscaling/v1` HorizontalPodAutoscaler on cpu utilization.
+fn cpuscaler(p: &mut Params, ctx: &ComponentContext) -> Result<TraitOutputs, RenderError> {
+    let min = p
+        .int_in("min", 1, i64::from(i32::MAX), Some(1))?
+        .unwrap_or(1);
+    let max = p
+        .int_in("max", 1, i64::from(i32::MAX), Some(10))?
+        .unwrap_or(10);
+    if max < min {
+        return Err(p.invalid("max", format!("{max} is below min {min}")));
+    }
+    let util = p
+        .int_in("cpuUtil", 1, i64::from(i32::MAX), Some(50))?
+        .unwrap_or(50);
+    let target = scale_target(p, ctx)?;
+    Ok(vec![(
+        "cpuscaler".to_string(),
+        json!({
+            "apiVersion": "autoscaling/v1",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": { "name": ctx.component },
+            "spec": {
+                "scaleTargetRef": target,
+                "minReplicas": min,
+                "maxReplicas": max,
+                "targetCPUUtilizationPercentage": util,
+            },
+        }),
+    )])
+}
+
+/// `command`: replace `command`/`args`, or edit the existing args with `addArgs`/`delArgs`.
+fn command(
+    p: &mut Params,
+    ctx: &ComponentContext,
+    workload: &mut Value,
+) -> Result<TraitOutputs, RenderError> {
+    each_container(p, ctx, workload, |item, container| {
+        let command = item.opt_str_list("command")?;
+        let args = item.opt_str_list("args")?;
+        let add = item.opt_str_list("addArgs")?;
+        let del = item.opt_str_list("delArgs")?;
+        if args.is_some() && (add.is_some() || del.is_some()) {
+            return Err(item.invalid("args", "args cannot be combined with addArgs or delArgs"));
+        }
+        if let Some(command) = command {
+            container.insert("command".into(), json!(command));
+        }
+        if let Some(args) = args {
+            container.insert("args".into(), json!(args));
+        } else if add.is_some() || del.is_some() {
+            let del = del.unwrap_or_default();
+            let mut current: Vec<Value> = match container.get("args") {
+                Some(Value::Array(a)) => a.clone(),
+                _ => Vec::new(),
+            };
+            current.retain(|a| !a.as_str().is_some_and(|s| del.iter().any(|d| d == s)));
+            current.extend(add.unwrap_or_default().into_iter().map(Value::from));
+            container.insert("args".into(), Value::Array(current));
+        }
+        Ok(())
+    })?;
+    Ok(Vec::new())
+}
+
+/// `container-image`: set a container's image (and pull policy).
+fn container_image(
+    p: &mut Params,
+    ctx: &ComponentContext,
+    workload: &mut Value,
+) -> Result<TraitOutputs, RenderError> {
+    each_container(p, ctx, workload, |item, container| {
+        let image = item.str("image")?;
+        let pull = item.enum_or(
+            "imagePullPolicy",
+            &["", "IfNotPresent", "Always", "Never"],
+            "",
+        )?;
+        container.insert("image".into(), image.into());
+        if !pull.is_empty() {
+            container.insert("imagePullPolicy".into(), pull.into());
+        }
+        Ok(())
+    })?;
+    Ok(Vec::new())
+}
+
+/// `resource`: requests and limits on every container (`cpu`/`memory` set both alike).
+fn resource(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderError> {
+    let cpu = p.opt_quantity("cpu")?;
+    let memory = p.opt_quantity("memory")?;
+    let section = |key: &'static str, p: &mut Params| -> Result<Option<Value>, RenderError> {
+        let Some(mut q) = p.opt_object(key)? else {
+            return Ok(None);
+        };
+        let cpu = q.opt_quantity("cpu")?.unwrap_or(json!(1));
+        let memory = q.opt_quantity("memory")?.unwrap_or(json!("2048Mi"));
+        q.finish()?;
+        Ok(Some(json!({ "cpu": cpu, "memory": memory })))
+    };
+    let requests = section("requests", p)?;
+    let limits = section("limits", p)?;
+    let (requests, limits) = if requests.is_some() || limits.is_some() {
+        if cpu.is_some() || memory.is_some() {
+            return Err(p.invalid("cpu", "cpu/memory cannot be combined with requests/limits"));
+        }
+        (requests, limits)
+    } else {
+        let both =
+            json!({ "cpu": cpu.unwrap_or(json!(1)), "memory": memory.unwrap_or(json!("2048Mi")) });
+        (Some(both.clone()), Some(both))
+    };
+    let pod = pod_spec(p, workload)?;
+    for container in containers(p, pod, "containers")? {
+        let Value::Object(c) = container else {
+            continue;
+        };
+        let resources = c
+            .entry("resources".to_string())
+            .or_insert_with(|| json!({}));
+        if !resources.is_object() {
+            *resources = json!({});
+        }
+        for (key, values) in [("requests", &requests), ("limits", &limits)] {
+            let Some(Value::Object(values)) = values else {
+                continue;
+            };
+            let target = &mut resources[key];
+            if !target.is_object() {
+                *target = json!({});
+            }
+            if let Value::Object(target) = target {
+                target.extend(values.clone());
+            }
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// `service-account`: run the pods as `name`; optionally create it and its Role/ClusterRole.
+fn service_account(
+    p: &mut Params,
+    ctx: &ComponentContext,
+    workload: &mut Value,
+) -> Result<TraitOutputs, RenderError> {
+    let name = p.str("name")?;
+    let create = p.bool_or("create", false)?;
+    let mut namespace_rules = Vec::new();
+    let mut cluster_rules = Vec::new();
+    for mut privilege in p.list_or_empty("privileges")? {
+        let verbs = privilege
+            .opt_str_list("verbs")?
+            .ok_or_else(|| privilege.missing("verbs"))?;
+        let mut rule = json!({ "verbs": verbs });
+        for key in ["apiGroups", "resources", "resourceNames", "nonResourceURLs"] {
+            if let Some(list) = privilege.opt_str_list(key)? {
+                rule[key] = json!(list);
+            }
+        }
+        let scope = privilege.enum_or("scope", &["namespace", "cluster"], "namespace")?;
+        if scope == "namespace" && rule.get("nonResourceURLs").is_some() {
+            return Err(
+                privilege.invalid("nonResourceURLs", "nonResourceURLs need scope \"cluster\"")
+            );
+        }
+        privilege.finish()?;
+        if scope == "cluster" {
+            cluster_rules.push(rule);
+        } else {
+            namespace_rules.push(rule);
+        }
+    }
+    let pod = pod_spec(p, workload)?;
+    pod.insert("serviceAccountName".into(), name.into());
+    let subject = json!([{ "kind": "ServiceAccount", "name": name, "namespace": ctx.namespace }]);
+    let mut outputs = Vec::new();
+    if create {
+        outputs.push((
+            "service-account".to_string(),
+            json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": name } }),
+        ));
+    }
+    let rbac = "rbac.authorization.k8s.io/v1";
+    if !namespace_rules.is_empty() {
+        outputs.push((
+            "role".to_string(),
+            json!({ "apiVersion": rbac, "kind": "Role", "metadata": { "name": name }, "rules": namespace_rules }),
+        ));
+        outputs.push((
+            "role-binding".to_string(),
+            json!({
+                "apiVersion": rbac, "kind": "RoleBinding", "metadata": { "name": name },
+                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name },
+                "subjects": subject,
+            }),
+        ));
+    }
+    if !cluster_rules.is_empty() {
+        let cluster_name = format!("{}:{name}", ctx.namespace);
+        outputs.push((
+            "cluster-role".to_string(),
+            json!({ "apiVersion": rbac, "kind": "ClusterRole", "metadata": { "name": cluster_name }, "rules": cluster_rules }),
+        ));
+        outputs.push((
+            "cluster-role-binding".to_string(),
+            json!({
+                "apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": { "name": cluster_name },
+                "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_name },
+                "subjects": subject,
+            }),
+        ));
+    }
+    Ok(outputs)
+}

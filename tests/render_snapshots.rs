@@ -1,0 +1,1033 @@
+//! Snapshot tests of the pure renderer: every built-in component type, trait and policy, KubeVela's
+//! documented examples, and one test per error class. Fixtures live in `tests/fixtures/oam/`,
+//! snapshots in `tests/snapshots/` (review changes with `cargo insta review` or by reading them).
+use std::path::Path;
+
+use oam_trust::manifest::Manifests;
+use oam_trust::render::{RenderError, render_application};
+use serde_json::{Value, json};
+
+fn load(text: &str) -> Manifests {
+    let mut m = Manifests::default();
+    m.add_text("inline", text).expect("fixture parses");
+    m
+}
+
+fn fixture(rel: &str) -> Manifests {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/oam")
+        .join(rel);
+    let mut m = Manifests::default();
+    m.add_path(&path).expect("fixture loads");
+    assert!(!m.applications.is_empty(), "{rel} has no Application");
+    m
+}
+
+fn render(m: &Manifests) -> Result<Vec<Value>, RenderError> {
+    let mut out = Vec::new();
+    for app in &m.applications {
+        out.extend(
+            render_application(app, &m.definitions)?
+                .into_iter()
+                .map(|o| o.object),
+        );
+    }
+    Ok(out)
+}
+
+/// Renders a fixture, checks the labels every object must carry, and snapshots the objects.
+fn render_fixture(rel: &str) -> Vec<Value> {
+    let m = fixture(rel);
+    let objects = render(&m).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    assert!(!objects.is_empty());
+    for o in &objects {
+        let labels = &o["metadata"]["labels"];
+        for key in [
+            "app.oam.dev/name",
+            "app.oam.dev/namespace",
+            "app.oam.dev/component",
+            "app.oam.dev/resourceType",
+        ] {
+            assert!(labels[key].is_string(), "{rel}: {key} missing on {o}");
+        }
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "oam-trust");
+        assert!(o["metadata"].get("ownerReferences").is_none());
+        match labels["app.oam.dev/resourceType"].as_str() {
+            Some("WORKLOAD") => assert!(labels["workload.oam.dev/type"].is_string()),
+            Some("TRAIT") => assert!(labels["trait.oam.dev/type"].is_string()),
+            other => panic!("bad resourceType {other:?}"),
+        }
+    }
+    let name = rel.trim_end_matches(".yaml").replace('/', "__");
+    insta::assert_yaml_snapshot!(name, objects);
+    objects
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in {objects:#?}"))
+}
+
+fn kinds(objects: &[Value]) -> Vec<String> {
+    objects
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap(),
+                o["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn container(workload: &Value, index: usize) -> &Value {
+    &workload["spec"]["template"]["spec"]["containers"][index]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Component types
+
+#[test]
+fn webservice_renders_deployment_and_service_for_exposed_ports() {
+    let objects = render_fixture("components/webservice.yaml");
+    assert_eq!(kinds(&objects), ["Deployment/api", "Service/api"]);
+    let d = find(&objects, "Deployment", "api");
+    assert_eq!(d["metadata"]["namespace"], "demo");
+    assert!(
+        d["spec"].get("replicas").is_none(),
+        "webservice never sets replicas"
+    );
+    assert_eq!(
+        d["spec"]["selector"]["matchLabels"],
+        json!({"app.oam.dev/component": "api"})
+    );
+    assert_eq!(
+        d["metadata"]["labels"]["team"], "checkout",
+        "Application labels are copied"
+    );
+    assert_eq!(
+        d["metadata"]["annotations"],
+        json!({"owner": "checkout@example.com"})
+    );
+    let c = container(d, 0);
+    assert_eq!(c["name"], "api");
+    assert_eq!(c["command"], json!(["/api"]));
+    assert_eq!(
+        c["resources"],
+        json!({"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}})
+    );
+    assert_eq!(
+        c["ports"][0],
+        json!({"containerPort": 8080, "name": "port-80", "protocol": "TCP"})
+    );
+    assert_eq!(c["livenessProbe"]["periodSeconds"], 10);
+    let s = find(&objects, "Service", "api");
+    assert_eq!(
+        s["spec"]["ports"],
+        json!([
+            {"name": "port-80", "port": 80, "protocol": "TCP", "targetPort": 8080},
+            {"name": "port-5353-udp", "port": 5353, "protocol": "UDP", "targetPort": 5353}
+        ])
+    );
+    assert_eq!(
+        s["metadata"]["labels"]["trait.oam.dev/type"],
+        "AuxiliaryWorkload"
+    );
+}
+
+#[test]
+fn worker_renders_a_deployment_without_service() {
+    let objects = render_fixture("components/worker.yaml");
+    assert_eq!(kinds(&objects), ["Deployment/consumer"]);
+    let d = &objects[0];
+    assert_eq!(
+        d["spec"]["template"]["spec"]["volumes"][0],
+        json!({"name": "spool", "persistentVolumeClaim": {"claimName": "consumer-spool"}})
+    );
+}
+
+#[test]
+fn task_renders_a_job_with_count_and_restart() {
+    let objects = render_fixture("components/task.yaml");
+    let job = find(&objects, "Job", "migrate");
+    assert_eq!(job["spec"]["parallelism"], 2);
+    assert_eq!(job["spec"]["completions"], 2);
+    assert_eq!(
+        job["spec"]["template"]["spec"]["restartPolicy"],
+        "OnFailure"
+    );
+}
+
+#[test]
+fn cron_task_renders_a_batch_v1_cronjob_with_defaults() {
+    let objects = render_fixture("components/cron-task.yaml");
+    let cj = find(&objects, "CronJob", "nightly-report");
+    assert_eq!(cj["apiVersion"], "batch/v1");
+    assert_eq!(cj["spec"]["schedule"], "0 2 * * *");
+    assert_eq!(cj["spec"]["successfulJobsHistoryLimit"], 3);
+    assert_eq!(cj["spec"]["failedJobsHistoryLimit"], 1);
+    assert_eq!(cj["spec"]["jobTemplate"]["spec"]["backoffLimit"], 6);
+}
+
+#[test]
+fn daemon_renders_a_daemonset_and_service() {
+    let objects = render_fixture("components/daemon.yaml");
+    assert_eq!(
+        kinds(&objects),
+        ["DaemonSet/log-agent", "Service/log-agent"]
+    );
+}
+
+#[test]
+fn statefulset_renders_statefulset_and_service() {
+    let objects = render_fixture("components/statefulset.yaml");
+    let sts = find(&objects, "StatefulSet", "db");
+    assert_eq!(sts["spec"]["replicas"], 3);
+    assert_eq!(
+        find(&objects, "Service", "db")["spec"]["ports"][0]["port"],
+        5432
+    );
+}
+
+#[test]
+fn kubevela_k8s_objects_example() {
+    let objects = render_fixture("examples/k8s-objects.yaml");
+    assert_eq!(kinds(&objects), ["Namespace/test1", "Namespace/test2"]);
+    assert!(
+        objects
+            .iter()
+            .all(|o| o["metadata"].get("namespace").is_none()),
+        "Namespaces are cluster-scoped"
+    );
+    assert_eq!(
+        objects[0]["metadata"]["labels"]["app.oam.dev/resourceType"],
+        "WORKLOAD"
+    );
+    assert_eq!(
+        objects[1]["metadata"]["labels"]["trait.oam.dev/resource"],
+        "objects-1"
+    );
+}
+
+#[test]
+fn kubevela_quick_start_deploys_to_both_topologies_with_override() {
+    let objects = render_fixture("examples/quick-start.yaml");
+    let deployments: Vec<_> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Deployment")
+        .collect();
+    assert_eq!(deployments.len(), 2);
+    let by_ns = |ns: &str| {
+        deployments
+            .iter()
+            .find(|d| d["metadata"]["namespace"] == ns)
+            .unwrap()
+    };
+    assert_eq!(by_ns("default")["spec"]["replicas"], 1);
+    assert_eq!(
+        by_ns("prod")["spec"]["replicas"],
+        2,
+        "deploy-ha override applies in prod only"
+    );
+    let services = objects.iter().filter(|o| o["kind"] == "Service").count();
+    assert_eq!(services, 2);
+}
+
+#[test]
+fn kube_schematic_writes_parameters_at_field_paths() {
+    let objects = render_fixture("examples/kube-worker.yaml");
+    let d = find(&objects, "Deployment", "mycomp");
+    assert_eq!(container(d, 0)["image"], "nginx:1.14.0");
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(d["metadata"]["labels"]["example.com/tier"], "frontend");
+    assert_eq!(
+        d["metadata"]["labels"]["workload.oam.dev/type"],
+        "kube-worker"
+    );
+    assert_eq!(
+        d["metadata"]["labels"]["team"], "web",
+        "traits patch kube workloads too"
+    );
+}
+
+#[test]
+fn realistic_application() {
+    let objects = render_fixture("examples/realistic.yaml");
+    assert_eq!(
+        kinds(&objects),
+        [
+            "Deployment/frontend",
+            "Service/frontend",
+            "Deployment/orders-worker",
+            "ConfigMap/storefront-config",
+            "PodDisruptionBudget/frontend"
+        ]
+    );
+    let d = find(&objects, "Deployment", "frontend");
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Traits
+
+#[test]
+fn trait_scaler_sets_replicas() {
+    let objects = render_fixture("traits/scaler.yaml");
+    assert_eq!(objects[0]["spec"]["replicas"], 3);
+}
+
+#[test]
+fn trait_labels_patches_object_and_pod_template() {
+    let objects = render_fixture("traits/labels.yaml");
+    let d = &objects[0];
+    assert_eq!(d["metadata"]["labels"]["release"], "stable");
+    assert_eq!(
+        d["spec"]["template"]["metadata"]["labels"]["tier"],
+        "frontend"
+    );
+}
+
+#[test]
+fn trait_annotations_reach_cronjob_templates() {
+    let objects = render_fixture("traits/annotations.yaml");
+    let cj = &objects[0];
+    assert_eq!(cj["metadata"]["annotations"]["owner"], "team-a");
+    assert_eq!(
+        cj["spec"]["jobTemplate"]["metadata"]["annotations"]["owner"],
+        "team-a"
+    );
+    assert_eq!(
+        cj["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["annotations"]["owner"],
+        "team-a"
+    );
+}
+
+#[test]
+fn trait_env_merges_overrides_and_unsets() {
+    let objects = render_fixture("traits/env.yaml");
+    assert_eq!(
+        container(&objects[0], 0)["env"],
+        json!([{"name": "KEEP", "value": "1"}, {"name": "OVERRIDE", "value": "new"}, {"name": "ADDED", "value": "yes"}])
+    );
+}
+
+#[test]
+fn trait_expose_creates_a_service_with_the_ports() {
+    let objects = render_fixture("traits/expose.yaml");
+    let s = find(&objects, "Service", "web");
+    assert_eq!(s["spec"]["type"], "NodePort");
+    assert_eq!(
+        s["spec"]["selector"],
+        json!({"app.oam.dev/component": "web"})
+    );
+    assert_eq!(
+        s["spec"]["ports"],
+        json!([
+            {"name": "port-80", "port": 80, "protocol": "TCP", "targetPort": 80, "nodePort": 30080},
+            {"name": "port-53-udp", "port": 53, "protocol": "UDP", "targetPort": 53}
+        ])
+    );
+    assert_eq!(s["metadata"]["labels"]["trait.oam.dev/type"], "expose");
+    assert_eq!(s["metadata"]["labels"]["app.oam.dev/resourceType"], "TRAIT");
+}
+
+#[test]
+fn trait_gateway_creates_ingress_and_service() {
+    let objects = render_fixture("traits/gateway.yaml");
+    let ing = find(&objects, "Ingress", "web");
+    assert_eq!(
+        ing["metadata"]["annotations"]["kubernetes.io/ingress.class"],
+        "nginx"
+    );
+    assert_eq!(ing["spec"]["rules"][0]["host"], "shop.example.com");
+    assert_eq!(ing["spec"]["tls"][0]["secretName"], "shop-tls");
+    assert_eq!(
+        ing["spec"]["rules"][0]["http"]["paths"][1]["backend"]["service"]["port"]["number"],
+        8080
+    );
+    let ports = &find(&objects, "Service", "web")["spec"]["ports"];
+    assert_eq!(ports.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn trait_sidecar_appends_a_container() {
+    let objects = render_fixture("traits/sidecar.yaml");
+    let sidecar = container(&objects[0], 1);
+    assert_eq!(sidecar["name"], "log-shipper");
+    assert_eq!(
+        sidecar["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert_eq!(
+        sidecar["volumeMounts"],
+        json!([{"name": "logs", "mountPath": "/var/log/app"}])
+    );
+}
+
+#[test]
+fn trait_init_container_shares_a_workdir() {
+    let objects = render_fixture("traits/init-container.yaml");
+    let pod = &objects[0]["spec"]["template"]["spec"];
+    assert_eq!(pod["volumes"], json!([{"name": "workdir", "emptyDir": {}}]));
+    assert_eq!(
+        pod["initContainers"][0]["volumeMounts"][0],
+        json!({"name": "workdir", "mountPath": "/assets"})
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"][0],
+        json!({"name": "workdir", "mountPath": "/usr/share/nginx/html"})
+    );
+}
+
+#[test]
+fn trait_storage_mounts_and_creates_claims_configmaps_secrets() {
+    let objects = render_fixture("traits/storage.yaml");
+    let pvc = find(&objects, "PersistentVolumeClaim", "pgdata");
+    assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "20Gi");
+    assert_eq!(pvc["spec"]["storageClassName"], "fast");
+    assert_eq!(
+        find(&objects, "ConfigMap", "pg-config")["data"]["postgresql.conf"],
+        "max_connections = 100"
+    );
+    assert_eq!(
+        find(&objects, "Secret", "pg-secret")["stringData"]["password"],
+        "changeme"
+    );
+    assert!(
+        !objects.iter().any(|o| o["metadata"]["name"] == "pg-env"),
+        "mountOnly creates nothing"
+    );
+    let sts = find(&objects, "StatefulSet", "web");
+    let mounts = &container(sts, 0)["volumeMounts"];
+    assert_eq!(
+        mounts[0],
+        json!({"name": "pvc-pgdata", "mountPath": "/var/lib/postgresql/data"})
+    );
+    assert_eq!(
+        container(sts, 0)["env"][1]["valueFrom"]["secretKeyRef"],
+        json!({"name": "pg-secret", "key": "password"})
+    );
+}
+
+#[test]
+fn trait_hpa_creates_an_autoscaling_v2_hpa() {
+    let objects = render_fixture("traits/hpa.yaml");
+    let hpa = find(&objects, "HorizontalPodAutoscaler", "web");
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2");
+    assert_eq!(hpa["spec"]["minReplicas"], 2);
+    assert_eq!(
+        hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        70
+    );
+    assert_eq!(
+        hpa["spec"]["metrics"][1]["resource"]["target"]["averageValue"],
+        "500Mi"
+    );
+}
+
+#[test]
+fn trait_cpuscaler_creates_an_autoscaling_v1_hpa() {
+    let objects = render_fixture("traits/cpuscaler.yaml");
+    let hpa = find(&objects, "HorizontalPodAutoscaler", "web");
+    assert_eq!(hpa["apiVersion"], "autoscaling/v1");
+    assert_eq!(hpa["spec"]["targetCPUUtilizationPercentage"], 80);
+    assert_eq!(
+        hpa["spec"]["scaleTargetRef"],
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"})
+    );
+}
+
+#[test]
+fn trait_command_adds_and_deletes_args() {
+    let objects = render_fixture("traits/command.yaml");
+    assert_eq!(
+        container(&objects[0], 0)["args"],
+        json!(["-g", "daemon off;", "--debug"])
+    );
+}
+
+#[test]
+fn trait_container_image_replaces_the_image() {
+    let objects = render_fixture("traits/container-image.yaml");
+    assert_eq!(container(&objects[0], 0)["image"], "nginx:1.28");
+    assert_eq!(container(&objects[0], 0)["imagePullPolicy"], "Always");
+}
+
+#[test]
+fn trait_resource_sets_requests_and_limits() {
+    let objects = render_fixture("traits/resource.yaml");
+    assert_eq!(
+        container(&objects[0], 0)["resources"],
+        json!({"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "256Mi"}})
+    );
+}
+
+#[test]
+fn trait_service_account_sets_the_account_and_rbac() {
+    let objects = render_fixture("traits/service-account.yaml");
+    let d = find(&objects, "Deployment", "web");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["serviceAccountName"],
+        "web-reader"
+    );
+    find(&objects, "ServiceAccount", "web-reader");
+    assert_eq!(
+        find(&objects, "Role", "web-reader")["rules"][0]["resources"],
+        json!(["configmaps"])
+    );
+    find(&objects, "RoleBinding", "web-reader");
+    let cr = find(&objects, "ClusterRole", "demo:web-reader");
+    assert!(cr["metadata"].get("namespace").is_none());
+    find(&objects, "ClusterRoleBinding", "demo:web-reader");
+}
+
+#[test]
+fn trait_gitlab_access_is_accepted_and_ignored() {
+    let objects = render_fixture("traits/gitlab-access.yaml");
+    assert_eq!(kinds(&objects), ["Deployment/web"]);
+    assert_eq!(
+        objects[0]["spec"]["replicas"], 2,
+        "traits after it still apply"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policies
+
+#[test]
+fn policy_topology_moves_objects_to_its_namespace() {
+    let objects = render_fixture("policies/topology.yaml");
+    assert_eq!(objects[0]["metadata"]["namespace"], "shop-staging");
+    assert_eq!(
+        objects[0]["metadata"]["labels"]["app.oam.dev/namespace"],
+        "team-a"
+    );
+}
+
+#[test]
+fn policy_override_patches_properties_traits_and_selects_components() {
+    let objects = render_fixture("policies/override.yaml");
+    assert_eq!(
+        kinds(&objects),
+        ["Deployment/api", "Service/api", "Deployment/cache"]
+    );
+    let api = find(&objects, "Deployment", "api");
+    assert_eq!(api["spec"]["replicas"], 4);
+    let c = container(api, 0);
+    assert_eq!(c["image"], "registry.example.com/api:2");
+    assert!(
+        c.get("resources").is_none(),
+        "cpu: null removed the property"
+    );
+    assert!(
+        api["metadata"]["labels"].get("stage").is_none(),
+        "labels trait disabled"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Determinism and robustness
+
+#[test]
+fn rendering_is_deterministic() {
+    let m = fixture("examples/realistic.yaml");
+    let first = render(&m).unwrap();
+    for _ in 0..3 {
+        assert_eq!(render(&m).unwrap(), first);
+    }
+}
+
+/// Every built-in type and trait, fed properties of every JSON shape, returns (never panics).
+#[test]
+fn malformed_properties_never_panic() {
+    let shapes = [
+        json!(null),
+        json!(true),
+        json!(-1),
+        json!(1.5),
+        json!("x"),
+        json!([]),
+        json!([1, "a", null, {}]),
+        json!({}),
+        json!({"a": {"b": [1]}}),
+        json!(99999999999i64),
+    ];
+    let keys = [
+        "image",
+        "ports",
+        "port",
+        "env",
+        "cpu",
+        "memory",
+        "limit",
+        "volumeMounts",
+        "volumes",
+        "labels",
+        "annotations",
+        "cmd",
+        "args",
+        "livenessProbe",
+        "readinessProbe",
+        "hostAliases",
+        "imagePullSecrets",
+        "exposeType",
+        "count",
+        "restart",
+        "schedule",
+        "objects",
+        "replicas",
+        "containers",
+        "containerName",
+        "http",
+        "name",
+        "pvc",
+        "configMap",
+        "secret",
+        "emptyDir",
+        "hostPath",
+        "privileges",
+        "requests",
+        "limits",
+        "type",
+        "matchLabels",
+        "mem",
+        "podCustomMetrics",
+        "min",
+        "max",
+        "unset",
+        "addArgs",
+        "appMountPath",
+        "initMountPath",
+        "extraVolumeMounts",
+        "clusters",
+        "namespace",
+        "components",
+        "selector",
+    ];
+    let components = [
+        "webservice",
+        "worker",
+        "task",
+        "cron-task",
+        "daemon",
+        "statefulset",
+        "k8s-objects",
+    ];
+    let traits = oam_trust::render::builtin_trait_types();
+    let mut checked = 0;
+    for shape in &shapes {
+        for key in keys {
+            let props = json!({ key: shape, "image": "x", "schedule": "* * * * *" });
+            for (i, comp_type) in components.iter().enumerate() {
+                let trait_type = traits[(i + checked) % traits.len()];
+                let app = json!({
+                    "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+                    "metadata": {"name": "a"},
+                    "spec": {
+                        "components": [{"name": "c", "type": comp_type, "properties": props,
+                                        "traits": [{"type": trait_type, "properties": props}]}],
+                        "policies": [{"name": "p", "type": if checked % 2 == 0 { "override" } else { "topology" }, "properties": props}],
+                    }
+                });
+                let app: oam_trust::api::oam::Application = serde_json::from_value(app).unwrap();
+                let _ = render_application(&app, &Default::default());
+                // Also each shape as the whole `properties` value.
+                let mut bare = app.clone();
+                bare.spec.components[0].properties = Some(shape.clone());
+                bare.spec.components[0].traits[0].properties = Some(shape.clone());
+                let _ = render_application(&bare, &Default::default());
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, shapes.len() * keys.len() * components.len());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors: one test per class, asserting the exact message a user sees.
+
+fn render_err(yaml: &str) -> RenderError {
+    render(&load(yaml)).expect_err("rendering must fail")
+}
+
+fn app(components: &str) -> String {
+    format!(
+        "apiVersion: core.oam.dev/v1beta1\nkind: Application\nmetadata: {{name: a, namespace: demo}}\nspec:\n  components:\n{components}"
+    )
+}
+
+#[test]
+fn error_mistyped_trait_parameter_names_component_trait_and_field() {
+    let err = render_err(&app(
+        "    - name: api\n      type: webservice\n      properties: {image: nginx}\n      traits:\n        - type: scaler\n          properties: {replicas: three}\n",
+    ));
+    assert_eq!(
+        err.to_string(),
+        r#"component "api": trait "scaler": field "replicas": expected integer, got string "three""#
+    );
+    assert_eq!(err.reason(), "InvalidParameterType");
+}
+
+#[test]
+fn error_mistyped_nested_component_parameter() {
+    let err = render_err(&app(
+        "    - name: api\n      type: webservice\n      properties:\n        image: nginx\n        ports: [{port: 80}, {port: \"http\"}]\n",
+    ));
+    assert_eq!(
+        err.to_string(),
+        r#"component "api": field "ports[1].port": expected integer, got string "http""#
+    );
+}
+
+#[test]
+fn error_unknown_component_type() {
+    let err = render_err(&app("    - name: api\n      type: webservise\n"));
+    assert_eq!(
+        err.to_string(),
+        r#"component "api": unknown component type "webservise""#
+    );
+}
+
+#[test]
+fn error_unknown_trait_type() {
+    let err = render_err(&app(
+        "    - name: api\n      type: worker\n      properties: {image: x}\n      traits: [{type: autoscaler}]\n",
+    ));
+    assert_eq!(
+        err.to_string(),
+        r#"component "api": unknown trait type "autoscaler""#
+    );
+}
+
+#[test]
+fn error_unknown_policy_type() {
+    let yaml = app("    - name: api\n      type: worker\n      properties: {image: x}\n")
+        + "  policies: [{name: gc, type: garbage-collect}]\n";
+    assert_eq!(
+        render_err(&yaml).to_string(),
+        r#"policy "gc": unknown policy type "garbage-collect" (supported: topology, override)"#
+    );
+}
+
+#[test]
+fn error_undeclared_parameter() {
+    let err = render_err(&app(
+        "    - name: api\n      type: worker\n      properties: {image: x, ports: [{port: 80}]}\n",
+    ));
+    assert_eq!(
+        err.to_string(),
+        r#"component "api": field "ports": unsupported parameter, not declared by the definition"#
+    );
+    let nested = render_err(&app(
+        "    - name: api\n      type: webservice\n      properties: {image: x, ports: [{port: 80, exposed: true}]}\n",
+    ));
+    assert_eq!(
+        nested.to_string(),
+        r#"component "api": field "ports[0].exposed": unsupported parameter, not declared by the definition"#
+    );
+}
+
+#[test]
+fn error_missing_required_parameter() {
+    let err = render_err(&app(
+        "    - name: api\n      type: webservice\n      properties: {cmd: [run]}\n",
+    ));
+    assert_eq!(
+        err.to_string(),
+        r#"component "api": field "image": required parameter is missing"#
+    );
+    assert_eq!(err.reason(), "MissingParameter");
+}
+
+#[test]
+fn error_invalid_enum_value() {
+    let err = render_err(&app(
+        "    - name: api\n      type: webservice\n      properties: {image: x, exposeType: Ingress}\n",
+    ));
+    assert_eq!(
+        err.to_string(),
+        r#"component "api": field "exposeType": "Ingress" is not one of ClusterIP, NodePort, LoadBalancer"#
+    );
+}
+
+#[test]
+fn error_trait_does_not_apply_to_workload() {
+    let err = render_err(&app(
+        "    - name: migrate\n      type: task\n      properties: {image: x}\n      traits: [{type: scaler, properties: {replicas: 2}}]\n",
+    ));
+    assert_eq!(
+        err.to_string(),
+        r#"component "migrate": trait "scaler": does not apply to workload "jobs.batch" (applies to: deployments.apps, statefulsets.apps)"#
+    );
+}
+
+#[test]
+fn error_env_trait_names_missing_container() {
+    let err = render_err(&app(
+        "    - name: api\n      type: worker\n      properties: {image: x}\n      traits: [{type: env, properties: {containerName: nope, env: {A: b}}}]\n",
+    ));
+    assert_eq!(
+        err.to_string(),
+        r#"component "api": trait "env": field "containerName": container "nope" not found in the workload"#
+    );
+}
+
+#[test]
+fn error_kube_schematic_parameters() {
+    let defs = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oam/examples/kube-worker.yaml"),
+    )
+    .unwrap();
+    let def = defs.split("\n---\n").next().unwrap().to_string();
+    let with = |props: &str| {
+        format!(
+            "{def}\n---\n{}",
+            app(&format!(
+                "    - name: c\n      type: kube-worker\n      properties: {props}\n"
+            ))
+        )
+    };
+    assert_eq!(
+        render_err(&with("{replicas: 2}")).to_string(),
+        r#"component "c": field "image": required parameter is missing"#
+    );
+    assert_eq!(
+        render_err(&with("{image: x, replicas: \"2\"}")).to_string(),
+        r#"component "c": field "replicas": expected number, got string "2""#
+    );
+    assert_eq!(
+        render_err(&with("{image: x, cpu: 1}")).to_string(),
+        r#"component "c": field "cpu": unsupported parameter, not declared by the definition"#
+    );
+}
+
+#[test]
+fn error_invalid_definition_field_path() {
+    let yaml = r#"
+apiVersion: core.oam.dev/v1beta1
+kind: ComponentDefinition
+metadata: {name: broken}
+spec:
+  workload: {definition: {apiVersion: v1, kind: ConfigMap}}
+  schematic:
+    kube:
+      template: {apiVersion: v1, kind: ConfigMap, data: {}}
+      parameters:
+        - {name: value, type: string, fieldPaths: ["data..key"]}
+---
+"#
+    .to_string()
+        + &app("    - name: c\n      type: broken\n      properties: {value: x}\n");
+    let err = render_err(&yaml);
+    assert_eq!(
+        err.to_string(),
+        r#"ComponentDefinition "broken": invalid definition: parameter "value": field path "data..key": a field name must follow '.' at position 4"#
+    );
+}
+
+#[test]
+fn error_cue_definitions_are_not_evaluated() {
+    let yaml = r#"
+apiVersion: core.oam.dev/v1beta1
+kind: ComponentDefinition
+metadata: {name: my-cue-type}
+spec:
+  workload: {definition: {apiVersion: apps/v1, kind: Deployment}}
+  schematic: {cue: {template: "output: {}"}}
+---
+"#
+    .to_string()
+        + &app("    - name: c\n      type: my-cue-type\n");
+    assert_eq!(
+        render_err(&yaml).to_string(),
+        r#"component "c": ComponentDefinition "my-cue-type" cannot be rendered: it has no kube schematic (cue, helm and terraform schematics are not evaluated)"#
+    );
+}
+
+#[test]
+fn error_duplicate_objects_and_components() {
+    let dup_service = render_err(&app(
+        "    - name: web\n      type: webservice\n      properties: {image: x, ports: [{port: 80, expose: true}]}\n      traits: [{type: expose, properties: {ports: [{port: 80}]}}]\n",
+    ));
+    assert_eq!(
+        dup_service.to_string(),
+        r#"component "web": Service "web" in namespace "demo" is also rendered by component "web""#
+    );
+    let dup_component = render_err(&app(
+        "    - {name: web, type: worker, properties: {image: x}}\n    - {name: web, type: worker, properties: {image: y}}\n",
+    ));
+    assert_eq!(
+        dup_component.to_string(),
+        r#"component "web": component name is used twice"#
+    );
+}
+
+#[test]
+fn error_object_in_another_namespace() {
+    let err = render_err(&app(
+        "    - name: raw\n      type: k8s-objects\n      properties:\n        objects: [{apiVersion: v1, kind: ConfigMap, metadata: {name: c, namespace: kube-system}}]\n",
+    ));
+    assert_eq!(
+        err.to_string(),
+        r#"component "raw": ConfigMap "c" sets metadata.namespace "kube-system", but the application renders into namespace "demo""#
+    );
+}
+
+#[test]
+fn error_topology_with_remote_cluster() {
+    let yaml = app("    - name: api\n      type: worker\n      properties: {image: x}\n")
+        + "  policies: [{name: eu, type: topology, properties: {clusters: [eu-west]}}]\n";
+    assert_eq!(
+        render_err(&yaml).to_string(),
+        r#"policy "eu": field "clusters": cluster "eu-west" is not supported: oam-trust deploys to the local cluster only"#
+    );
+}
+
+#[test]
+fn error_workflow_references_unknown_policy() {
+    let yaml = app("    - name: api\n      type: worker\n      properties: {image: x}\n")
+        + "  workflow: {steps: [{name: prod, type: deploy, properties: {policies: [nope]}}]}\n";
+    assert_eq!(
+        render_err(&yaml).to_string(),
+        r#"workflow step "prod": policy "nope" is not defined in spec.policies"#
+    );
+}
+
+#[test]
+fn error_kube_template_is_not_an_object() {
+    let yaml = r#"
+apiVersion: core.oam.dev/v1beta1
+kind: ComponentDefinition
+metadata: {name: broken}
+spec:
+  workload: {definition: {apiVersion: v1, kind: ConfigMap}}
+  schematic: {kube: {template: {data: {}}}}
+---
+"#
+    .to_string()
+        + &app("    - name: c\n      type: broken\n");
+    assert_eq!(
+        render_err(&yaml).to_string(),
+        r#"ComponentDefinition "broken": invalid definition: spec.schematic.kube.template must be a Kubernetes object with apiVersion and kind"#
+    );
+}
+
+#[test]
+fn error_list_form_of_container_traits_needs_container_names() {
+    let err = render_err(&app(
+        "    - name: api\n      type: worker\n      properties: {image: x}\n      traits: [{type: container-image, properties: {containers: [{image: y}]}}]\n",
+    ));
+    assert_eq!(
+        err.to_string(),
+        r#"component "api": trait "container-image": field "containers[0].containerName": required parameter is missing"#
+    );
+}
+
+#[test]
+fn error_unsupported_custom_trait_definition() {
+    let yaml = r#"
+apiVersion: core.oam.dev/v1beta1
+kind: TraitDefinition
+metadata: {name: my-trait}
+spec:
+  appliesToWorkloads: ["*"]
+  schematic: {cue: {template: "patch: {}"}}
+---
+"#
+    .to_string()
+        + &app(
+            "    - name: api\n      type: worker\n      properties: {image: x}\n      traits: [{type: my-trait}]\n",
+        );
+    assert_eq!(
+        render_err(&yaml).to_string(),
+        r#"component "api": trait "my-trait": TraitDefinition "my-trait" cannot be rendered: only built-in traits are rendered (cue schematics are not evaluated)"#
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `oam-trust render` command (offline dry-run), driven as a user would.
+
+fn oam_trust(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_oam-trust"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn cli_render_prints_a_yaml_stream_equal_to_the_library_output() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oam/examples/quick-start.yaml");
+    let out = oam_trust(&["render", "-f", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed =
+        oam_trust::manifest::parse_documents(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!(
+        printed,
+        render(&fixture("examples/quick-start.yaml")).unwrap()
+    );
+
+    let json = oam_trust(&["render", "-f", path.to_str().unwrap(), "-o", "json"]);
+    assert!(json.status.success());
+    let list: Vec<Value> = serde_json::from_slice(&json.stdout).expect("a JSON list");
+    assert_eq!(list, printed);
+}
+
+#[test]
+fn cli_render_reads_definitions_from_a_directory_and_skips_other_kinds() {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oam/examples/kube-worker.yaml"),
+    )
+    .unwrap();
+    let (definition, application) = example.split_once("\n---\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("defs");
+    std::fs::create_dir(&defs).unwrap();
+    std::fs::write(
+        defs.join("platform.yaml"),
+        format!("{definition}\n---\napiVersion: oam-trust.dev/v1alpha1\nkind: GitLabTrust\nmetadata: {{name: gitlab-com}}\nspec: {{issuer: https://gitlab.com}}\n"),
+    )
+    .unwrap();
+    std::fs::write(defs.join("notes.txt"), "not a manifest").unwrap();
+    let app = dir.path().join("app.yaml");
+    std::fs::write(&app, application).unwrap();
+
+    let without = oam_trust(&["render", "-f", app.to_str().unwrap()]);
+    assert_eq!(without.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&without.stderr);
+    assert!(
+        stderr.contains(r#"component "mycomp": unknown component type "kube-worker""#),
+        "{stderr}"
+    );
+
+    let with = oam_trust(&[
+        "render",
+        "-f",
+        app.to_str().unwrap(),
+        "-d",
+        defs.to_str().unwrap(),
+    ]);
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    let objects =
+        oam_trust::manifest::parse_documents(&String::from_utf8(with.stdout).unwrap()).unwrap();
+    assert_eq!(kinds(&objects), ["Deployment/mycomp"]);
+    assert_eq!(container(&objects[0], 0)["image"], "nginx:1.14.0");
+}
