@@ -143,8 +143,8 @@ metadata:
   annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
   labels: {kubernetes.io/hostname: kwok-node-$n, kubernetes.io/os: linux, kubernetes.io/arch: amd64, type: kwok}
 status:
-  allocatable: {cpu: "64", memory: 256Gi, pods: "500"}
-  capacity: {cpu: "64", memory: 256Gi, pods: "500"}
+  allocatable: {cpu: "64", memory: 256Gi, pods: "1500"}
+  capacity: {cpu: "64", memory: 256Gi, pods: "1500"}
 NODE
   done
   sleep 1

@@ -27,4 +27,4 @@ log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
 
 log "cargo test"
-cargo test --all-targets --no-fail-fast "$@" 2>&1
+cargo test --no-fail-fast "$@" 2>&1

@@ -37,6 +37,12 @@ pub enum Command {
     DevIssuer(Box<crate::dev_issuer::DevIssuerArgs>),
     /// Offline dry-run: print the objects an Application renders to (`vela dry-run`).
     Render(crate::manifest::RenderArgs),
+    /// Inside a GitLab job: exchange the job's ID token for a kubeconfig of its grant.
+    Login(crate::federation::client::LoginArgs),
+    /// Set component images of an Application (what a deploy grant allows) and wait for the rollout.
+    SetImage(crate::federation::client::SetImageArgs),
+    /// Offline: which grant an ID token gets, and why every other grant refused it.
+    Explain(crate::federation::client::ExplainArgs),
     /// Print the version and git revision.
     Version,
 }
@@ -49,6 +55,9 @@ impl Cli {
             Command::Crd { out_dir } => print_crds(out_dir),
             Command::DevIssuer(args) => tokio_main(crate::dev_issuer::run(*args)),
             Command::Render(args) => crate::manifest::render_command(args),
+            Command::Login(args) => tokio_main(crate::federation::client::login(args)),
+            Command::SetImage(args) => tokio_main(crate::federation::client::set_image(args)),
+            Command::Explain(args) => crate::federation::client::explain_command(args),
             Command::Version => {
                 println!("oam-trust {}", crate::VERSION);
                 Ok(())

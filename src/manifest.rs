@@ -210,15 +210,106 @@ pub fn render_command(args: RenderArgs) -> anyhow::Result<()> {
     if manifests.applications.is_empty() {
         bail!("no Application found in the files given with -f");
     }
+    let (objects, notes) = render_all(&manifests)?;
+    for note in notes {
+        eprintln!("{note}");
+    }
+    print!("{}", format_objects(&objects, args.output)?);
+    Ok(())
+}
+
+/// Every Application's rendered objects followed by its grant objects (ServiceAccount, Role,
+/// RoleBinding per granted `gitlab-access` declaration), and notes for stderr: refusals, warnings.
+/// Grants are derived from the GitLabTrusts, ceiling ClusterRoles and Namespaces (their labels) found
+/// among the manifests, exactly as the operator derives them from the cluster.
+pub fn render_all(manifests: &Manifests) -> anyhow::Result<(Vec<Value>, Vec<String>)> {
+    let kind = |d: &&Document, k: &str| d.value["kind"] == k;
+    let mut trusts = std::collections::BTreeMap::new();
+    let mut ceilings = std::collections::BTreeMap::new();
+    let mut namespaces = std::collections::BTreeMap::new();
+    let mut notes = Vec::new();
+    for doc in &manifests.others {
+        let name = doc.value["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if kind(&doc, "GitLabTrust") {
+            match serde_json::from_value::<crate::api::trust::GitLabTrust>(doc.value.clone()) {
+                Ok(trust) => {
+                    trusts.insert(name, trust);
+                }
+                Err(e) => notes.push(format!(
+                    "note: {}: GitLabTrust {name:?} is invalid and not used: {e}",
+                    doc.source
+                )),
+            }
+        } else if kind(&doc, "ClusterRole") {
+            match serde_json::from_value::<k8s_openapi::api::rbac::v1::ClusterRole>(
+                doc.value.clone(),
+            ) {
+                Ok(role) => {
+                    ceilings.insert(name, role);
+                }
+                Err(e) => notes.push(format!(
+                    "note: {}: ClusterRole {name:?} is invalid and not used: {e}",
+                    doc.source
+                )),
+            }
+        } else if kind(&doc, "Namespace") {
+            let labels: std::collections::BTreeMap<String, String> =
+                serde_json::from_value(doc.value["metadata"]["labels"].clone()).unwrap_or_default();
+            namespaces.insert(name, labels);
+        }
+    }
     let mut objects = Vec::new();
     for app in &manifests.applications {
         let name = app.metadata.name.as_deref().unwrap_or_default();
         let rendered = crate::render::render_application(app, &manifests.definitions)
             .with_context(|| format!("application {name:?}"))?;
+        let namespace = app.metadata.namespace.as_deref().unwrap_or("default");
+        let no_labels = std::collections::BTreeMap::new();
+        let namespace_labels = namespaces.get(namespace).unwrap_or(&no_labels);
+        let set = crate::access::derive_grants(&crate::access::GrantInput {
+            application: app,
+            namespace_labels,
+            trusts: &trusts,
+            ceilings: &ceilings,
+            rendered: &rendered,
+        });
         objects.extend(rendered.into_iter().map(|o| o.object));
+        for grant in &set.grants {
+            objects.push(typed(&grant.service_account)?);
+            objects.push(typed(&grant.role)?);
+            objects.push(typed(&grant.role_binding)?);
+        }
+        if !set.refusals.is_empty() && !namespaces.contains_key(namespace) {
+            notes.push(format!(
+                "note: application {name:?}: no Namespace {namespace:?} among the manifests; its labels \
+                 (for the trusts' namespaceSelector) are taken as empty"
+            ));
+        }
+        for refusal in &set.refusals {
+            notes.push(format!(
+                "refused: application {name:?} {}: {}",
+                refusal.declaration,
+                refusal.message()
+            ));
+        }
+        for warning in &set.warnings {
+            notes.push(format!("warning: application {name:?} {warning}"));
+        }
     }
-    print!("{}", format_objects(&objects, args.output)?);
-    Ok(())
+    Ok((objects, notes))
+}
+
+/// A typed object as a manifest, with its apiVersion and kind.
+fn typed<K: kube::Resource<DynamicType = ()> + serde::Serialize>(
+    object: &K,
+) -> anyhow::Result<Value> {
+    let mut value = serde_json::to_value(object)?;
+    value["apiVersion"] = K::api_version(&()).into();
+    value["kind"] = K::kind(&()).into();
+    Ok(value)
 }
 
 /// A multi-document YAML stream, or a JSON list.

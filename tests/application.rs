@@ -18,7 +18,11 @@ const WAIT: Duration = Duration::from_secs(60);
 async fn apply(client: &Client, ns: &str, app: Value) {
     let app: Application = serde_json::from_value(app).expect("test Application deserializes");
     Api::<Application>::namespaced(client.clone(), ns)
-        .patch(&app.name_any(), &PatchParams::apply("test-user").force(), &Patch::Apply(&app))
+        .patch(
+            &app.name_any(),
+            &PatchParams::apply("test-user").force(),
+            &Patch::Apply(&app),
+        )
         .await
         .expect("the API server accepts the Application");
 }
@@ -28,7 +32,13 @@ fn app(name: &str, components: Value) -> Value {
 }
 
 /// Waits until the Application's status satisfies `pred`; panics with the last status otherwise.
-async fn wait_status(client: &Client, ns: &str, name: &str, what: &str, pred: impl Fn(&Application) -> bool) -> Application {
+async fn wait_status(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&Application) -> bool,
+) -> Application {
     let api = Api::<Application>::namespaced(client.clone(), ns);
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -37,26 +47,43 @@ async fn wait_status(client: &Client, ns: &str, name: &str, what: &str, pred: im
             return a;
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("{ns}/{name}: {what} not reached within {WAIT:?}; status: {}", serde_json::to_string_pretty(&a.status).unwrap());
+            panic!(
+                "{ns}/{name}: {what} not reached within {WAIT:?}; status: {}",
+                serde_json::to_string_pretty(&a.status).unwrap()
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
 fn phase(a: &Application) -> &str {
-    a.status.as_ref().and_then(|s| s.status.as_deref()).unwrap_or("")
+    a.status
+        .as_ref()
+        .and_then(|s| s.status.as_deref())
+        .unwrap_or("")
 }
 
-fn condition<'a>(a: &'a Application, type_: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    a.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+fn condition<'a>(
+    a: &'a Application,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    a.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 fn running_for_generation(a: &Application) -> bool {
-    phase(a) == "running" && a.status.as_ref().and_then(|s| s.observed_generation) == a.metadata.generation
+    phase(a) == "running"
+        && a.status.as_ref().and_then(|s| s.observed_generation) == a.metadata.generation
 }
 
 async fn deployment(client: &Client, ns: &str, name: &str) -> Option<Deployment> {
-    Api::<Deployment>::namespaced(client.clone(), ns).get_opt(name).await.unwrap()
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .unwrap()
 }
 
 async fn gone<K>(api: Api<K>, name: &str) -> bool
@@ -81,20 +108,42 @@ async fn quick_start_application_runs_with_labels_owner_and_status() {
     support::operator().await;
     let client = support::admin().await;
     let ns = support::app_namespace(&client, "app-run", "admin").await;
-    apply(&client, &ns, app("first-vela-app", json!([web("express-server", 2)]))).await;
+    apply(
+        &client,
+        &ns,
+        app("first-vela-app", json!([web("express-server", 2)])),
+    )
+    .await;
 
-    let a = wait_status(&client, &ns, "first-vela-app", "phase running", running_for_generation).await;
+    let a = wait_status(
+        &client,
+        &ns,
+        "first-vela-app",
+        "phase running",
+        running_for_generation,
+    )
+    .await;
     let status = a.status.clone().unwrap();
     assert_eq!(status.services.len(), 1);
     assert!(status.services[0].healthy);
     assert_eq!(status.services[0].message.as_deref(), Some("Ready:2/2"));
     for t in ["Parsed", "Applied", "Healthy"] {
-        assert_eq!(condition(&a, t).map(|c| c.status.as_str()), Some("True"), "condition {t}");
+        assert_eq!(
+            condition(&a, t).map(|c| c.status.as_str()),
+            Some("True"),
+            "condition {t}"
+        );
     }
-    let kinds: Vec<&str> = status.applied_resources.iter().map(|r| r.kind.as_str()).collect();
+    let kinds: Vec<&str> = status
+        .applied_resources
+        .iter()
+        .map(|r| r.kind.as_str())
+        .collect();
     assert_eq!(kinds, ["Deployment", "Service"]);
 
-    let d = deployment(&client, &ns, "express-server").await.expect("the Deployment exists");
+    let d = deployment(&client, &ns, "express-server")
+        .await
+        .expect("the Deployment exists");
     let labels = d.labels();
     assert_eq!(labels["app.oam.dev/name"], "first-vela-app");
     assert_eq!(labels["app.oam.dev/namespace"], ns);
@@ -102,10 +151,23 @@ async fn quick_start_application_runs_with_labels_owner_and_status() {
     assert_eq!(labels["workload.oam.dev/type"], "webservice");
     assert_eq!(labels["app.kubernetes.io/managed-by"], "oam-trust");
     let owner = &d.owner_references()[0];
-    assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("Application", a.uid().unwrap().as_str(), Some(true)));
-    let managers: Vec<String> = d.managed_fields().iter().filter_map(|m| m.manager.clone()).collect();
-    assert!(managers.contains(&"oam-trust".to_string()), "field managers: {managers:?}");
-    let svc = Api::<Service>::namespaced(client.clone(), &ns).get("express-server").await.unwrap();
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("Application", a.uid().unwrap().as_str(), Some(true))
+    );
+    let managers: Vec<String> = d
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        managers.contains(&"oam-trust".to_string()),
+        "field managers: {managers:?}"
+    );
+    let svc = Api::<Service>::namespaced(client.clone(), &ns)
+        .get("express-server")
+        .await
+        .unwrap();
     assert_eq!(svc.spec.unwrap().ports.unwrap()[0].port, 8000);
 }
 
@@ -121,18 +183,40 @@ async fn trait_change_scales_and_removed_parts_are_pruned() {
 
     apply(&client, &ns, app("shop", json!([web("front", 3), worker]))).await;
     let a = wait_status(&client, &ns, "shop", "scaled to 3", |a| {
-        running_for_generation(a) && a.status.as_ref().unwrap().services[0].message.as_deref() == Some("Ready:3/3")
+        running_for_generation(a)
+            && a.status.as_ref().unwrap().services[0].message.as_deref() == Some("Ready:3/3")
     })
     .await;
     assert_eq!(a.status.unwrap().services.len(), 2);
-    assert_eq!(deployment(&client, &ns, "front").await.unwrap().spec.unwrap().replicas, Some(3));
+    assert_eq!(
+        deployment(&client, &ns, "front")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .replicas,
+        Some(3)
+    );
 
     // Drop the worker component and the expose port: both objects go.
     let front_unexposed = json!({"name": "front", "type": "webservice", "properties": {"image": "oamdev/hello-world:v1"}});
     apply(&client, &ns, app("shop", json!([front_unexposed]))).await;
-    assert!(gone(Api::<Deployment>::namespaced(client.clone(), &ns), "jobs").await, "the removed component's Deployment was pruned");
-    assert!(gone(Api::<Service>::namespaced(client.clone(), &ns), "front").await, "the Service of the removed port was pruned");
-    let a = wait_status(&client, &ns, "shop", "running after prune", running_for_generation).await;
+    assert!(
+        gone(Api::<Deployment>::namespaced(client.clone(), &ns), "jobs").await,
+        "the removed component's Deployment was pruned"
+    );
+    assert!(
+        gone(Api::<Service>::namespaced(client.clone(), &ns), "front").await,
+        "the Service of the removed port was pruned"
+    );
+    let a = wait_status(
+        &client,
+        &ns,
+        "shop",
+        "running after prune",
+        running_for_generation,
+    )
+    .await;
     assert_eq!(a.status.unwrap().applied_resources.len(), 1);
 }
 
@@ -145,7 +229,14 @@ async fn hand_edits_and_deletions_are_reverted() {
     wait_status(&client, &ns, "drift", "running", running_for_generation).await;
 
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
-    deployments.patch("api", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 7}}))).await.unwrap();
+    deployments
+        .patch(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 7}})),
+        )
+        .await
+        .unwrap();
     let reverted = support::eventually(Duration::from_secs(20), || {
         let d = deployments.clone();
         async move { d.get("api").await.unwrap().spec.unwrap().replicas == Some(2) }
@@ -154,7 +245,10 @@ async fn hand_edits_and_deletions_are_reverted() {
     assert!(reverted, "a hand-edited replica count was not reverted");
 
     let services = Api::<Service>::namespaced(client.clone(), &ns);
-    services.delete("api", &DeleteParams::default()).await.unwrap();
+    services
+        .delete("api", &DeleteParams::default())
+        .await
+        .unwrap();
     let recreated = support::eventually(Duration::from_secs(20), || {
         let s = services.clone();
         async move { s.get_opt("api").await.unwrap().is_some() }
@@ -170,9 +264,22 @@ async fn deleting_the_application_cascades_through_the_garbage_collector() {
     let ns = support::app_namespace(&client, "app-delete", "admin").await;
     apply(&client, &ns, app("temp", json!([web("temp-web", 1)]))).await;
     wait_status(&client, &ns, "temp", "running", running_for_generation).await;
-    Api::<Application>::namespaced(client.clone(), &ns).delete("temp", &DeleteParams::default()).await.unwrap();
-    assert!(gone(Api::<Deployment>::namespaced(client.clone(), &ns), "temp-web").await, "Deployment survived its Application");
-    assert!(gone(Api::<Service>::namespaced(client.clone(), &ns), "temp-web").await, "Service survived its Application");
+    Api::<Application>::namespaced(client.clone(), &ns)
+        .delete("temp", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        gone(
+            Api::<Deployment>::namespaced(client.clone(), &ns),
+            "temp-web"
+        )
+        .await,
+        "Deployment survived its Application"
+    );
+    assert!(
+        gone(Api::<Service>::namespaced(client.clone(), &ns), "temp-web").await,
+        "Service survived its Application"
+    );
 }
 
 #[tokio::test]
@@ -180,24 +287,64 @@ async fn invalid_applications_report_the_reason_and_apply_nothing() {
     support::operator().await;
     let client = support::admin().await;
     let ns = support::app_namespace(&client, "app-invalid", "admin").await;
-    apply(&client, &ns, app("unknown-type", json!([{"name": "x", "type": "no-such-type", "properties": {}}]))).await;
+    apply(
+        &client,
+        &ns,
+        app(
+            "unknown-type",
+            json!([{"name": "x", "type": "no-such-type", "properties": {}}]),
+        ),
+    )
+    .await;
     let bad_trait = json!({"name": "api", "type": "webservice", "properties": {"image": "nginx"},
         "traits": [{"type": "scaler", "properties": {"replicas": "three"}}]});
-    apply(&client, &ns, app("bad-field", json!([web("fine", 1), bad_trait]))).await;
+    apply(
+        &client,
+        &ns,
+        app("bad-field", json!([web("fine", 1), bad_trait])),
+    )
+    .await;
 
-    let a = wait_status(&client, &ns, "unknown-type", "Parsed=False", |a| condition(a, "Parsed").is_some()).await;
+    let a = wait_status(&client, &ns, "unknown-type", "Parsed=False", |a| {
+        condition(a, "Parsed").is_some()
+    })
+    .await;
     let c = condition(&a, "Parsed").unwrap();
-    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "RenderError"));
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "RenderError")
+    );
     assert!(c.message.contains("no-such-type"), "{}", c.message);
-    let a = wait_status(&client, &ns, "bad-field", "Parsed=False", |a| condition(a, "Parsed").is_some()).await;
+    let a = wait_status(&client, &ns, "bad-field", "Parsed=False", |a| {
+        condition(a, "Parsed").is_some()
+    })
+    .await;
     let message = &condition(&a, "Parsed").unwrap().message;
-    assert_eq!(message, r#"component "api": trait "scaler": field "replicas": expected integer, got string "three""#);
+    assert_eq!(
+        message,
+        r#"component "api": trait "scaler": field "replicas": expected integer, got string "three""#
+    );
 
     // Nothing of either Application was applied, not even the valid component.
-    let listed = Api::<Deployment>::namespaced(client.clone(), &ns).list(&ListParams::default()).await.unwrap();
-    assert!(listed.items.is_empty(), "objects were applied for an invalid Application");
-    let events = Api::<Event>::namespaced(client.clone(), &ns).list(&ListParams::default()).await.unwrap();
-    assert!(events.items.iter().any(|e| e.reason.as_deref() == Some("RenderFailed")), "no RenderFailed Event");
+    let listed = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(
+        listed.items.is_empty(),
+        "objects were applied for an invalid Application"
+    );
+    let events = Api::<Event>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("RenderFailed")),
+        "no RenderFailed Event"
+    );
 }
 
 #[tokio::test]
@@ -209,20 +356,51 @@ async fn the_applier_identity_bounds_what_an_application_can_create() {
     let other = support::namespace(&client, "app-escalate-other").await;
     let cluster_role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": {"name": format!("escalate-{ns}")}, "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]});
-    let sneaky = json!({"name": "sneaky", "type": "k8s-objects", "properties": {"objects": [cluster_role]}});
-    apply(&client, &ns, app("escalate", json!([web("innocent", 1), sneaky]))).await;
-    let a = wait_status(&client, &ns, "escalate", "Applied=False", |a| condition(a, "Applied").is_some()).await;
+    let sneaky =
+        json!({"name": "sneaky", "type": "k8s-objects", "properties": {"objects": [cluster_role]}});
+    apply(
+        &client,
+        &ns,
+        app("escalate", json!([web("innocent", 1), sneaky])),
+    )
+    .await;
+    let a = wait_status(&client, &ns, "escalate", "Applied=False", |a| {
+        condition(a, "Applied").is_some()
+    })
+    .await;
     let c = condition(&a, "Applied").unwrap();
-    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Forbidden"), "{}", c.message);
-    assert!(c.message.contains("ClusterRole") && c.message.contains(&format!("{ns}/oam-trust-applier")), "{}", c.message);
-    assert!(Api::<ClusterRole>::all(client.clone()).get_opt(&format!("escalate-{ns}")).await.unwrap().is_none());
-    assert!(deployment(&client, &ns, "innocent").await.is_none(), "part of a refused Application was applied");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "Forbidden"),
+        "{}",
+        c.message
+    );
+    assert!(
+        c.message.contains("ClusterRole") && c.message.contains(&format!("{ns}/oam-trust-applier")),
+        "{}",
+        c.message
+    );
+    assert!(
+        Api::<ClusterRole>::all(client.clone())
+            .get_opt(&format!("escalate-{ns}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        deployment(&client, &ns, "innocent").await.is_none(),
+        "part of a refused Application was applied"
+    );
 
     // A topology policy aimed at a namespace the applier has no rights in is refused the same way.
     let mut cross = app("cross", json!([web("elsewhere", 1)]));
-    cross["spec"]["policies"] = json!([{"name": "there", "type": "topology", "properties": {"namespace": other}}]);
+    cross["spec"]["policies"] =
+        json!([{"name": "there", "type": "topology", "properties": {"namespace": other}}]);
     apply(&client, &ns, cross).await;
-    let a = wait_status(&client, &ns, "cross", "Applied=False", |a| condition(a, "Applied").is_some()).await;
+    let a = wait_status(&client, &ns, "cross", "Applied=False", |a| {
+        condition(a, "Applied").is_some()
+    })
+    .await;
     let c = condition(&a, "Applied").unwrap();
     assert_eq!(c.reason, "Forbidden", "{}", c.message);
     assert!(c.message.contains(&other), "{}", c.message);
@@ -242,18 +420,46 @@ async fn objects_in_other_namespaces_are_cleaned_up_by_the_finalizer() {
         "subjects": [{"kind": "ServiceAccount", "name": "oam-trust-applier", "namespace": ns}]
     }))
     .unwrap();
-    Api::namespaced(client.clone(), &target).create(&Default::default(), &rb).await.unwrap();
+    Api::namespaced(client.clone(), &target)
+        .create(&Default::default(), &rb)
+        .await
+        .unwrap();
     let mut placed = app("placed", json!([web("remote", 1)]));
-    placed["spec"]["policies"] = json!([{"name": "target", "type": "topology", "properties": {"namespace": target}}]);
+    placed["spec"]["policies"] =
+        json!([{"name": "target", "type": "topology", "properties": {"namespace": target}}]);
     apply(&client, &ns, placed).await;
     let a = wait_status(&client, &ns, "placed", "running", running_for_generation).await;
-    assert!(a.finalizers().contains(&"oam-trust.dev/cleanup".to_string()));
-    let remote = deployment(&client, &target, "remote").await.expect("deployed into the topology namespace");
-    assert!(remote.owner_references().is_empty(), "no ownerReference across namespaces");
+    assert!(
+        a.finalizers()
+            .contains(&"oam-trust.dev/cleanup".to_string())
+    );
+    let remote = deployment(&client, &target, "remote")
+        .await
+        .expect("deployed into the topology namespace");
+    assert!(
+        remote.owner_references().is_empty(),
+        "no ownerReference across namespaces"
+    );
 
-    Api::<Application>::namespaced(client.clone(), &ns).delete("placed", &DeleteParams::default()).await.unwrap();
-    assert!(gone(Api::<Deployment>::namespaced(client.clone(), &target), "remote").await);
-    assert!(gone(Api::<Application>::namespaced(client.clone(), &ns), "placed").await, "the finalizer was not removed");
+    Api::<Application>::namespaced(client.clone(), &ns)
+        .delete("placed", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert!(
+        gone(
+            Api::<Deployment>::namespaced(client.clone(), &target),
+            "remote"
+        )
+        .await
+    );
+    assert!(
+        gone(
+            Api::<Application>::namespaced(client.clone(), &ns),
+            "placed"
+        )
+        .await,
+        "the finalizer was not removed"
+    );
 }
 
 #[tokio::test]
@@ -265,12 +471,25 @@ async fn unschedulable_pods_leave_the_application_unhealthy_with_the_reason() {
     apply(&client, &ns, app("greedy", json!([huge]))).await;
     let a = wait_status(&client, &ns, "greedy", "unhealthy with a reason", |a| {
         phase(a) == "unhealthy"
-            && a.status.as_ref().unwrap().services.first().and_then(|s| s.message.as_deref()).is_some_and(|m| m.contains("cannot be scheduled"))
+            && a.status
+                .as_ref()
+                .unwrap()
+                .services
+                .first()
+                .and_then(|s| s.message.as_deref())
+                .is_some_and(|m| m.contains("cannot be scheduled"))
     })
     .await;
     let s = &a.status.as_ref().unwrap().services[0];
     assert!(!s.healthy);
-    assert!(s.message.as_deref().unwrap().starts_with("Ready:0/1 (pods cannot be scheduled: 0/2 nodes are available"), "{:?}", s.message);
+    assert!(
+        s.message
+            .as_deref()
+            .unwrap()
+            .starts_with("Ready:0/1 (pods cannot be scheduled: 0/2 nodes are available"),
+        "{:?}",
+        s.message
+    );
     assert_eq!(condition(&a, "Healthy").unwrap().status, "False");
 }
 
@@ -288,20 +507,38 @@ async fn changing_a_component_definition_re_renders_its_applications() {
     };
     let defs: Api<oam_trust::api::oam::ComponentDefinition> = Api::namespaced(client.clone(), &ns);
     let pp = PatchParams::apply("test-user").force();
-    defs.patch("greeting", &pp, &Patch::Apply(def("hello"))).await.unwrap();
-    apply(&client, &ns, app("hi", json!([{"name": "card", "type": "greeting", "properties": {"who": "world"}}]))).await;
+    defs.patch("greeting", &pp, &Patch::Apply(def("hello")))
+        .await
+        .unwrap();
+    apply(
+        &client,
+        &ns,
+        app(
+            "hi",
+            json!([{"name": "card", "type": "greeting", "properties": {"who": "world"}}]),
+        ),
+    )
+    .await;
     wait_status(&client, &ns, "hi", "running", running_for_generation).await;
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
     let data = cms.get("card").await.unwrap().data.unwrap();
-    assert_eq!((data["greeting"].as_str(), data["name"].as_str()), ("hello", "world"));
+    assert_eq!(
+        (data["greeting"].as_str(), data["name"].as_str()),
+        ("hello", "world")
+    );
 
-    defs.patch("greeting", &pp, &Patch::Apply(def("bonjour"))).await.unwrap();
+    defs.patch("greeting", &pp, &Patch::Apply(def("bonjour")))
+        .await
+        .unwrap();
     let updated = support::eventually(WAIT, || {
         let cms = cms.clone();
         async move { cms.get("card").await.unwrap().data.unwrap()["greeting"] == "bonjour" }
     })
     .await;
-    assert!(updated, "the ConfigMap was not re-rendered after its ComponentDefinition changed");
+    assert!(
+        updated,
+        "the ConfigMap was not re-rendered after its ComponentDefinition changed"
+    );
 }
 
 #[tokio::test]
@@ -313,15 +550,41 @@ async fn two_hundred_applications_in_one_namespace_all_converge() {
     let creates = (0..n).map(|i| {
         let client = client.clone();
         let ns = ns.clone();
-        async move { apply(&client, &ns, app(&format!("app-{i:03}"), json!([web(&format!("web-{i:03}"), 1)]))).await }
+        async move {
+            apply(
+                &client,
+                &ns,
+                app(
+                    &format!("app-{i:03}"),
+                    json!([web(&format!("web-{i:03}"), 1)]),
+                ),
+            )
+            .await
+        }
     });
     futures::future::join_all(creates).await;
     let api = Api::<Application>::namespaced(client.clone(), &ns);
     let converged = support::eventually(Duration::from_secs(240), || {
         let api = api.clone();
-        async move { api.list(&ListParams::default()).await.unwrap().items.iter().filter(|a| running_for_generation(a)).count() == n }
+        async move {
+            api.list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .filter(|a| running_for_generation(a))
+                .count()
+                == n
+        }
     })
     .await;
-    let running = api.list(&ListParams::default()).await.unwrap().items.iter().filter(|a| running_for_generation(a)).count();
+    let running = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|a| running_for_generation(a))
+        .count();
     assert!(converged, "only {running}/{n} Applications reached running");
 }

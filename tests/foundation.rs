@@ -11,6 +11,9 @@ use oam_trust::api::trust::{GitLabTrust, GitLabTrustSpec};
 use serde_json::json;
 use support::Access;
 
+/// Changes a valid spec into an invalid one.
+type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+
 fn trust(name: &str, spec: serde_json::Value) -> GitLabTrust {
     serde_json::from_value(json!({
         "apiVersion": "oam-trust.dev/v1alpha1", "kind": "GitLabTrust",
@@ -107,7 +110,7 @@ async fn valid_gitlab_trust_round_trips() {
 async fn invalid_gitlab_trusts_are_rejected_with_the_rule_message() {
     let client = support::admin().await;
     support::install_crds(&client).await;
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    let cases: Vec<(&str, Mutation, &str)> = vec![
         (
             "http-issuer",
             Box::new(|s| s["issuer"] = json!("http://gitlab.example.com")),

@@ -41,6 +41,8 @@ pub struct Context {
     pub trait_defs: Store<TraitDefinition>,
     pub policy_defs: Store<PolicyDefinition>,
     pub metrics: Arc<crate::controller::metrics::Metrics>,
+    /// GitLabTrusts by name, for grant derivation (`controller::access`).
+    pub trusts: Store<crate::api::trust::GitLabTrust>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +156,9 @@ async fn reconcile_inner(app: &Application, ctx: &Context) -> Result<Action, Err
         }
     };
 
+    // Grants follow the rendered Application even when applying it fails: a removed declaration is
+    // revoked at once.
+    let access = super::access::reconcile(ctx, app, &rendered).await;
     let owner = Owner {
         namespace: ns.clone(),
         reference: owner_reference(app),
@@ -179,12 +184,15 @@ async fn reconcile_inner(app: &Application, ctx: &Context) -> Result<Action, Err
             )
             .await;
             let permanent = e.is_permanent();
-            let status = next_status(
-                app,
-                "rendering",
-                &[parsed, Desired::new("Applied", false, e.reason(), message)],
-                None,
-            );
+            let desired: Vec<Desired> =
+                [parsed, Desired::new("Applied", false, e.reason(), message)]
+                    .into_iter()
+                    .chain(access.conditions)
+                    .collect();
+            let mut status = next_status(app, "rendering", &desired, None);
+            status
+                .conditions
+                .retain(|c| !access.cleared.contains(&c.type_.as_str()));
             write_status(&apps, app, status).await?;
             return if permanent {
                 Ok(Action::requeue(Duration::from_secs(300)))
@@ -248,7 +256,7 @@ async fn reconcile_inner(app: &Application, ctx: &Context) -> Result<Action, Err
         }
     }
 
-    let services = component_health(app, ctx, &rendered).await;
+    let services = component_health(app, ctx, &user, &rendered).await;
     let healthy = services.iter().all(|s| s.healthy);
     let phase = if healthy { "running" } else { "unhealthy" };
     let unhealthy: Vec<String> = services
@@ -281,9 +289,16 @@ async fn reconcile_inner(app: &Application, ctx: &Context) -> Result<Action, Err
             )
         },
     ];
+    let conditions: Vec<Desired> = conditions.into_iter().chain(access.conditions).collect();
     let mut status = next_status(app, phase, &conditions, Some(services));
+    status
+        .conditions
+        .retain(|c| !access.cleared.contains(&c.type_.as_str()));
     status.applied_resources = desired_keys.iter().map(ref_of_key).collect();
     write_status(&apps, app, status).await?;
+    if access.failed {
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
     Ok(if healthy {
         Action::await_change()
     } else {
@@ -352,6 +367,7 @@ fn owner_reference(app: &Application) -> Value {
 async fn component_health(
     app: &Application,
     ctx: &Context,
+    user: &str,
     rendered: &[RenderedObject],
 ) -> Vec<ApplicationComponentStatus> {
     let mut out = Vec::new();
@@ -385,13 +401,13 @@ async fn component_health(
                     api_version: key.api_version.clone(),
                     kind: key.kind.clone(),
                 };
-                let h = match ctx.applier.get(&key).await {
+                let h = match ctx.applier.get(user, &key).await {
                     Ok(Some(live)) => {
                         let mut h = health::of_workload(&live);
-                        if !h.healthy {
-                            if let Some(reason) = pending_reason(ctx, &live).await {
-                                h.message = format!("{} ({reason})", h.message);
-                            }
+                        if !h.healthy
+                            && let Some(reason) = pending_reason(ctx, &live).await
+                        {
+                            h.message = format!("{} ({reason})", h.message);
                         }
                         h
                     }
@@ -473,6 +489,7 @@ async fn write_status(
     if unchanged {
         return Ok(());
     }
+    tracing::debug!(app = %app.name_any(), phase = ?status.status, "writing status");
     let patch = json!({"apiVersion": Application::api_version(&()), "kind": Application::kind(&()), "status": status});
     apps.patch_status(
         &app.name_any(),

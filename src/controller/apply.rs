@@ -74,6 +74,7 @@ impl ApplyError {
 
 /// Resolves kinds to API resources once, through discovery, and hands out impersonating clients.
 pub struct Applier {
+    metrics: std::sync::Arc<super::metrics::Metrics>,
     client: Client,
     config: Config,
     kinds: Mutex<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>>,
@@ -133,8 +134,13 @@ impl ObjectKey {
 }
 
 impl Applier {
-    pub fn new(client: Client, config: Config) -> Self {
+    pub fn new(
+        client: Client,
+        config: Config,
+        metrics: std::sync::Arc<super::metrics::Metrics>,
+    ) -> Self {
         Applier {
+            metrics,
             client,
             config,
             kinds: Mutex::default(),
@@ -165,7 +171,7 @@ impl Applier {
         let mut cfg = self.config.clone();
         cfg.auth_info.impersonate = Some(user.to_string());
         cfg.auth_info.impersonate_groups = None;
-        let client = Client::try_from(cfg)?;
+        let client = self.metrics.counted_client(cfg)?;
         cache.insert(user.to_string(), client.clone());
         Ok(client)
     }
@@ -264,6 +270,7 @@ impl Applier {
                 })
                 .unwrap_or(false);
             if !up_to_date {
+                tracing::debug!(kind = %key.kind, object = %key.target(), "object differs from the live one; applying");
                 pending.push((
                     key,
                     self.api(as_applier.clone(), &ObjectKey::of(&obj), &ar, &caps),
@@ -320,11 +327,17 @@ impl Applier {
         Ok(deleted)
     }
 
-    /// Reads a live object as the operator (health checks).
-    pub async fn get(&self, key: &ObjectKey) -> Result<Option<Value>, ApplyError> {
+    /// Reads a live object as `user` (health checks): the applier can read what it applied, so the
+    /// operator needs no read access of its own to arbitrary kinds.
+    pub async fn get(&self, user: &str, key: &ObjectKey) -> Result<Option<Value>, ApplyError> {
         let (ar, caps) = self.resolve(key).await?;
+        let as_applier = self.client_as(user).map_err(|e| ApplyError::Api {
+            kind: "client".into(),
+            target: user.into(),
+            source: Box::new(e),
+        })?;
         let live = self
-            .api(self.client.clone(), key, &ar, &caps)
+            .api(as_applier, key, &ar, &caps)
             .get_opt(&key.name)
             .await
             .map_err(|e| ApplyError::Api {

@@ -16,6 +16,12 @@ pub struct ReconcileLabels {
     pub result: &'static str,
 }
 
+/// HTTP method of a request the operator sent to the API server (bounded: five values).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    pub method: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabel {
     pub controller: &'static str,
@@ -27,6 +33,7 @@ pub struct Metrics {
     reconciles: Family<ReconcileLabels, Counter>,
     reconcile_seconds: Family<ControllerLabel, Histogram>,
     objects_applied: Counter,
+    api_requests: Family<MethodLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -52,11 +59,18 @@ impl Default for Metrics {
             "Objects written by server-side apply",
             objects_applied.clone(),
         );
+        let api_requests = Family::<MethodLabel, Counter>::default();
+        registry.register(
+            "api_requests",
+            "Requests sent to the Kubernetes API server, by method",
+            api_requests.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             reconciles,
             reconcile_seconds,
             objects_applied,
+            api_requests,
         }
     }
 }
@@ -83,6 +97,79 @@ impl Metrics {
         self.objects_applied.inc_by(n as u64);
     }
 
+    /// A client for `config` whose every request is counted by method in `oam_trust_api_requests_total`.
+    pub fn counted_client(&self, config: kube::Config) -> kube::Result<kube::Client> {
+        let counter = self.api_requests.clone();
+        let layer = tower::util::MapRequestLayer::new(
+            move |req: axum::http::Request<kube::client::Body>| {
+                counter
+                    .get_or_create(&MethodLabel {
+                        method: method_label(req.method()),
+                    })
+                    .inc();
+                req
+            },
+        );
+        Ok(kube::client::ClientBuilder::try_from(config)?
+            .with_layer(&layer)
+            .build())
+    }
+
+    /// As `counted_client`, but every write (any method but GET) fails with `NotLeader` while `gate`
+    /// is closed: the controllers' client, so a replica that is not the leader cannot write.
+    pub fn gated_client(
+        &self,
+        config: kube::Config,
+        gate: super::leader::WriteGate,
+    ) -> kube::Result<kube::Client> {
+        let counter = self.api_requests.clone();
+        let count = tower::util::MapRequestLayer::new(
+            move |req: axum::http::Request<kube::client::Body>| {
+                counter
+                    .get_or_create(&MethodLabel {
+                        method: method_label(req.method()),
+                    })
+                    .inc();
+                req
+            },
+        );
+        let guard =
+            tower::filter::FilterLayer::new(move |req: axum::http::Request<kube::client::Body>| {
+                if req.method() == axum::http::Method::GET || gate.is_open() {
+                    Ok(req)
+                } else {
+                    Err(super::leader::NotLeader)
+                }
+            });
+        Ok(kube::client::ClientBuilder::try_from(config)?
+            .with_layer(&count)
+            .with_layer(&guard)
+            .build())
+    }
+
+    /// Write requests (POST, PUT, PATCH, DELETE; dry runs included) sent so far.
+    pub fn api_writes(&self) -> u64 {
+        ["POST", "PUT", "PATCH", "DELETE"]
+            .into_iter()
+            .map(|method| {
+                self.api_requests
+                    .get_or_create(&MethodLabel { method })
+                    .get()
+            })
+            .sum()
+    }
+
+    /// Reconciles counted so far for `controller`, whatever their result.
+    pub fn reconciles(&self, controller: &'static str) -> u64 {
+        let registry = self.encode();
+        let prefix = format!("oam_trust_reconciles_total{{controller=\"{controller}\"");
+        registry
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// Lets other modules (token exchange, key cache) register their metrics in the same registry.
     pub fn with_registry<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
         f(&mut self.registry.lock().expect("metrics registry poisoned"))
@@ -97,6 +184,17 @@ impl Metrics {
         )
         .expect("encoding metrics into a String cannot fail");
         out
+    }
+}
+
+fn method_label(m: &axum::http::Method) -> &'static str {
+    match *m {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::PATCH => "PATCH",
+        axum::http::Method::DELETE => "DELETE",
+        _ => "OTHER",
     }
 }
 

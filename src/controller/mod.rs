@@ -3,11 +3,14 @@
 //! `run` is the entry point of `oam-trust run`: it connects, checks that the CRDs are installed, starts
 //! the watches and controllers, and serves `/livez`, `/readyz` (ready only once every watch has synced)
 //! and `/metrics`.
+pub mod access;
 pub mod application;
 pub mod apply;
 pub mod conditions;
 pub mod health;
+pub mod leader;
 pub mod metrics;
+pub mod trust;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,8 +22,11 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolumeClaim, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -45,6 +51,9 @@ pub struct RunArgs {
     /// Name of this replica in Events and leases (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
+    /// The token-exchange service (served by every replica).
+    #[command(flatten)]
+    pub exchange: crate::federation::ExchangeArgs,
 }
 
 /// Shared readiness: true once every watch has completed its initial list.
@@ -74,10 +83,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Runs until SIGINT/SIGTERM with the given client configuration (tests pass their own).
 pub async fn run_with_config(config: Config, args: RunArgs) -> anyhow::Result<()> {
-    let client = Client::try_from(config.clone()).context("building the Kubernetes client")?;
+    run_with_metrics(config, args, Arc::new(metrics::Metrics::default())).await
+}
+
+/// As `run_with_config`, recording into `metrics` (benchmarks read the request counters from it).
+pub async fn run_with_metrics(
+    config: Config,
+    args: RunArgs,
+    metrics: Arc<metrics::Metrics>,
+) -> anyhow::Result<()> {
+    let client = metrics
+        .counted_client(config.clone())
+        .context("building the Kubernetes client")?;
     check_crds_installed(&client).await?;
     let readiness = Arc::new(Readiness::default());
-    let metrics = Arc::new(metrics::Metrics::default());
 
     let health = Router::new()
         .route("/livez", get(|| async { "ok" }))
@@ -103,14 +122,15 @@ pub async fn run_with_config(config: Config, args: RunArgs) -> anyhow::Result<()
     };
     let ctx = Arc::new(application::Context {
         client: client.clone(),
-        applier: apply::Applier::new(client.clone(), config.clone()),
+        applier: apply::Applier::new(client.clone(), config.clone(), metrics.clone()),
         recorder: Recorder::new(client.clone(), reporter),
         component_defs: component_defs.clone(),
         trait_defs: trait_defs.clone(),
         policy_defs: policy_defs.clone(),
         metrics: metrics.clone(),
+        trusts: trusts.clone(),
     });
-    let app_controller = application_controller(&client, args.concurrency);
+    let app_controller = application_controller(&client, args.concurrency, trusts.clone());
     let apps = app_controller.store();
 
     let ready = readiness.clone();
@@ -151,7 +171,37 @@ pub async fn run_with_config(config: Config, args: RunArgs) -> anyhow::Result<()
             }
         });
 
+    // One key cache per trust for the whole process: the trust controller fills it, the token-exchange
+    // service verifies with it.
+    let keys = Arc::new(crate::oidc::KeyCaches::default());
+    let trust_loop = Controller::new(
+        Api::<GitLabTrust>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(
+        trust::reconcile,
+        trust::error_policy,
+        Arc::new(trust::Context {
+            client: client.clone(),
+            keys: keys.clone(),
+            metrics: metrics.clone(),
+        }),
+    )
+    .for_each(|_| async {});
+
+    let exchange = crate::federation::serve(
+        client.clone(),
+        config.clone(),
+        args.exchange.clone(),
+        metrics.clone(),
+        keys.clone(),
+        args.instance.clone(),
+    );
+
     tokio::select! {
+        r = exchange => r.context("token exchange failed")?,
+        _ = trust_loop => tracing::info!("trust controller stopped"),
         r = axum::serve(listener, health) => r.context("health server failed")?,
         _ = futures::future::join5(trust_watch, component_watch, trait_watch, policy_watch, synced) => anyhow::bail!("a watch ended unexpectedly"),
         _ = app_loop => tracing::info!("application controller stopped"),
@@ -185,7 +235,11 @@ where
 
 /// The Application controller and its triggers: the Applications themselves, every object rendering
 /// produced (by label, so drift is corrected at once, also across namespaces), and definitions.
-fn application_controller(client: &Client, concurrency: u16) -> Controller<Application> {
+fn application_controller(
+    client: &Client,
+    concurrency: u16,
+    trusts: Store<GitLabTrust>,
+) -> Controller<Application> {
     let owned = watcher::Config::default().labels(&format!(
         "{}={}",
         names::LABEL_MANAGED_BY,
@@ -207,6 +261,9 @@ fn application_controller(client: &Client, concurrency: u16) -> Controller<Appli
     let ctrl = watch_rendered::<PersistentVolumeClaim>(ctrl, client, &owned);
     let ctrl = watch_rendered::<Ingress>(ctrl, client, &owned);
     let ctrl = watch_rendered::<HorizontalPodAutoscaler>(ctrl, client, &owned);
+    // Grant RBAC objects: an edit that widens a grant is reverted at once.
+    let ctrl = watch_rendered::<Role>(ctrl, client, &owned);
+    let ctrl = watch_rendered::<RoleBinding>(ctrl, client, &owned);
     let apps = ctrl.store();
     let uses = move |kind: &'static str, def: String| {
         apps.state()
@@ -224,6 +281,7 @@ fn application_controller(client: &Client, concurrency: u16) -> Controller<Appli
             .collect::<Vec<_>>()
     };
     let (u1, u2, u3) = (uses.clone(), uses.clone(), uses);
+    let ctrl = access_triggers(ctrl, client, trusts);
     ctrl.watches(
         Api::<ComponentDefinition>::all(client.clone()),
         watcher::Config::default(),
@@ -239,6 +297,80 @@ fn application_controller(client: &Client, concurrency: u16) -> Controller<Appli
         watcher::Config::default(),
         move |d| u3("policy", d.name_any()),
     )
+}
+
+/// Re-reconciles the Applications whose grants depend on a changed GitLabTrust (by name), ceiling
+/// ClusterRole (through the trusts naming it) or namespace labels (every declaring Application there).
+fn access_triggers(
+    ctrl: Controller<Application>,
+    client: &Client,
+    trusts: Store<GitLabTrust>,
+) -> Controller<Application> {
+    let apps = ctrl.store();
+    let using = move |trust_names: Vec<String>, namespace: Option<String>| {
+        apps.state()
+            .into_iter()
+            .filter(|app| access::has_declarations(app))
+            .filter(|app| namespace.is_none() || app.namespace() == namespace)
+            .filter(|app| namespace.is_some() || refers_to_trust(app, &trust_names))
+            .map(|app| ObjectRef::from_obj(&*app))
+            .collect::<Vec<_>>()
+    };
+    let (by_trust, by_ceiling, by_namespace) = (using.clone(), using.clone(), using);
+    ctrl.watches(
+        Api::<GitLabTrust>::all(client.clone()),
+        watcher::Config::default(),
+        move |t| by_trust(vec![t.name_any()], None),
+    )
+    .watches(
+        Api::<ClusterRole>::all(client.clone()),
+        watcher::Config::default(),
+        move |role| {
+            let names: Vec<String> = trusts
+                .state()
+                .iter()
+                .filter(|t| {
+                    t.spec
+                        .ceiling
+                        .as_ref()
+                        .is_some_and(|c| c.cluster_role_ref == role.name_any())
+                })
+                .map(|t| t.name_any())
+                .collect();
+            if names.is_empty() {
+                Vec::new()
+            } else {
+                by_ceiling(names, None)
+            }
+        },
+    )
+    .watches(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+        move |ns| by_namespace(Vec::new(), Some(ns.name_any())),
+    )
+}
+
+/// Whether an Application's declarations name one of `trusts` (or cannot be read, to be safe).
+fn refers_to_trust(app: &Application, trusts: &[String]) -> bool {
+    let props = app
+        .spec
+        .policies
+        .iter()
+        .filter(|p| p.type_ == crate::api::access::GITLAB_ACCESS)
+        .map(|p| &p.properties)
+        .chain(app.spec.components.iter().flat_map(|c| {
+            c.traits
+                .iter()
+                .filter(|t| t.type_ == crate::api::access::GITLAB_ACCESS)
+                .map(|t| &t.properties)
+        }));
+    props
+        .into_iter()
+        .any(|p| match p.as_ref().and_then(|v| v["trust"].as_str()) {
+            Some(name) => trusts.iter().any(|t| t == name),
+            None => true,
+        })
 }
 
 fn watch_rendered<K>(

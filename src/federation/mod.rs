@@ -1,1 +1,19 @@
-//! federation (see design.md).
+//! federation: the token-exchange service (GitLab CI ID token in, scoped expiring Kubernetes token out),
+//! token issuance (binding Secret + bound TokenRequest, reaper), audit, and the job-side CLI
+//! (`login`, `set-image`, `explain`).
+//!
+//! Invariants: the decision is made by the pure `access` functions (`derive_grants`, `match_token`)
+//! through `decision`, shared with `explain`; no token leaves the process before its binding Secret
+//! exists and its audit line is written; tokens are never logged or put into errors.
+pub mod audit;
+pub mod binding;
+pub mod client;
+pub mod decision;
+pub mod grants;
+pub mod server;
+pub mod tls;
+
+pub use audit::{AUDIT_TARGET, AuditRecord, AuditSink, MemoryAuditSink, Outcome};
+pub use server::{
+    ExchangeArgs, ExchangeOptions, ExchangeResponse, ExchangeServer, GrantSummary, serve,
+};

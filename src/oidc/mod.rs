@@ -4,9 +4,11 @@
 //! `keys::KeyCache` is the only IO, over HTTPS only. Tokens are never logged.
 pub mod https;
 pub mod keys;
+pub mod registry;
 pub mod verify;
 
 pub use keys::{
     KeyCache, KeyCacheConfig, KeyCacheError, KeyCacheStatus, KeySet, KeySetError, KeySource,
 };
+pub use registry::KeyCaches;
 pub use verify::{SigningAlgorithm, VerifiedToken, VerifyError, verify};

@@ -251,6 +251,7 @@ pub async fn operator() {
                     health_addr: "127.0.0.1:0".parse().unwrap(),
                     concurrency: 16,
                     instance: Some("tests".into()),
+                    exchange: Default::default(),
                 };
                 if let Err(e) = oam_trust::controller::run_with_config(config, args).await {
                     eprintln!("the operator under test stopped: {e:#}");

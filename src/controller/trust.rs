@@ -1,0 +1,155 @@
+//! The GitLabTrust controller: loads each trust's verification keys into the process-wide
+//! `oidc::KeyCaches` (the same caches the token-exchange service verifies with) and reports them in
+//! status: key ids, count, last fetch, and a `Ready` condition naming the fetch error when there is one.
+//!
+//! Invariants: a failed fetch keeps the keys already held (the cache does that); every trust is
+//! refreshed again after `REFRESH_INTERVAL` even without a change; unchanged status causes no write.
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+
+use super::conditions::{self, Desired};
+use crate::api::trust::{GitLabTrust, GitLabTrustStatus};
+use crate::names;
+use crate::oidc::{KeyCaches, KeySource};
+
+/// Keys are refetched this often (and whenever the trust changes).
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Shared state of the GitLabTrust controller.
+pub struct Context {
+    pub client: Client,
+    /// One key cache per trust, shared with the token-exchange service.
+    pub keys: Arc<KeyCaches>,
+    pub metrics: Arc<super::metrics::Metrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing status of GitLabTrust {trust}: {source}")]
+    Status {
+        trust: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+}
+
+impl Error {
+    pub fn category(&self) -> &'static str {
+        "ApiError"
+    }
+}
+
+pub async fn reconcile(trust: Arc<GitLabTrust>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(&trust, &ctx).await;
+    ctx.metrics.observe_reconcile(
+        "gitlabtrust",
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
+    result
+}
+
+async fn reconcile_inner(trust: &GitLabTrust, ctx: &Context) -> Result<Action, Error> {
+    let old = trust.status.clone().unwrap_or_default();
+    let (ready, key_ids, last_fetch) = match ctx.keys.get(trust) {
+        Err(e) => (
+            Desired::new("Ready", false, "InvalidKeySource", e.to_string()),
+            Vec::new(),
+            None,
+        ),
+        Ok(cache) => {
+            let outcome = cache.refresh().await;
+            let status = cache.status();
+            let source = describe(cache.source());
+            let ready = match outcome {
+                Ok(set) if set.is_empty() => Desired::new(
+                    "Ready",
+                    false,
+                    "NoKeys",
+                    format!("{source} holds no usable signing key"),
+                ),
+                Ok(set) => Desired::new(
+                    "Ready",
+                    true,
+                    "KeysLoaded",
+                    format!("{} keys loaded from {source}", set.len()),
+                ),
+                Err(e) => {
+                    let held = status.key_ids.len();
+                    let kept = if held > 0 {
+                        format!("; still using {held} keys fetched earlier")
+                    } else {
+                        String::new()
+                    };
+                    Desired::new(
+                        "Ready",
+                        false,
+                        "KeyFetchFailed",
+                        format!("{source}: {e}{kept}"),
+                    )
+                }
+            };
+            (ready, status.key_ids, status.last_fetch)
+        }
+    };
+    let generation = trust.metadata.generation;
+    let last_key_fetch = last_fetch.map(to_time).or(old.last_key_fetch.clone());
+    let status = GitLabTrustStatus {
+        conditions: conditions::merge(&old.conditions, &[ready], generation, Timestamp::now()),
+        key_count: Some(key_ids.len() as i32),
+        keys: key_ids,
+        last_key_fetch,
+        observed_generation: generation,
+    };
+    let unchanged = old.keys == status.keys
+        && old.key_count == status.key_count
+        && old.last_key_fetch == status.last_key_fetch
+        && old.observed_generation == status.observed_generation
+        && conditions::same_ignoring_time(&old.conditions, &status.conditions);
+    if !unchanged {
+        let patch = json!({
+            "apiVersion": GitLabTrust::api_version(&()),
+            "kind": GitLabTrust::kind(&()),
+            "status": status,
+        });
+        Api::<GitLabTrust>::all(ctx.client.clone())
+            .patch_status(
+                &trust.name_any(),
+                &PatchParams::apply(names::FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(|e| Error::Status {
+                trust: trust.name_any(),
+                source: Box::new(e),
+            })?;
+    }
+    Ok(Action::requeue(REFRESH_INTERVAL))
+}
+
+fn describe(source: &KeySource) -> String {
+    match source {
+        KeySource::Static { .. } => "the static JWKS".into(),
+        KeySource::JwksUri { uri, .. } => format!("JWKS {uri}"),
+        KeySource::Discovery { issuer, .. } => format!("OIDC discovery at {issuer}"),
+    }
+}
+
+fn to_time(t: SystemTime) -> Time {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let ts = Timestamp::from_second(since.as_secs() as i64).unwrap_or(Timestamp::UNIX_EPOCH);
+    Time(ts)
+}
+
+pub fn error_policy(trust: Arc<GitLabTrust>, err: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(trust = %trust.name_any(), error = %err, "trust reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(10))
+}

@@ -1,0 +1,72 @@
+//! One `KeyCache` per GitLabTrust, shared by the trust controller (key status) and the token-exchange
+//! service (verification), so a trust's keys are fetched once per process.
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use kube::ResourceExt;
+
+use super::keys::{KeyCache, KeyCacheConfig, KeyCacheError, KeySource};
+use crate::api::trust::GitLabTrust;
+
+/// Key caches by trust name; a cache is replaced when its trust's key source changes.
+#[derive(Default)]
+pub struct KeyCaches {
+    caches: Mutex<HashMap<String, KeyCache>>,
+    config: KeyCacheConfig,
+}
+
+impl KeyCaches {
+    pub fn with_config(config: KeyCacheConfig) -> Self {
+        KeyCaches {
+            caches: Mutex::default(),
+            config,
+        }
+    }
+
+    /// The cache for `trust`, created (without fetching) on first use or after its source changed.
+    pub fn get(&self, trust: &GitLabTrust) -> Result<KeyCache, KeyCacheError> {
+        let name = trust.name_any();
+        let source = KeySource::from_spec(&trust.spec);
+        let mut caches = self.caches.lock().expect("key cache registry poisoned");
+        if let Some(cache) = caches.get(&name)
+            && *cache.source() == source
+        {
+            return Ok(cache.clone());
+        }
+        let cache = KeyCache::new(source, self.config.clone())?;
+        caches.insert(name, cache.clone());
+        Ok(cache)
+    }
+
+    /// Forgets a deleted trust's keys.
+    pub fn remove(&self, trust_name: &str) {
+        self.caches
+            .lock()
+            .expect("key cache registry poisoned")
+            .remove(trust_name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::trust::GitLabTrustSpec;
+
+    fn trust(jwks: &str) -> GitLabTrust {
+        let spec: GitLabTrustSpec = serde_json::from_value(serde_json::json!({
+            "issuer": "https://gitlab.example.com", "audiences": ["a"], "jwks": {"static": jwks}
+        }))
+        .unwrap();
+        GitLabTrust::new("t", spec)
+    }
+
+    #[test]
+    fn one_cache_per_trust_replaced_when_the_source_changes() {
+        let caches = KeyCaches::default();
+        let a = caches.get(&trust(r#"{"keys":[]}"#)).unwrap();
+        let again = caches.get(&trust(r#"{"keys":[]}"#)).unwrap();
+        assert_eq!(a.source(), again.source());
+        let changed = caches.get(&trust(r#"{"keys":[{"kty":"RSA"}]}"#)).unwrap();
+        assert_ne!(a.source(), changed.source());
+    }
+}

@@ -1,0 +1,1414 @@
+//! The Helm chart (charts/oam-trust): `helm lint --strict`, `helm template` with every CI values file,
+//! the schema against typos, the RBAC against what the code uses, then `helm install` onto the local
+//! control plane and the operator running in-process as the chart's ServiceAccount (a TokenRequest
+//! token, not the admin credentials), so the end-to-end flow proves the chart's RBAC is sufficient.
+//!
+//! Helm never touches the network here: the chart has no dependencies and no remote schema `$ref`s.
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use clap::Parser;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use oam_trust::api::oam::Application;
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+const WAIT: Duration = Duration::from_secs(90);
+/// `--instance` of the operator under the chart's RBAC: its Events say it was this one.
+const INSTANCE: &str = "chart-rbac";
+
+/// Every (apiGroup, resource, verb) the operator uses, and which part of it does. The chart's own
+/// Roles and ClusterRoles must grant exactly this set: an extra permission fails
+/// `rbac_grants_exactly_what_the_operator_uses`, and a missing one fails it too (and the end-to-end
+/// test, for the parts that exist). Ceiling ClusterRoles are not the operator's own rules; they are
+/// checked separately.
+#[rustfmt::skip]
+const USED: &[(&str, &str, &str, &str)] = &[
+    ("apiextensions.k8s.io", "customresourcedefinitions", "get", "controller::check_crds_installed (resourceNames: the project's CRDs)"),
+    ("core.oam.dev", "applications", "list", "Application controller; federation::grants reflector"),
+    ("core.oam.dev", "applications", "watch", "Application controller; federation::grants reflector"),
+    ("core.oam.dev", "applications", "patch", "application.rs: cleanup finalizer add/remove"),
+    ("core.oam.dev", "applications/status", "patch", "application::write_status (SSA)"),
+    ("core.oam.dev", "componentdefinitions", "list", "definition reflectors and watches"),
+    ("core.oam.dev", "componentdefinitions", "watch", "definition reflectors and watches"),
+    ("core.oam.dev", "traitdefinitions", "list", "definition reflectors and watches"),
+    ("core.oam.dev", "traitdefinitions", "watch", "definition reflectors and watches"),
+    ("core.oam.dev", "policydefinitions", "list", "definition reflectors and watches"),
+    ("core.oam.dev", "policydefinitions", "watch", "definition reflectors and watches"),
+    ("oam-trust.dev", "gitlabtrusts", "list", "trust controller; reflectors"),
+    ("oam-trust.dev", "gitlabtrusts", "watch", "trust controller; reflectors"),
+    ("oam-trust.dev", "gitlabtrusts/status", "patch", "trust.rs: key status"),
+    ("", "namespaces", "get", "access.rs: namespace labels for a trust's namespaceSelector"),
+    ("", "namespaces", "list", "federation::grants reflector; access watch"),
+    ("", "namespaces", "watch", "federation::grants reflector; access watch"),
+    ("rbac.authorization.k8s.io", "clusterroles", "get", "access.rs: the ceiling a trust names"),
+    ("rbac.authorization.k8s.io", "clusterroles", "list", "federation::grants reflector; ceiling watch"),
+    ("rbac.authorization.k8s.io", "clusterroles", "watch", "federation::grants reflector; ceiling watch"),
+    ("apps", "deployments", "get", "workload health (Applier::get)"),
+    ("apps", "deployments", "list", "rendered-object watch"),
+    ("apps", "deployments", "watch", "rendered-object watch"),
+    ("apps", "statefulsets", "get", "workload health (Applier::get)"),
+    ("apps", "statefulsets", "list", "rendered-object watch"),
+    ("apps", "statefulsets", "watch", "rendered-object watch"),
+    ("apps", "daemonsets", "get", "workload health (Applier::get)"),
+    ("apps", "daemonsets", "list", "rendered-object watch"),
+    ("apps", "daemonsets", "watch", "rendered-object watch"),
+    ("batch", "jobs", "get", "workload health (Applier::get)"),
+    ("batch", "jobs", "list", "rendered-object watch"),
+    ("batch", "jobs", "watch", "rendered-object watch"),
+    ("batch", "cronjobs", "get", "workload health (Applier::get)"),
+    ("batch", "cronjobs", "list", "rendered-object watch"),
+    ("batch", "cronjobs", "watch", "rendered-object watch"),
+    ("", "services", "get", "workload health of k8s-objects components (Applier::get)"),
+    ("", "services", "list", "rendered-object watch"),
+    ("", "services", "watch", "rendered-object watch"),
+    ("", "configmaps", "get", "workload health of k8s-objects components (Applier::get)"),
+    ("", "configmaps", "list", "rendered-object watch; access.rs deploy-guard prune"),
+    ("", "configmaps", "watch", "rendered-object watch"),
+    ("", "configmaps", "create", "access.rs: deploy-guard parameters (SSA)"),
+    ("", "configmaps", "patch", "access.rs: deploy-guard parameters (SSA)"),
+    ("", "configmaps", "delete", "access.rs: deploy-guard prune"),
+    ("", "serviceaccounts", "get", "workload health (Applier::get)"),
+    ("", "serviceaccounts", "list", "rendered-object watch; access.rs prune"),
+    ("", "serviceaccounts", "watch", "rendered-object watch"),
+    ("", "serviceaccounts", "create", "access.rs: grant ServiceAccount (SSA)"),
+    ("", "serviceaccounts", "patch", "access.rs: grant ServiceAccount (SSA)"),
+    ("", "serviceaccounts", "delete", "access.rs: prune"),
+    ("", "serviceaccounts", "impersonate", "apply::Applier::client_as (resourceNames from values)"),
+    ("", "persistentvolumeclaims", "get", "workload health of k8s-objects components (Applier::get)"),
+    ("", "persistentvolumeclaims", "list", "rendered-object watch"),
+    ("", "persistentvolumeclaims", "watch", "rendered-object watch"),
+    ("networking.k8s.io", "ingresses", "get", "workload health of k8s-objects components (Applier::get)"),
+    ("networking.k8s.io", "ingresses", "list", "rendered-object watch"),
+    ("networking.k8s.io", "ingresses", "watch", "rendered-object watch"),
+    ("autoscaling", "horizontalpodautoscalers", "get", "workload health of k8s-objects components (Applier::get)"),
+    ("autoscaling", "horizontalpodautoscalers", "list", "rendered-object watch"),
+    ("autoscaling", "horizontalpodautoscalers", "watch", "rendered-object watch"),
+    ("rbac.authorization.k8s.io", "roles", "list", "grant-object watch; access.rs prune"),
+    ("rbac.authorization.k8s.io", "roles", "watch", "grant-object watch"),
+    ("rbac.authorization.k8s.io", "roles", "create", "access.rs: grant Role (SSA)"),
+    ("rbac.authorization.k8s.io", "roles", "patch", "access.rs: grant Role (SSA)"),
+    ("rbac.authorization.k8s.io", "roles", "delete", "access.rs: prune"),
+    ("rbac.authorization.k8s.io", "rolebindings", "list", "grant-object watch; access.rs prune"),
+    ("rbac.authorization.k8s.io", "rolebindings", "watch", "grant-object watch"),
+    ("rbac.authorization.k8s.io", "rolebindings", "create", "access.rs: grant RoleBinding (SSA)"),
+    ("rbac.authorization.k8s.io", "rolebindings", "patch", "access.rs: grant RoleBinding (SSA)"),
+    ("rbac.authorization.k8s.io", "rolebindings", "delete", "access.rs: prune"),
+    ("", "pods", "list", "application::pending_reason (scheduler message)"),
+    ("events.k8s.io", "events", "create", "kube::runtime::events::Recorder (controllers, exchange audit)"),
+    ("events.k8s.io", "events", "patch", "kube::runtime::events::Recorder (event series)"),
+    ("", "secrets", "create", "federation/binding.rs: binding Secret (create-if-absent replay guard)"),
+    ("", "secrets", "delete", "federation/binding.rs: revocation at the grant's TTL"),
+    ("", "secrets", "list", "federation/binding.rs: reaper (list_metadata by label, all namespaces)"),
+    ("", "serviceaccounts/token", "create", "federation/binding.rs: TokenRequest bound to the binding Secret"),
+    ("coordination.k8s.io", "leases", "create", "leader.rs: the first replica creates the Lease"),
+    ("coordination.k8s.io", "leases", "get", "leader.rs (resourceNames: the release's Lease)"),
+    ("coordination.k8s.io", "leases", "update", "leader.rs: acquire and renew (replace)"),
+];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chart() -> PathBuf {
+    root().join("charts/oam-trust")
+}
+
+/// The helm binary hack/build-binaries.sh built (on PATH via OAM_TRUST_BIN, or built on demand).
+fn helm() -> PathBuf {
+    static HELM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    HELM.get_or_init(|| {
+        if let Ok(dir) = std::env::var("OAM_TRUST_BIN") {
+            let p = Path::new(&dir).join("helm");
+            if p.is_file() {
+                return p;
+            }
+        }
+        let out = std::process::Command::new("bash")
+            .arg(root().join("hack/build-binaries.sh"))
+            .arg("helm")
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("running hack/build-binaries.sh helm");
+        assert!(out.status.success(), "hack/build-binaries.sh helm failed");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let dir = stdout
+            .lines()
+            .last()
+            .expect("build-binaries prints the bin dir");
+        Path::new(dir.trim()).join("helm")
+    })
+    .clone()
+}
+
+/// Runs helm with a private home (no repositories, no user config) and returns its output.
+fn run_helm(args: &[&str]) -> Output {
+    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("helm-home");
+    std::process::Command::new(helm())
+        .args(args)
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("running helm")
+}
+
+fn helm_ok(args: &[&str]) -> String {
+    let out = run_helm(args);
+    assert!(
+        out.status.success(),
+        "helm {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn values_file(name: &str) -> String {
+    chart().join("ci").join(name).to_string_lossy().into_owned()
+}
+
+/// `helm template` of the chart as release `release` in namespace `ns`, parsed into objects.
+fn render(release: &str, ns: &str, extra: &[&str]) -> Vec<Value> {
+    let chart = chart().to_string_lossy().into_owned();
+    let mut args = vec!["template", release, chart.as_str(), "-n", ns];
+    args.extend_from_slice(extra);
+    parse_docs(&helm_ok(&args))
+}
+
+fn parse_docs(yaml: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .filter_map(|doc| {
+            let v: Value = serde::Deserialize::deserialize(doc).expect("helm renders valid YAML");
+            (!v.is_null()).then_some(v)
+        })
+        .collect()
+}
+
+fn of_kind<'a>(objs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    objs.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+fn one<'a>(objs: &'a [Value], kind: &str) -> &'a Value {
+    let found = of_kind(objs, kind);
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one {kind}, got {}",
+        found.len()
+    );
+    found[0]
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn is_ceiling(role: &Value) -> bool {
+    role["metadata"]["labels"]["oam-trust.dev/ceiling"] == "true"
+}
+
+#[test]
+fn lint_is_clean_with_every_ci_values_file() {
+    let chart = chart().to_string_lossy().into_owned();
+    let files: Vec<_> = std::fs::read_dir(chart_path("ci"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        files.len() >= 3,
+        "charts/oam-trust/ci holds the CI values files"
+    );
+    for f in files {
+        let f = f.to_string_lossy().into_owned();
+        let out = helm_ok(&["lint", "--strict", &chart, "-f", &f]);
+        assert!(out.contains("0 chart(s) failed"), "{f}: {out}");
+    }
+}
+
+fn chart_path(p: &str) -> PathBuf {
+    chart().join(p)
+}
+
+#[test]
+fn the_schema_rejects_typos_and_bad_values() {
+    let chart = chart().to_string_lossy().into_owned();
+    for (set, expect) in [
+        ("image.tagg=v1", "additional properties 'tagg' not allowed"),
+        (
+            "replicaCont=3",
+            "additional properties 'replicaCont' not allowed",
+        ),
+        (
+            "exchange.ingres.enabled=true",
+            "additional properties 'ingres' not allowed",
+        ),
+        (
+            "networkPolicy.egress.dnsPort=53",
+            "additional properties 'dnsPort' not allowed",
+        ),
+        ("replicaCount=0", "minimum"),
+        ("podAntiAffinity=sometimes", "podAntiAffinity"),
+        (
+            "rbac.applierServiceAccounts={Not_A_Name}",
+            "applierServiceAccounts",
+        ),
+    ] {
+        let out = run_helm(&["template", "r", &chart, "--set", set]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--set {set} was accepted");
+        assert!(
+            stderr.contains(expect),
+            "--set {set}: expected {expect:?} in:\n{stderr}"
+        );
+    }
+    // The same values without the typo render.
+    helm_ok(&[
+        "template",
+        "r",
+        &chart,
+        "--set",
+        "image.tag=v1",
+        "--set",
+        "replicaCount=3",
+    ]);
+    let schema = std::fs::read_to_string(chart_path("values.schema.json")).unwrap();
+    assert!(
+        !schema.contains("\"$ref\""),
+        "no $refs: helm would fetch remote ones"
+    );
+}
+
+#[test]
+fn the_operator_deployment_is_hardened_and_highly_available() {
+    let objs = render(
+        "prod",
+        "oam-system",
+        &["-f", &values_file("default-values.yaml")],
+    );
+    let d = one(&objs, "Deployment");
+    assert_eq!(d["metadata"]["name"], "prod-oam-trust");
+    assert_eq!(d["spec"]["replicas"], 2);
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "prod-oam-trust");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let anti =
+        &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(
+        anti["podAffinityTerm"]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    assert_eq!(
+        anti["podAffinityTerm"]["labelSelector"]["matchLabels"],
+        d["spec"]["selector"]["matchLabels"]
+    );
+
+    let c = &pod["containers"][0];
+    assert_eq!(c["args"], json!(["run"]));
+    let sc = &c["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    let ports: BTreeMap<String, i64> = c["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().into(),
+                p["containerPort"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        BTreeMap::from([("health".into(), 8081), ("exchange".into(), 8443)])
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"],
+        json!({"path": "/livez", "port": "health"})
+    );
+    assert_eq!(
+        c["readinessProbe"]["httpGet"],
+        json!({"path": "/readyz", "port": "health"})
+    );
+    assert!(c["resources"]["requests"]["cpu"].is_string());
+    assert!(c["resources"]["limits"]["memory"].is_string());
+
+    let env: BTreeMap<String, Value> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().into(), e.clone()))
+        .collect();
+    assert_eq!(
+        env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert_eq!(env["OAM_TRUST_LOG_FORMAT"]["value"], "json");
+    assert_eq!(env["OAM_TRUST_HEALTH_ADDR"]["value"], "0.0.0.0:8081");
+
+    // The clap definitions of `oam-trust run` accept what the chart sets.
+    let health = env["OAM_TRUST_HEALTH_ADDR"]["value"].as_str().unwrap();
+    let concurrency = env["OAM_TRUST_CONCURRENCY"]["value"].as_str().unwrap();
+    let parsed = RunCli::try_parse_from([
+        "oam-trust",
+        "--health-addr",
+        health,
+        "--concurrency",
+        concurrency,
+    ])
+    .expect("oam-trust run accepts the chart's settings");
+    assert_eq!(parsed.run.health_addr.port(), 8081);
+    // Every OAM_TRUST_* variable the chart sets is one `oam-trust run` reads (a misspelt name would
+    // be silently ignored), except the lease settings the runtime does not read yet.
+    let known = run_env_vars();
+    for name in env.keys().filter(|n| n.starts_with("OAM_TRUST_")) {
+        assert!(
+            known.contains(name) || PENDING_ENV.contains(&name.as_str()),
+            "the chart sets {name}, which `oam-trust run` does not read; it reads {known:?}"
+        );
+    }
+
+    // TLS comes from a Secret mounted read-only where the env points.
+    let tls = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "tls")
+        .expect("a tls volume");
+    assert_eq!(tls["secret"]["secretName"], "prod-oam-trust-exchange-tls");
+    let mount = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "tls")
+        .unwrap();
+    assert_eq!(mount["readOnly"], true);
+    let cert = env["OAM_TRUST_EXCHANGE_TLS_CERT"]["value"]
+        .as_str()
+        .unwrap();
+    assert!(cert.starts_with(mount["mountPath"].as_str().unwrap()));
+
+    let pdb = one(&objs, "PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        d["spec"]["selector"]["matchLabels"]
+    );
+
+    let services = of_kind(&objs, "Service");
+    let exchange = services
+        .iter()
+        .find(|s| s["metadata"]["name"] == "prod-oam-trust-exchange")
+        .expect("the exchange Service");
+    assert_eq!(
+        exchange["spec"]["ports"],
+        json!([{"name": "https", "port": 443, "targetPort": "exchange", "protocol": "TCP"}])
+    );
+    assert_eq!(
+        exchange["spec"]["selector"],
+        d["spec"]["selector"]["matchLabels"]
+    );
+
+    // Optional parts stay off by default.
+    for kind in ["Ingress", "Certificate", "NetworkPolicy", "ServiceMonitor"] {
+        assert!(
+            of_kind(&objs, kind).is_empty(),
+            "{kind} rendered by default"
+        );
+    }
+    // The ceiling example is there, under the name GitLabTrusts reference.
+    let ceiling: Vec<_> = of_kind(&objs, "ClusterRole")
+        .into_iter()
+        .filter(|r| is_ceiling(r))
+        .collect();
+    assert_eq!(ceiling.len(), 1);
+    assert_eq!(ceiling[0]["metadata"]["name"], "oam-trust-ceiling");
+}
+
+/// Environment the chart sets ahead of the runtime reading it (leader election, issue 6 item 1).
+const PENDING_ENV: &[&str] = &["OAM_TRUST_LEASE_NAMESPACE", "OAM_TRUST_LEASE_NAME"];
+
+/// The environment variables `oam-trust run` reads, from its clap definition.
+fn run_env_vars() -> BTreeSet<String> {
+    use clap::CommandFactory;
+    let cli = oam_trust::cli::Cli::command();
+    let run = cli
+        .get_subcommands()
+        .find(|c| c.get_name() == "run")
+        .expect("a run subcommand")
+        .clone();
+    cli.get_arguments()
+        .chain(run.get_arguments())
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect()
+}
+
+#[derive(clap::Parser)]
+struct RunCli {
+    #[command(flatten)]
+    run: oam_trust::controller::RunArgs,
+}
+
+#[test]
+fn ingress_and_cert_manager_render_when_enabled() {
+    let f = values_file("ingress-cert-manager-values.yaml");
+    let objs = render(
+        "edge",
+        "oam-system",
+        &["-f", &f, "--api-versions", "cert-manager.io/v1/Certificate"],
+    );
+    let ing = one(&objs, "Ingress");
+    let rule = &ing["spec"]["rules"][0];
+    assert_eq!(rule["host"], "oam-trust.example.com");
+    assert_eq!(
+        rule["http"]["paths"][0]["backend"]["service"],
+        json!({"name": "edge-oam-trust-exchange", "port": {"name": "https"}})
+    );
+    assert_eq!(
+        ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"],
+        "HTTPS"
+    );
+    let cert = one(&objs, "Certificate");
+    let d = one(&objs, "Deployment");
+    let tls = d["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "tls")
+        .unwrap();
+    assert_eq!(cert["spec"]["secretName"], tls["secret"]["secretName"]);
+    assert_eq!(
+        ing["spec"]["tls"][0]["secretName"],
+        tls["secret"]["secretName"]
+    );
+    let dns = strings(&cert["spec"]["dnsNames"]);
+    for name in [
+        "edge-oam-trust-exchange.oam-system.svc",
+        "oam-trust.example.com",
+        "oam-trust.internal.example.com",
+    ] {
+        assert!(dns.iter().any(|d| d == name), "{name} missing from {dns:?}");
+    }
+    assert_eq!(cert["spec"]["issuerRef"]["name"], "letsencrypt");
+
+    // Without cert-manager in the cluster the install fails and says why, instead of waiting forever
+    // for a Secret nobody creates.
+    let chart = chart().to_string_lossy().into_owned();
+    let out = run_helm(&["template", "edge", &chart, "-f", &f]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("install cert-manager first"));
+}
+
+#[test]
+fn network_policy_and_service_monitor_render_when_enabled() {
+    let f = values_file("networkpolicy-servicemonitor-values.yaml");
+    let objs = render(
+        "mon",
+        "oam-system",
+        &[
+            "-f",
+            &f,
+            "--api-versions",
+            "monitoring.coreos.com/v1/ServiceMonitor",
+        ],
+    );
+    let np = one(&objs, "NetworkPolicy");
+    assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(np["spec"]["ingress"][0]["ports"][0]["port"], "exchange");
+    assert_eq!(
+        np["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "ingress-nginx"
+    );
+    assert_eq!(np["spec"]["ingress"][1]["ports"][0]["port"], "health");
+    let egress_cidrs: Vec<&str> = np["spec"]["egress"][1]["to"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["ipBlock"]["cidr"].as_str().unwrap())
+        .collect();
+    assert_eq!(egress_cidrs, ["10.0.0.1/32", "203.0.113.0/24"]);
+
+    let sm = one(&objs, "ServiceMonitor");
+    assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
+    assert_eq!(sm["spec"]["endpoints"][0]["port"], "metrics");
+    assert_eq!(sm["metadata"]["labels"]["release"], "prometheus");
+    let metrics = of_kind(&objs, "Service")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "mon-oam-trust-metrics")
+        .expect("the metrics Service");
+    for (k, v) in sm["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+        assert_eq!(
+            &metrics["metadata"]["labels"][k], v,
+            "ServiceMonitor selects the metrics Service"
+        );
+    }
+    assert_eq!(metrics["spec"]["ports"][0]["name"], "metrics");
+    let d = one(&objs, "Deployment");
+    assert!(
+        d["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            .is_array(),
+        "podAntiAffinity: hard"
+    );
+
+    // Without the Prometheus Operator's API the ServiceMonitor is left out.
+    let objs = render("mon", "oam-system", &["-f", &f]);
+    assert!(of_kind(&objs, "ServiceMonitor").is_empty());
+    assert_eq!(of_kind(&objs, "NetworkPolicy").len(), 1);
+}
+
+/// Atoms (group, resource, verb) of the operator's own Roles and ClusterRoles in a rendering.
+fn operator_atoms(objs: &[Value]) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for role in objs
+        .iter()
+        .filter(|o| (o["kind"] == "ClusterRole" || o["kind"] == "Role") && !is_ceiling(o))
+    {
+        for rule in role["rules"].as_array().unwrap() {
+            for g in strings(&rule["apiGroups"]) {
+                for r in strings(&rule["resources"]) {
+                    for v in strings(&rule["verbs"]) {
+                        out.insert((g.clone(), r.clone(), v));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn rbac_grants_exactly_what_the_operator_uses() {
+    let objs = render("prod", "oam-system", &[]);
+    // No wildcard anywhere, ceiling included, and no non-resource URLs.
+    for role in objs
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+    {
+        let name = role["metadata"]["name"].as_str().unwrap();
+        for rule in role["rules"].as_array().unwrap() {
+            for field in ["apiGroups", "resources", "verbs", "resourceNames"] {
+                assert!(
+                    !strings(&rule[field]).iter().any(|s| s.contains('*')),
+                    "{name}: `*` in {field}: {rule}"
+                );
+            }
+            assert!(
+                rule["nonResourceURLs"].is_null(),
+                "{name}: nonResourceURLs: {rule}"
+            );
+            for v in strings(&rule["verbs"]) {
+                assert!(
+                    !["escalate", "bind"].contains(&v.as_str()),
+                    "{name}: the operator gets `{v}`; grants must stay within the ceiling"
+                );
+            }
+        }
+    }
+
+    let granted = operator_atoms(&objs);
+    let used: BTreeSet<(String, String, String)> = USED
+        .iter()
+        .map(|(g, r, v, _)| (g.to_string(), r.to_string(), v.to_string()))
+        .collect();
+    let extra: Vec<_> = granted.difference(&used).collect();
+    assert!(
+        extra.is_empty(),
+        "the chart grants what the operator never uses: {extra:?}"
+    );
+    let missing: Vec<_> = used.difference(&granted).collect();
+    assert!(
+        missing.is_empty(),
+        "the operator uses what the chart does not grant: {missing:?}"
+    );
+
+    // Impersonation is limited by name to the applier ServiceAccounts in values.
+    let rule_for = |objs: &[Value], verb: &str| -> Vec<Value> {
+        objs.iter()
+            .filter(|o| o["kind"] == "ClusterRole" && !is_ceiling(o))
+            .flat_map(|r| r["rules"].as_array().unwrap().clone())
+            .filter(|r| strings(&r["verbs"]).iter().any(|v| v == verb))
+            .collect()
+    };
+    let imp = rule_for(&objs, "impersonate");
+    assert_eq!(imp.len(), 1);
+    assert_eq!(imp[0]["resources"], json!(["serviceaccounts"]));
+    assert_eq!(imp[0]["resourceNames"], json!(["oam-trust-applier"]));
+    let custom = render(
+        "prod",
+        "oam-system",
+        &[
+            "--set",
+            "rbac.applierServiceAccounts={oam-trust-applier,deployer}",
+        ],
+    );
+    assert_eq!(
+        rule_for(&custom, "impersonate")[0]["resourceNames"],
+        json!(["oam-trust-applier", "deployer"])
+    );
+
+    // The CRD check reads exactly the project's CRDs.
+    let crd_rule = objs
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole")
+        .flat_map(|r| r["rules"].as_array().unwrap().clone())
+        .find(|r| strings(&r["resources"]) == ["customresourcedefinitions"])
+        .unwrap();
+    let names: BTreeSet<String> = strings(&crd_rule["resourceNames"]).into_iter().collect();
+    let crds: BTreeSet<String> = oam_trust::api::all_crds()
+        .into_iter()
+        .map(|c| c.metadata.name.unwrap())
+        .collect();
+    assert_eq!(names, crds);
+
+    // Leases: create is namespace-wide (RBAC cannot name what does not exist yet); the rest only
+    // the release's own Lease.
+    let role = one(&objs, "Role");
+    assert_eq!(role["metadata"]["namespace"], "oam-system");
+    for rule in role["rules"].as_array().unwrap() {
+        if strings(&rule["verbs"]) != ["create"] {
+            assert_eq!(rule["resourceNames"], json!(["prod-oam-trust"]));
+        }
+    }
+
+    // The operator is bound to the ceiling ClusterRoles and nothing else beyond its own roles.
+    let bindings = of_kind(&objs, "ClusterRoleBinding");
+    let bound: BTreeSet<&str> = bindings
+        .iter()
+        .map(|b| b["roleRef"]["name"].as_str().unwrap())
+        .collect();
+    let own: BTreeSet<&str> = of_kind(&objs, "ClusterRole")
+        .iter()
+        .map(|r| r["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(bound, own, "every ClusterRole is bound, and only those");
+    for b in &bindings {
+        assert_eq!(
+            b["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "prod-oam-trust", "namespace": "oam-system"}])
+        );
+    }
+    let extra_ceiling = render(
+        "prod",
+        "oam-system",
+        &[
+            "--set",
+            "ceiling.create=false",
+            "--set",
+            "ceiling.extraClusterRoles={team-ceiling}",
+        ],
+    );
+    let refs: Vec<&str> = of_kind(&extra_ceiling, "ClusterRoleBinding")
+        .iter()
+        .filter(|b| b["metadata"]["labels"]["oam-trust.dev/ceiling"] == "true")
+        .map(|b| b["roleRef"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(refs, ["team-ceiling"]);
+}
+
+#[test]
+fn cluster_scoped_names_include_the_release() {
+    let a = render("one", "ns-a", &[]);
+    let b = render("two", "ns-b", &[]);
+    let names = |objs: &[Value]| -> BTreeSet<String> {
+        objs.iter()
+            .filter(|o| o["metadata"]["namespace"].is_null() && !is_ceiling(o))
+            .filter(|o| {
+                o["kind"] != "ValidatingAdmissionPolicy"
+                    && o["kind"] != "ValidatingAdmissionPolicyBinding"
+            })
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let (na, nb) = (names(&a), names(&b));
+    assert!(na.len() >= 8, "{na:?}");
+    assert!(
+        na.is_disjoint(&nb),
+        "releases clash on {:?}",
+        na.intersection(&nb).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn chart_crds_are_the_generated_crds() {
+    let read = |dir: PathBuf| -> BTreeMap<String, String> {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                (
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read_to_string(&p).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let chart_crds = read(chart_path("crds"));
+    assert_eq!(
+        chart_crds,
+        read(root().join("crds")),
+        "charts/oam-trust/crds differs from crds/: run `oam-trust crd --out-dir charts/oam-trust/crds`"
+    );
+    assert_eq!(chart_crds.len(), oam_trust::api::all_crds().len());
+}
+
+#[test]
+fn the_deploy_admission_policy_is_config_verbatim() {
+    let source = root().join("config/admission/deploy-guard.yaml");
+    let copy = chart_path("files/deploy-guard.yaml");
+    if !source.exists() {
+        assert!(
+            !copy.exists(),
+            "charts/oam-trust/files/deploy-guard.yaml exists but config/admission/deploy-guard.yaml does not"
+        );
+        return;
+    }
+    let text = std::fs::read_to_string(&source).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&copy).ok().as_deref(),
+        Some(text.as_str()),
+        "cp config/admission/deploy-guard.yaml charts/oam-trust/files/deploy-guard.yaml"
+    );
+    let rendered = render("prod", "oam-system", &[]);
+    let expected = parse_docs(&text);
+    assert!(!expected.is_empty());
+    for obj in &expected {
+        assert!(
+            rendered.contains(obj),
+            "not rendered verbatim: {}",
+            obj["metadata"]["name"]
+        );
+    }
+    let off = render(
+        "prod",
+        "oam-system",
+        &["--set", "admissionPolicy.enabled=false"],
+    );
+    assert!(expected.iter().all(|o| !off.contains(o)));
+}
+
+/// One install of the chart and one operator running under its ServiceAccount, per test binary.
+/// The proof that the chart's RBAC suffices relies on this being the only operator alive, as in
+/// `hack/test.sh` (cargo runs test binaries one after another); Events carry `INSTANCE` so the
+/// assertions can tell this operator's work from another one's.
+struct Installed {
+    namespace: String,
+    /// The chart's example ceiling ClusterRole, named after the release here.
+    ceiling: String,
+    /// The operator's client configuration: the ServiceAccount token, no client certificate.
+    operator: kube::Config,
+}
+
+static INSTALLED: OnceCell<Installed> = OnceCell::const_new();
+
+async fn installed() -> &'static Installed {
+    INSTALLED.get_or_init(install_and_run).await
+}
+
+async fn install_and_run() -> Installed {
+    let admin = support::admin().await;
+    support::install_crds(&admin).await;
+    let namespace = support::namespace(&admin, "chart").await;
+    let release = format!("t{}", namespace.rsplit('-').next().unwrap());
+    let ceiling = format!("{release}-ceiling");
+    let kubeconfig = support::kubeconfig_path()
+        .await
+        .to_string_lossy()
+        .into_owned();
+    let chart = chart().to_string_lossy().into_owned();
+    let out = helm_ok(&[
+        "install",
+        &release,
+        &chart,
+        "--kubeconfig",
+        &kubeconfig,
+        "-n",
+        &namespace,
+        "--skip-crds",
+        "--set",
+        &format!("ceiling.name={ceiling}"),
+        // Cluster-wide and fixed-name: other test binaries apply it from config/ (the dry run in
+        // `the_full_default_rendering_is_accepted_by_the_api_server` covers the chart's copy).
+        "--set",
+        "admissionPolicy.enabled=false",
+    ]);
+    assert!(
+        out.contains("Next step"),
+        "NOTES.txt tells the next step:\n{out}"
+    );
+    let service_account = format!("{release}-oam-trust");
+    Api::<ServiceAccount>::namespaced(admin.clone(), &namespace)
+        .get(&service_account)
+        .await
+        .expect("the chart's ServiceAccount exists");
+
+    // The operator's credentials: a TokenRequest token of the chart's ServiceAccount, nothing else.
+    let token = support::token_for(&admin, &namespace, &service_account, 3600).await;
+    let mut config = support::admin_config().await;
+    config.auth_info = Default::default();
+    config.auth_info.token = Some(token.into());
+    let operator = config.clone();
+    let (user, _) = support::whoami(&Client::try_from(config.clone()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        user,
+        format!("system:serviceaccount:{namespace}:{service_account}")
+    );
+
+    let args = RunCli::try_parse_from([
+        "oam-trust",
+        "--health-addr",
+        "127.0.0.1:0",
+        "--instance",
+        INSTANCE,
+        "--exchange-listen",
+        "127.0.0.1:0",
+    ])
+    .unwrap()
+    .run;
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            if let Err(e) = oam_trust::controller::run_with_config(config, args).await {
+                eprintln!("the operator under the chart's RBAC stopped: {e:#}");
+            }
+        });
+    });
+    Installed {
+        namespace,
+        ceiling,
+        operator,
+    }
+}
+
+async fn apply_app(client: &Client, ns: &str, app: Value) {
+    let app: Application = serde_json::from_value(app).unwrap();
+    Api::<Application>::namespaced(client.clone(), ns)
+        .patch(
+            &app.name_any(),
+            &PatchParams::apply("chart-test").force(),
+            &Patch::Apply(&app),
+        )
+        .await
+        .expect("the API server accepts the Application");
+}
+
+async fn wait_app(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&Application) -> bool,
+) -> Application {
+    let api = Api::<Application>::namespaced(client.clone(), ns);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let a = api.get(name).await.unwrap();
+        if pred(&a) {
+            return a;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{ns}/{name}: {what} not reached within {WAIT:?}; status: {}",
+            serde_json::to_string_pretty(&a.status).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn phase(a: &Application) -> &str {
+    a.status
+        .as_ref()
+        .and_then(|s| s.status.as_deref())
+        .unwrap_or("")
+}
+
+fn running(a: &Application) -> bool {
+    phase(a) == "running"
+        && a.status.as_ref().and_then(|s| s.observed_generation) == a.metadata.generation
+}
+
+async fn events_with_reason(client: &Client, ns: &str, reason: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
+}
+
+#[tokio::test]
+async fn under_the_charts_rbac_applications_run_status_is_written_and_events_recorded() {
+    installed().await;
+    let admin = support::admin().await;
+    let ns = support::app_namespace(&admin, "chart-app", "admin").await;
+    let web = |expose: bool| {
+        json!({"name": "web", "type": "webservice",
+            "properties": {"image": "oamdev/hello-world:v1", "ports": [{"port": 8000, "expose": expose}]},
+            "traits": [{"type": "scaler", "properties": {"replicas": 2}}]})
+    };
+    let app = |components: Value| {
+        json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+            "metadata": {"name": "shop"}, "spec": {"components": components}})
+    };
+    apply_app(&admin, &ns, app(json!([web(true)]))).await;
+    let a = wait_app(&admin, &ns, "shop", "running", running).await;
+    let status = a.status.unwrap();
+    assert_eq!(status.services[0].message.as_deref(), Some("Ready:2/2"));
+    let kinds: Vec<&str> = status
+        .applied_resources
+        .iter()
+        .map(|r| r.kind.as_str())
+        .collect();
+    assert_eq!(kinds, ["Deployment", "Service"]);
+    let managed_fields = Api::<Deployment>::namespaced(admin.clone(), &ns)
+        .get("web")
+        .await
+        .unwrap()
+        .managed_fields()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect::<Vec<_>>();
+    assert!(managed_fields.contains(&"oam-trust".to_string()));
+
+    // Pruning deletes as the applier and records an Event.
+    apply_app(&admin, &ns, app(json!([web(false)]))).await;
+    let services = Api::<Service>::namespaced(admin.clone(), &ns);
+    assert!(
+        support::eventually(WAIT, || {
+            let services = services.clone();
+            async move { services.get_opt("web").await.unwrap().is_none() }
+        })
+        .await,
+        "the unexposed port's Service was pruned"
+    );
+    wait_app(&admin, &ns, "shop", "running after prune", running).await;
+    let pruned = events_with_reason(&admin, &ns, "Pruned").await;
+    assert!(!pruned.is_empty(), "a Pruned Event was recorded");
+    assert_eq!(
+        pruned[0].reporting_component.as_deref(),
+        Some("oam-trust"),
+        "recorded by the operator"
+    );
+
+    // A render failure: status condition and a Warning Event, nothing applied.
+    apply_app(
+        &admin,
+        &ns,
+        json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": "broken"},
+            "spec": {"components": [{"name": "x", "type": "no-such-type"}]}}),
+    )
+    .await;
+    let a = wait_app(&admin, &ns, "broken", "render error", |a| {
+        a.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Parsed" && c.status == "False")
+        })
+    })
+    .await;
+    assert_eq!(phase(&a), "rendering");
+    assert!(
+        events_with_reason(&admin, &ns, "RenderFailed")
+            .await
+            .iter()
+            .any(|e| e.reporting_instance.as_deref() == Some(INSTANCE)),
+        "a RenderFailed Event from the operator under the chart's RBAC"
+    );
+}
+
+#[tokio::test]
+async fn the_operator_impersonates_only_the_listed_appliers() {
+    let chart = installed().await;
+    let admin = support::admin().await;
+    let ns = support::app_namespace(&admin, "chart-imp", "admin").await;
+    // `deployer` exists and may do anything in the namespace, but it is not in
+    // rbac.applierServiceAccounts: the API server refuses the operator's impersonation.
+    support::service_account_token(&admin, &ns, "deployer", 600).await;
+    let rb: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "deployer"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": ns}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &rb)
+        .await
+        .unwrap();
+    apply_app(
+        &admin,
+        &ns,
+        json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+            "metadata": {"name": "other", "annotations": {"app.oam.dev/service-account-name": "deployer"}},
+            "spec": {"components": [{"name": "web", "type": "webservice", "properties": {"image": "nginx"}}]}}),
+    )
+    .await;
+    let a = wait_app(&admin, &ns, "other", "apply refused", |a| {
+        a.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Applied" && c.status == "False" && c.reason == "Forbidden")
+        })
+    })
+    .await;
+    let status = a.status.unwrap();
+    let message = &status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Applied")
+        .unwrap()
+        .message;
+    assert!(message.contains("impersonate"), "{message}");
+    // Recorded by the operator under the chart's RBAC (its instance name), not by another one.
+    assert!(
+        events_with_reason(&admin, &ns, "ApplyFailed")
+            .await
+            .iter()
+            .any(|e| e.reporting_instance.as_deref() == Some(INSTANCE)),
+        "an ApplyFailed Event from the operator under the chart's RBAC"
+    );
+
+    // Asked of the API server directly, with the operator's own token.
+    let can = |verb: &'static str, resource: &'static str, name: Option<&'static str>| {
+        let ns = ns.clone();
+        let op = Client::try_from(chart.operator.clone()).unwrap();
+        async move {
+            support::can_i(
+                &op,
+                support::Access {
+                    verb,
+                    group: "",
+                    resource,
+                    namespace: Some(&ns),
+                    name,
+                },
+            )
+            .await
+        }
+    };
+    assert!(can("impersonate", "serviceaccounts", Some("oam-trust-applier")).await);
+    assert!(!can("impersonate", "serviceaccounts", Some("deployer")).await);
+    assert!(!can("impersonate", "serviceaccounts", Some("default")).await);
+}
+
+#[tokio::test]
+async fn the_operator_holds_no_write_access_of_its_own_and_grants_only_within_the_ceiling() {
+    let chart = installed().await;
+    let admin = support::admin().await;
+    let ns = support::app_namespace(&admin, "chart-grant", "admin").await;
+    let op = &Client::try_from(chart.operator.clone()).unwrap();
+    let access = |verb, group, resource| support::Access {
+        verb,
+        group,
+        resource,
+        namespace: Some(&ns),
+        name: None,
+    };
+    // Reads of Secrets, RBAC verbs that would let it escalate, cluster-scoped writes: all refused.
+    for (verb, group, resource) in [
+        ("get", "", "secrets"),
+        ("create", "", "pods/portforward"),
+        ("create", "", "pods/exec"),
+        ("escalate", "rbac.authorization.k8s.io", "roles"),
+        ("bind", "rbac.authorization.k8s.io", "roles"),
+        ("create", "rbac.authorization.k8s.io", "clusterroles"),
+        ("create", "rbac.authorization.k8s.io", "clusterrolebindings"),
+        (
+            "create",
+            "apiextensions.k8s.io",
+            "customresourcedefinitions",
+        ),
+        ("create", "core.oam.dev", "applications"),
+        ("delete", "core.oam.dev", "applications"),
+    ] {
+        assert!(
+            !support::can_i(op, access(verb, group, resource)).await,
+            "the chart's ServiceAccount may {verb} {resource}.{group}"
+        );
+    }
+
+    // A grant within the ceiling: the API server's escalation check lets the operator write it.
+    let roles = Api::<Role>::namespaced(op.clone(), &ns);
+    let within: Role = serde_json::from_value(json!({
+        "metadata": {"name": "grant-within"},
+        "rules": [
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "patch"], "resourceNames": ["web"]},
+            {"apiGroups": ["core.oam.dev"], "resources": ["applications"], "verbs": ["get", "patch"], "resourceNames": ["shop"]}
+        ]
+    }))
+    .unwrap();
+    roles
+        .create(&PostParams::default(), &within)
+        .await
+        .expect("a Role within the ceiling is created by the operator");
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "grant-within"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(op.clone(), &ns)
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("the operator creates grant ServiceAccounts");
+    let binding = |name: &str, kind: &str, role: &str| -> RoleBinding {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": "grant-within", "namespace": ns}]
+        }))
+        .unwrap()
+    };
+    let bindings = Api::<RoleBinding>::namespaced(op.clone(), &ns);
+    bindings
+        .create(
+            &PostParams::default(),
+            &binding("grant-within", "Role", "grant-within"),
+        )
+        .await
+        .expect("a RoleBinding to a Role within the ceiling is created by the operator");
+
+    // Beyond the ceiling: refused by the API server, not by our code.
+    let beyond: Role = serde_json::from_value(json!({
+        "metadata": {"name": "grant-beyond"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    }))
+    .unwrap();
+    let err = roles
+        .create(&PostParams::default(), &beyond)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403 && s.message.contains("not currently held")),
+        "{err}"
+    );
+    for (kind, role) in [("ClusterRole", "cluster-admin"), ("ClusterRole", "admin")] {
+        let err = bindings
+            .create(&PostParams::default(), &binding("grant-admin", kind, role))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, kube::Error::Api(s) if s.code == 403),
+            "binding {role}: {err}"
+        );
+    }
+    // The token of a grant ServiceAccount: minted by the operator (federation's TokenRequest).
+    let token = support::token_for(op, &ns, "grant-within", 600).await;
+    let granted = support::client_with_token(&token).await;
+    assert!(
+        support::can_i(
+            &granted,
+            support::Access {
+                verb: "patch",
+                group: "apps",
+                resource: "deployments",
+                namespace: Some(&ns),
+                name: Some("web")
+            }
+        )
+        .await
+    );
+}
+
+#[tokio::test]
+async fn the_full_default_rendering_is_accepted_by_the_api_server() {
+    let chart = installed().await;
+    let kubeconfig = support::kubeconfig_path()
+        .await
+        .to_string_lossy()
+        .into_owned();
+    let dir = chart_path("").to_string_lossy().into_owned();
+    // Everything the default values render, including the fixed-name ceiling ClusterRole and the
+    // admission policy, through a server-side dry run (validation, admission, RBAC object checks).
+    let manifest = helm_ok(&["template", "dry", &dir, "-n", &chart.namespace]);
+    let kubectl = Path::new(&helm()).with_file_name("kubectl");
+    let mut child = tokio::process::Command::new(kubectl)
+        .args([
+            "--kubeconfig",
+            &kubeconfig,
+            "apply",
+            "--dry-run=server",
+            "-f",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.as_bytes())
+        .await
+        .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        created.contains("deployment.apps/dry-oam-trust created (server dry run)"),
+        "{created}"
+    );
+    assert!(
+        created.contains("clusterrole.rbac.authorization.k8s.io/oam-trust-ceiling"),
+        "{created}"
+    );
+}
+
+#[tokio::test]
+async fn under_the_charts_rbac_access_declarations_become_grants_within_the_charts_ceiling() {
+    let chart = installed().await;
+    let admin = support::admin().await;
+    let ns = support::app_namespace(&admin, "chart-access", "admin").await;
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"oam-trust.dev/chart-test": ns}}})),
+        )
+        .await
+        .unwrap();
+    // A trust whose ceiling is the chart's example ceiling, which the operator is bound to.
+    let trust = format!("chart-{ns}");
+    let glt: oam_trust::api::trust::GitLabTrust = serde_json::from_value(json!({
+        "apiVersion": "oam-trust.dev/v1alpha1", "kind": "GitLabTrust", "metadata": {"name": trust},
+        "spec": {
+            "issuer": "https://gitlab.example.com",
+            "audiences": ["https://oam-trust.test"],
+            "jwks": {"static": r#"{"keys":[]}"#},
+            "namespaceSelector": {"matchLabels": {"oam-trust.dev/chart-test": ns}},
+            "allow": [{"namespaceId": "72"}],
+            "tokens": {"defaultTTL": "10m", "maxTTL": "1h"},
+            "ceiling": {"clusterRoleRef": chart.ceiling},
+            "federation": {"tokenExchange": true}
+        }
+    }))
+    .unwrap();
+    Api::<oam_trust::api::trust::GitLabTrust>::all(admin.clone())
+        .patch(
+            &trust,
+            &PatchParams::apply("chart-test").force(),
+            &Patch::Apply(&glt),
+        )
+        .await
+        .expect("the API server accepts the GitLabTrust");
+    let declaration = |name: &str, preset: &str| {
+        json!({"name": name, "type": "gitlab-access", "properties": {
+            "trust": trust, "subjects": [{"projectId": "1450", "namespaceId": "72"}],
+            "access": preset, "ttl": "10m"}})
+    };
+    apply_app(
+        &admin,
+        &ns,
+        json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": "shop"},
+            "spec": {
+                "components": [{"name": "web", "type": "webservice",
+                    "properties": {"image": "nginx:1", "ports": [{"port": 8000, "expose": true}]}}],
+                "policies": [declaration("ci-deploy", "deploy"), declaration("ci-manage", "manage")]
+            }}),
+    )
+    .await;
+    let a = wait_app(&admin, &ns, "shop", "access granted", |a| {
+        a.status.as_ref().is_some_and(|s| {
+            s.observed_generation == a.metadata.generation
+                && s.conditions.iter().any(|c| {
+                    c.type_ == "AccessReady"
+                        && c.status == "True"
+                        && c.observed_generation == a.metadata.generation
+                })
+        })
+    })
+    .await;
+    let denied = a
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "AccessDenied")
+        .map(|c| (c.status.clone(), c.message.clone()));
+    assert_eq!(
+        denied.as_ref().map(|d| d.0.as_str()),
+        Some("False"),
+        "every declaration granted: {denied:?}"
+    );
+
+    // The grant objects were written by the operator under the chart's RBAC, within the ceiling.
+    let lp = ListParams::default().labels("oam-trust.dev/grant,app.oam.dev/name=shop");
+    let sas = Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
+        .list(&lp)
+        .await
+        .unwrap()
+        .items;
+    let roles = Api::<Role>::namespaced(admin.clone(), &ns)
+        .list(&lp)
+        .await
+        .unwrap()
+        .items;
+    let bindings = Api::<RoleBinding>::namespaced(admin.clone(), &ns)
+        .list(&lp)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!((sas.len(), roles.len(), bindings.len()), (2, 2, 2));
+    let verbs: BTreeSet<String> = roles
+        .iter()
+        .flat_map(|r| r.rules.clone().unwrap_or_default())
+        .filter(|r| r.resources.as_deref() == Some(&["deployments".to_string()][..]))
+        .flat_map(|r| r.verbs)
+        .collect();
+    assert!(
+        verbs.contains("delete") && verbs.contains("create"),
+        "manage grants write access to the Deployment: {verbs:?}"
+    );
+    // The deploy guard's parameters (a ConfigMap) are written too.
+    let guards = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), &ns)
+        .list(&ListParams::default().labels("oam-trust.dev/deploy-guard=params"))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(guards.len(), 1);
+
+    let _ = Api::<oam_trust::api::trust::GitLabTrust>::all(admin.clone())
+        .delete(&trust, &Default::default())
+        .await;
+}

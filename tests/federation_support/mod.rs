@@ -1,0 +1,274 @@
+//! A token-exchange world for one test: a dev issuer over HTTPS, a GitLabTrust for it, an application
+//! namespace with an Application declaring gitlab-access, the operator (which creates the grants'
+//! ServiceAccounts, Roles and RoleBindings) and an exchange service over TLS on 127.0.0.1, with audit
+//! records captured in memory.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use oam_trust::api::oam::Application;
+use oam_trust::api::trust::GitLabTrust;
+use oam_trust::controller::metrics::Metrics;
+use oam_trust::dev_issuer::{DevIssuer, DevIssuerOptions};
+use oam_trust::federation::client::{ExchangeCallError, ExchangeClient, ExchangeErrorBody};
+use oam_trust::federation::{
+    ExchangeArgs, ExchangeOptions, ExchangeResponse, ExchangeServer, MemoryAuditSink,
+};
+use oam_trust::oidc::{KeyCacheConfig, KeyCaches};
+use serde_json::json;
+
+use crate::support;
+
+pub const AUD: &str = "https://oam-trust.test/exchange";
+
+pub struct World {
+    pub admin: Client,
+    pub ns: String,
+    pub trust: String,
+    pub issuer: DevIssuer,
+    pub sink: Arc<MemoryAuditSink>,
+    pub server: ExchangeServer,
+    pub client: ExchangeClient,
+    pub tls_dir: tempfile::TempDir,
+    pub exchange_ca: String,
+}
+
+/// What the test's Application declares.
+pub struct Declarations {
+    /// TTL of the deploy policy.
+    pub deploy_ttl: &'static str,
+}
+
+impl Default for Declarations {
+    fn default() -> Self {
+        Declarations { deploy_ttl: "10m" }
+    }
+}
+
+fn self_signed(dir: &std::path::Path) -> String {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("self-signed certificate");
+    std::fs::write(dir.join("tls.crt"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
+    cert.cert.pem()
+}
+
+/// Starts an exchange service over TLS with its own key caches and audit sink.
+pub async fn start_exchange(
+    admin: &Client,
+    tls_dir: &std::path::Path,
+    sink: Arc<MemoryAuditSink>,
+) -> ExchangeServer {
+    let args = ExchangeArgs {
+        exchange_listen: "127.0.0.1:0".parse().unwrap(),
+        exchange_tls_cert: Some(tls_dir.join("tls.crt")),
+        exchange_tls_key: Some(tls_dir.join("tls.key")),
+        exchange_reap_interval_seconds: 1,
+        ..ExchangeArgs::default()
+    };
+    let caches = Arc::new(KeyCaches::with_config(KeyCacheConfig {
+        refetch_interval: Duration::from_millis(200),
+        ..KeyCacheConfig::default()
+    }));
+    let server = ExchangeServer::start(
+        admin.clone(),
+        &support::admin_config().await,
+        args,
+        &Metrics::default(),
+        caches,
+        ExchangeOptions {
+            audit_sink: Some(sink),
+            instance: Some("exchange-test".into()),
+        },
+    )
+    .await
+    .expect("exchange starts");
+    server
+}
+
+/// Waits until the exchange has read the cluster (its /healthz turns 200).
+pub async fn wait_ready(server: &ExchangeServer, ca: &str) {
+    let client = oam_trust::oidc::https::HttpsClient::new(Some(ca), Duration::from_secs(5), 1024)
+        .expect("https client");
+    let url = format!("{}/healthz", server.url());
+    let ready = support::eventually(Duration::from_secs(30), || {
+        let (client, url) = (client.clone(), url.clone());
+        async move { client.get(&url).await.is_ok() }
+    })
+    .await;
+    assert!(ready, "the exchange did not become ready within 30s");
+}
+
+/// The whole world; `prefix` names the namespace.
+pub async fn world(prefix: &str, decl: Declarations) -> World {
+    support::operator().await;
+    let admin = support::admin().await;
+    let ns = support::app_namespace(&admin, prefix, "admin").await;
+    let issuer = DevIssuer::start(DevIssuerOptions {
+        audience: AUD.into(),
+        ..DevIssuerOptions::default()
+    })
+    .await
+    .expect("dev issuer starts");
+    let trust = format!("{ns}-trust");
+    let ceiling = format!("{ns}-ceiling");
+    let select_label = "oam-trust.dev/exchange-test";
+
+    // The namespace opts in with a label the trust selects.
+    Api::<Namespace>::all(admin.clone())
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {select_label: ns}}})),
+        )
+        .await
+        .unwrap();
+    let cr: ClusterRole = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": ceiling},
+        "rules": [
+            {"apiGroups": ["core.oam.dev"], "resources": ["applications"], "verbs": ["get", "list", "watch", "patch", "update"]},
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["services", "configmaps"], "verbs": ["get", "list", "watch"]}
+        ]
+    }))
+    .unwrap();
+    Api::<ClusterRole>::all(admin.clone())
+        .patch(
+            &ceiling,
+            &PatchParams::apply("exchange-tests").force(),
+            &Patch::Apply(&cr),
+        )
+        .await
+        .unwrap();
+    let gt: GitLabTrust = serde_json::from_value(json!({
+        "apiVersion": "oam-trust.dev/v1alpha1", "kind": "GitLabTrust",
+        "metadata": {"name": trust},
+        "spec": {
+            "issuer": issuer.url(),
+            "audiences": [AUD],
+            "jwks": {"caBundle": issuer.ca_pem()},
+            "namespaceSelector": {"matchLabels": {select_label: ns}},
+            "allow": [{"namespaceId": "72"}],
+            "require": {"refProtected": true, "maxTokenAge": "2h"},
+            "tokens": {"defaultTTL": "10m", "maxTTL": "1h"},
+            "ceiling": {"clusterRoleRef": ceiling}
+        }
+    }))
+    .unwrap();
+    Api::<GitLabTrust>::all(admin.clone())
+        .create(&PostParams::default(), &gt)
+        .await
+        .unwrap();
+    let app: Application = serde_json::from_value(json!({
+        "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+        "metadata": {"name": "shop", "namespace": ns},
+        "spec": {
+            "components": [
+                {"name": "web", "type": "webservice", "properties": {"image": "nginx:1.27", "port": 80},
+                 "traits": [{"type": "gitlab-access", "properties": {
+                     "trust": trust, "subjects": [{"projectId": "1451"}], "access": "read"}}]},
+                {"name": "api", "type": "webservice", "properties": {"image": "nginx:1.27", "port": 8080}}
+            ],
+            "policies": [
+                {"name": "deploy", "type": "gitlab-access", "properties": {
+                    "trust": trust,
+                    "subjects": [{"projectId": "1450", "ref": "main", "environment": "production", "environmentProtected": true}],
+                    "access": "deploy", "ttl": decl.deploy_ttl}},
+                {"name": "readers", "type": "gitlab-access", "properties": {
+                    "trust": trust, "subjects": [{"projectId": "1451"}], "access": "read"}}
+            ]
+        }
+    }))
+    .unwrap();
+    Api::<Application>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &app)
+        .await
+        .unwrap();
+    wait_for_grants(&admin, &ns, 3).await;
+
+    let tls_dir = tempfile::tempdir().unwrap();
+    let exchange_ca = self_signed(tls_dir.path());
+    let sink = Arc::new(MemoryAuditSink::default());
+    let server = start_exchange(&admin, tls_dir.path(), sink.clone()).await;
+    wait_ready(&server, &exchange_ca).await;
+    let client = ExchangeClient::new(&server.url(), Some(&exchange_ca)).unwrap();
+    World {
+        admin,
+        ns,
+        trust,
+        issuer,
+        sink,
+        server,
+        client,
+        tls_dir,
+        exchange_ca,
+    }
+}
+
+/// Waits until the operator has created `n` grant ServiceAccounts and RoleBindings in `ns`.
+pub async fn wait_for_grants(admin: &Client, ns: &str, n: usize) {
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
+    let rbs: Api<RoleBinding> = Api::namespaced(admin.clone(), ns);
+    let lp = ListParams::default().labels(oam_trust::access::grant::LABEL_GRANT);
+    let done = support::eventually(Duration::from_secs(60), || {
+        let (sas, rbs, lp) = (sas.clone(), rbs.clone(), lp.clone());
+        async move {
+            let a = sas.list(&lp).await.map(|l| l.items.len()).unwrap_or(0);
+            let b = rbs.list(&lp).await.map(|l| l.items.len()).unwrap_or(0);
+            a >= n && b >= n
+        }
+    })
+    .await;
+    assert!(
+        done,
+        "the operator did not create {n} grant ServiceAccounts/RoleBindings in {ns} within 60s"
+    );
+}
+
+impl World {
+    pub async fn exchange(
+        &self,
+        token: &str,
+        resource: Option<&str>,
+    ) -> Result<ExchangeResponse, ExchangeCallError> {
+        self.client.exchange(token, resource, None).await
+    }
+
+    /// Binding Secrets in the test namespace.
+    pub async fn binding_secrets(&self) -> Vec<Secret> {
+        Api::<Secret>::namespaced(self.admin.clone(), &self.ns)
+            .list(&ListParams::default().labels(&format!(
+                "{}=true",
+                oam_trust::federation::binding::LABEL_BINDING
+            )))
+            .await
+            .unwrap()
+            .items
+    }
+}
+
+/// The RFC 6749 error of a refused exchange; panics on success or transport errors.
+pub fn refusal(result: Result<ExchangeResponse, ExchangeCallError>) -> ExchangeErrorBody {
+    match result {
+        Err(ExchangeCallError::Refused { body, .. }) => body,
+        Ok(r) => panic!("expected a refusal, got a token for {:?}", r.grant),
+        Err(e) => panic!("expected a refusal, got {e}"),
+    }
+}
+
+/// The `jti` of a compact JWT (unverified).
+pub fn jti(token: &str) -> Option<String> {
+    use base64::Engine;
+    let part = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("jti")?.as_str().map(str::to_string)
+}
