@@ -119,6 +119,9 @@ fn start_operator(config: Config, metrics: Arc<Metrics>) {
             health_addr: "127.0.0.1:0".parse().unwrap(),
             concurrency: 16,
             instance: Some("bench".into()),
+            leader_elect: false,
+            lease_namespace: "default".into(),
+            lease_name: "oam-trust-bench".into(),
             exchange: Default::default(),
         };
         rt.block_on(async move { run_with_metrics(config, args, metrics).await.unwrap() });

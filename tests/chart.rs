@@ -449,8 +449,8 @@ fn the_operator_deployment_is_hardened_and_highly_available() {
     assert_eq!(ceiling[0]["metadata"]["name"], "oam-trust-ceiling");
 }
 
-/// Environment the chart sets ahead of the runtime reading it (leader election, issue 6 item 1).
-const PENDING_ENV: &[&str] = &["OAM_TRUST_LEASE_NAMESPACE", "OAM_TRUST_LEASE_NAME"];
+/// Environment the chart may set ahead of the runtime reading it (none today).
+const PENDING_ENV: &[&str] = &[];
 
 /// The environment variables `oam-trust run` reads, from its clap definition.
 fn run_env_vars() -> BTreeSet<String> {
@@ -886,6 +886,7 @@ async fn install_and_run() -> Installed {
         format!("system:serviceaccount:{namespace}:{service_account}")
     );
 
+    // Leader election on the Lease the chart's Role allows (its RBAC is part of what is proven here).
     let args = RunCli::try_parse_from([
         "oam-trust",
         "--health-addr",
@@ -894,6 +895,10 @@ async fn install_and_run() -> Installed {
         INSTANCE,
         "--exchange-listen",
         "127.0.0.1:0",
+        "--lease-namespace",
+        namespace.as_str(),
+        "--lease-name",
+        service_account.as_str(),
     ])
     .unwrap()
     .run;

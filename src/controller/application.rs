@@ -41,6 +41,8 @@ pub struct Context {
     pub trait_defs: Store<TraitDefinition>,
     pub policy_defs: Store<PolicyDefinition>,
     pub metrics: Arc<crate::controller::metrics::Metrics>,
+    /// Open while this replica leads; followers keep their caches warm and skip reconciles.
+    pub gate: crate::controller::leader::WriteGate,
     /// GitLabTrusts by name, for grant derivation (`controller::access`).
     pub trusts: Store<crate::api::trust::GitLabTrust>,
 }
@@ -106,6 +108,10 @@ pub fn definitions_for(ctx: &Context, namespace: &str) -> Definitions {
 }
 
 pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if !ctx.gate.is_open() {
+        // Not the leader: the new leader reconciles every Application when it takes over.
+        return Ok(Action::await_change());
+    }
     let started = std::time::Instant::now();
     let result = reconcile_inner(&app, &ctx).await;
     ctx.metrics.observe_reconcile(

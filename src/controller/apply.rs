@@ -74,6 +74,7 @@ impl ApplyError {
 
 /// Resolves kinds to API resources once, through discovery, and hands out impersonating clients.
 pub struct Applier {
+    gate: super::leader::WriteGate,
     metrics: std::sync::Arc<super::metrics::Metrics>,
     client: Client,
     config: Config,
@@ -138,8 +139,10 @@ impl Applier {
         client: Client,
         config: Config,
         metrics: std::sync::Arc<super::metrics::Metrics>,
+        gate: super::leader::WriteGate,
     ) -> Self {
         Applier {
+            gate,
             metrics,
             client,
             config,
@@ -171,7 +174,7 @@ impl Applier {
         let mut cfg = self.config.clone();
         cfg.auth_info.impersonate = Some(user.to_string());
         cfg.auth_info.impersonate_groups = None;
-        let client = self.metrics.counted_client(cfg)?;
+        let client = self.metrics.gated_client(cfg, self.gate.clone())?;
         cache.insert(user.to_string(), client.clone());
         Ok(client)
     }

@@ -51,6 +51,16 @@ pub struct RunArgs {
     /// Name of this replica in Events and leases (the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
+    /// Elect a leader on a Lease: only the leader reconciles and reaps; every replica serves exchanges.
+    /// Off only for a single replica that must write without a Lease.
+    #[arg(long, env = "OAM_TRUST_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the leader-election Lease (the operator's own namespace in a cluster).
+    #[arg(long, env = "OAM_TRUST_LEASE_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "OAM_TRUST_LEASE_NAME", default_value = "oam-trust")]
+    pub lease_name: String,
     /// The token-exchange service (served by every replica).
     #[command(flatten)]
     pub exchange: crate::federation::ExchangeArgs,
@@ -92,10 +102,45 @@ pub async fn run_with_metrics(
     args: RunArgs,
     metrics: Arc<metrics::Metrics>,
 ) -> anyhow::Result<()> {
-    let client = metrics
+    // Two clients: the controllers' one refuses writes unless this replica leads (WriteGate); the
+    // exchange and the election itself write on every replica.
+    let ungated = metrics
         .counted_client(config.clone())
         .context("building the Kubernetes client")?;
-    check_crds_installed(&client).await?;
+    check_crds_installed(&ungated).await?;
+    let gate = if args.leader_elect {
+        leader::WriteGate::default()
+    } else {
+        leader::WriteGate::always_open()
+    };
+    let client = metrics
+        .gated_client(config.clone(), gate.clone())
+        .context("building the Kubernetes client")?;
+    let identity = args.instance.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "oam-trust".into()),
+            std::process::id()
+        )
+    });
+    let (elector, leadership) = leader::Elector::new(
+        ungated.clone(),
+        &args.lease_namespace,
+        &args.lease_name,
+        &identity,
+        leader::Timings::default(),
+        gate.clone(),
+    );
+    // On SIGTERM the elector closes the gate and releases the Lease, so a follower takes over at once;
+    // the process waits for that before it exits.
+    let leader_elect = args.leader_elect;
+    let election = tokio::spawn(async move {
+        if leader_elect {
+            elector.run(shutdown_signal()).await;
+        }
+    });
+    // Each time this replica becomes the leader, every Application is reconciled once.
+    let became_leader = async_stream_of_leadership(&leadership);
     let readiness = Arc::new(Readiness::default());
 
     let health = Router::new()
@@ -122,7 +167,13 @@ pub async fn run_with_metrics(
     };
     let ctx = Arc::new(application::Context {
         client: client.clone(),
-        applier: apply::Applier::new(client.clone(), config.clone(), metrics.clone()),
+        applier: apply::Applier::new(
+            client.clone(),
+            config.clone(),
+            metrics.clone(),
+            gate.clone(),
+        ),
+        gate: gate.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         component_defs: component_defs.clone(),
         trait_defs: trait_defs.clone(),
@@ -158,6 +209,7 @@ pub async fn run_with_metrics(
     };
 
     let app_loop = app_controller
+        .reconcile_all_on(became_leader)
         .shutdown_on_signal()
         .run(application::reconcile, app_error_policy, ctx)
         .for_each(|res| async move {
@@ -186,12 +238,13 @@ pub async fn run_with_metrics(
             client: client.clone(),
             keys: keys.clone(),
             metrics: metrics.clone(),
+            gate: gate.clone(),
         }),
     )
     .for_each(|_| async {});
 
     let exchange = crate::federation::serve(
-        client.clone(),
+        ungated.clone(),
         config.clone(),
         args.exchange.clone(),
         metrics.clone(),
@@ -206,7 +259,31 @@ pub async fn run_with_metrics(
         _ = futures::future::join5(trust_watch, component_watch, trait_watch, policy_watch, synced) => anyhow::bail!("a watch ended unexpectedly"),
         _ = app_loop => tracing::info!("application controller stopped"),
     }
+    if leader_elect
+        && tokio::time::timeout(std::time::Duration::from_secs(5), election)
+            .await
+            .is_err()
+    {
+        tracing::warn!(
+            "the Lease was not released in time; another replica takes over when it expires"
+        );
+    }
     Ok(())
+}
+
+/// Emits `()` each time `leadership` turns true (including when it already is at the start).
+fn async_stream_of_leadership(
+    leadership: &tokio::sync::watch::Receiver<bool>,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
+    let rx = leadership.clone();
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            rx.changed().await.ok()?;
+            if *rx.borrow_and_update() {
+                return Some(((), rx));
+            }
+        }
+    })
 }
 
 /// A reflector store of every `K` in the cluster and the future that keeps it filled.

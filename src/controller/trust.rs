@@ -28,6 +28,8 @@ pub struct Context {
     /// One key cache per trust, shared with the token-exchange service.
     pub keys: Arc<KeyCaches>,
     pub metrics: Arc<super::metrics::Metrics>,
+    /// Followers refresh keys (the exchange needs them) but leave status to the leader.
+    pub gate: super::leader::WriteGate,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +116,7 @@ async fn reconcile_inner(trust: &GitLabTrust, ctx: &Context) -> Result<Action, E
         && old.last_key_fetch == status.last_key_fetch
         && old.observed_generation == status.observed_generation
         && conditions::same_ignoring_time(&old.conditions, &status.conditions);
-    if !unchanged {
+    if !unchanged && ctx.gate.is_open() {
         let patch = json!({
             "apiVersion": GitLabTrust::api_version(&()),
             "kind": GitLabTrust::kind(&()),

@@ -251,6 +251,11 @@ pub async fn operator() {
                     health_addr: "127.0.0.1:0".parse().unwrap(),
                     concurrency: 16,
                     instance: Some("tests".into()),
+                    // The real election path, on a Lease of this test binary alone (a previous binary's
+                    // operator died without releasing its own).
+                    leader_elect: true,
+                    lease_namespace: "default".into(),
+                    lease_name: format!("oam-trust-tests-{}", std::process::id()),
                     exchange: Default::default(),
                 };
                 if let Err(e) = oam_trust::controller::run_with_config(config, args).await {

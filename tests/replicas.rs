@@ -1,0 +1,300 @@
+//! Two and three `oam-trust run` processes against the local control plane: exactly one reconciles, a
+//! killed leader is replaced within the lease duration, every replica serves the token exchange
+//! throughout, and SIGTERM in the middle of reconciling leaves nothing half-applied once the next leader
+//! has converged.
+mod support;
+
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use oam_trust::api::oam::Application;
+use serde_json::json;
+
+const LEASE: &str = "oam-trust-replicas";
+
+struct Replica {
+    name: String,
+    child: Child,
+    health: u16,
+    exchange: u16,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start(name: &str, lease_ns: &str) -> Replica {
+    let (health, exchange) = (free_port(), free_port());
+    let log = std::fs::File::create(
+        std::env::temp_dir().join(format!("oam-trust-{name}-{}.log", std::process::id())),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_oam-trust"))
+        .args([
+            "run",
+            "--instance",
+            name,
+            "--lease-namespace",
+            lease_ns,
+            "--lease-name",
+            LEASE,
+            "--exchange-insecure-http",
+        ])
+        .arg(format!("--health-addr=127.0.0.1:{health}"))
+        .arg(format!("--exchange-listen=127.0.0.1:{exchange}"))
+        .env("KUBECONFIG", support::kubeconfig_path().await)
+        .env("OAM_TRUST_LOG_FORMAT", "json")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("starting oam-trust run");
+    let r = Replica {
+        name: name.into(),
+        child,
+        health,
+        exchange,
+    };
+    let ready = support::eventually(Duration::from_secs(60), || async {
+        get(r.health, "/readyz")
+            .await
+            .is_some_and(|(s, _)| s == 200)
+    })
+    .await;
+    assert!(ready, "{name} never became ready");
+    r
+}
+
+/// A bare HTTP/1.1 GET or POST on loopback: (status, body).
+async fn request(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+        .await
+        .ok()?
+        .ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        status,
+        out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string(),
+    ))
+}
+
+async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    request(port, "GET", path, "").await
+}
+
+/// The exchange answers (here: a well-formed RFC 6749 refusal of a token that is no JWT).
+async fn serves_exchange(r: &Replica) -> bool {
+    let body = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=not-a-jwt&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt";
+    match request(r.exchange, "POST", "/v1/token", body).await {
+        Some((400, body)) => body.contains("\"error\""),
+        _ => false,
+    }
+}
+
+async fn reconciles(r: &Replica) -> u64 {
+    let (_, text) = get(r.health, "/metrics").await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("oam_trust_reconciles_total{controller=\"application\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+async fn holder(client: &Client, ns: &str) -> Option<String> {
+    Api::<Lease>::namespaced(client.clone(), ns)
+        .get_opt(LEASE)
+        .await
+        .unwrap()?
+        .spec?
+        .holder_identity
+}
+
+async fn apply_app(client: &Client, ns: &str, name: &str) {
+    let app: Application = serde_json::from_value(
+        json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+        "metadata": {"name": name},
+        "spec": {"components": [{"name": name, "type": "webservice",
+            "properties": {"image": "nginx", "ports": [{"port": 80, "expose": true}]}}]}}),
+    )
+    .unwrap();
+    Api::<Application>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::apply("test-user").force(),
+            &Patch::Apply(&app),
+        )
+        .await
+        .unwrap();
+}
+
+async fn running(client: &Client, ns: &str, name: &str) -> bool {
+    let a = Api::<Application>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap();
+    a.status.and_then(|s| s.status).as_deref() == Some("running")
+}
+
+#[tokio::test]
+async fn one_leader_reconciles_and_a_killed_leader_is_replaced() {
+    let client = support::admin().await;
+    support::install_crds(&client).await;
+    let ns = support::app_namespace(&client, "replicas", "admin").await;
+    let mut a = start("replica-a", &ns).await;
+    let mut b = start("replica-b", &ns).await;
+    assert!(
+        support::eventually(Duration::from_secs(20), || async {
+            holder(&client, &ns).await.is_some()
+        })
+        .await
+    );
+    let leader_name = holder(&client, &ns).await.unwrap();
+    let (leader, follower) = if leader_name == a.name {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+
+    apply_app(&client, &ns, "first").await;
+    assert!(
+        support::eventually(Duration::from_secs(60), || running(&client, &ns, "first")).await,
+        "not reconciled"
+    );
+    assert!(
+        reconciles(leader).await > 0,
+        "the leader reconciled nothing"
+    );
+    assert_eq!(reconciles(follower).await, 0, "the follower reconciled");
+    assert!(
+        serves_exchange(leader).await && serves_exchange(follower).await,
+        "both replicas serve the exchange"
+    );
+
+    // Kill -9: no release. The follower takes over once the 15 s lease has expired.
+    leader.child.kill().unwrap();
+    leader.child.wait().unwrap();
+    let killed = tokio::time::Instant::now();
+    assert!(
+        serves_exchange(follower).await,
+        "the follower serves the exchange while there is no leader"
+    );
+    let took_over = support::eventually(Duration::from_secs(30), || async {
+        holder(&client, &ns).await.as_deref() == Some(follower.name.as_str())
+    })
+    .await;
+    let handover = killed.elapsed();
+    assert!(took_over, "no handover within 30 s");
+    assert!(
+        handover <= Duration::from_secs(15 + 2 + 3),
+        "handover took {handover:?} (lease 15 s, retry 2 s)"
+    );
+    apply_app(&client, &ns, "second").await;
+    assert!(
+        support::eventually(Duration::from_secs(60), || running(&client, &ns, "second")).await,
+        "reconciling did not resume"
+    );
+    assert!(reconciles(follower).await > 0);
+    assert!(serves_exchange(follower).await);
+    follower.child.kill().unwrap();
+    let _ = follower.child.wait();
+}
+
+#[tokio::test]
+async fn sigterm_mid_reconcile_leaves_nothing_half_applied() {
+    let client = support::admin().await;
+    support::install_crds(&client).await;
+    let ns = support::app_namespace(&client, "sigterm", "admin").await;
+    let mut first = start("sigterm-a", &ns).await;
+    assert!(
+        support::eventually(Duration::from_secs(20), || async {
+            holder(&client, &ns).await.as_deref() == Some("sigterm-a")
+        })
+        .await
+    );
+    let mut second = start("sigterm-b", &ns).await;
+
+    let n = 30;
+    let names: Vec<String> = (0..n).map(|i| format!("app-{i:02}")).collect();
+    futures::future::join_all(names.iter().map(|name| apply_app(&client, &ns, name))).await;
+    // Stop the leader while it is working through them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped = tokio::time::Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &first.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = first.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "graceful shutdown exits 0, got {status:?}"
+    );
+    assert!(
+        stopped.elapsed() < Duration::from_secs(20),
+        "shutdown took {:?}",
+        stopped.elapsed()
+    );
+
+    // The lease was released: the second replica leads at once and converges every Application fully.
+    assert!(
+        support::eventually(Duration::from_secs(8), || async {
+            holder(&client, &ns).await.as_deref() == Some("sigterm-b")
+        })
+        .await,
+        "no prompt handover after SIGTERM"
+    );
+    let all_running = support::eventually(Duration::from_secs(120), || async {
+        let apps = Api::<Application>::namespaced(client.clone(), &ns)
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+        apps.items
+            .iter()
+            .filter(|a| a.status.as_ref().and_then(|s| s.status.as_deref()) == Some("running"))
+            .count()
+            == n
+    })
+    .await;
+    assert!(
+        all_running,
+        "not every Application converged after the handover"
+    );
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    let services = Api::<Service>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    assert_eq!(
+        (deployments, services),
+        (n, n),
+        "every Application has all of its objects"
+    );
+    second.child.kill().unwrap();
+    let _ = second.child.wait();
+}
