@@ -4,6 +4,8 @@
 //!
 //!   hack/load-exchange                        # = cargo bench --bench exchange_load
 //!   OAM_TRUST_LOAD_SECONDS=30 OAM_TRUST_LOAD_CLIENTS=50 cargo bench --bench exchange_load
+//!   OAM_TRUST_LOAD_ID_TOKEN_SECONDS=3600 hack/load-exchange   # ID tokens outlive the 10m grant:
+//!                                                             # a replay guard Secret per exchange too
 //!
 //! Uses the cluster of `OAM_TRUST_TEST_KUBECONFIG` (or `.cluster/kubeconfig`). The grant's
 //! ServiceAccount, Role and RoleBinding are applied from `derive_grants` (what the operator applies), so
@@ -106,7 +108,8 @@ async fn main() {
         .unwrap();
     let issuer = DevIssuer::start(DevIssuerOptions {
         audience: AUD.into(),
-        lifetime: Duration::from_secs(3600),
+        // GitLab's default ID-token lifetime (no job timeout) is 5 minutes.
+        lifetime: Duration::from_secs(env_or("OAM_TRUST_LOAD_ID_TOKEN_SECONDS", 300)),
         ..DevIssuerOptions::default()
     })
     .await
@@ -201,8 +204,10 @@ async fn main() {
     warm.expect("the exchange issues a token");
 
     println!(
-        "exchange load on {} ({} samples)",
-        config.cluster_url, samples
+        "exchange load on {} ({} samples, ID tokens live {}s, grant TTL 10m)",
+        config.cluster_url,
+        samples,
+        env_or("OAM_TRUST_LOAD_ID_TOKEN_SECONDS", 300)
     );
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
     let tr = TokenRequest {

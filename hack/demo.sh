@@ -144,9 +144,10 @@ say "audit log lines (target oam_trust::audit) in $D/logs/operator.log:"
 grep '"oam_trust::audit"' "$D/logs/operator.log" | tail -n 4 | cut -c1-240 | sed 's/^/    /'
 
 step "Done"
+if [[ -n "${DEMO_EXIT:-}" ]]; then say "DEMO_EXIT is set: stopping everything."; exit 0; fi
 say "The cluster, the operator and dev-issuer keep running. In another shell:"
 say "  export KUBECONFIG=$KUBECONFIG"
 say "  kubectl get app -A"
-if [[ -n "${DEMO_EXIT:-}" ]]; then exit 0; fi
+say "Logs: $D/logs/operator.log (JSON), $D/logs/dev-issuer.log; hack/cluster.sh logs for the control plane.
 say "Press Ctrl-C to stop the operator and dev-issuer (hack/cluster.sh down stops the cluster)."
 wait

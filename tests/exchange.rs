@@ -583,12 +583,26 @@ async fn a_two_minute_grant_is_revoked_after_two_minutes_and_never_outlives_the_
         took >= Duration::from_secs(118) && took <= Duration::from_secs(150),
         "revoked after {took:?}"
     );
-    let name = secret_name(w.issuer.url(), &jti(&token).unwrap());
-    let secret = Api::<Secret>::namespaced(w.admin.clone(), &w.ns)
-        .get_opt(&name)
-        .await
-        .unwrap();
-    assert!(secret.is_none(), "the reaper deleted the binding Secret");
+    let secrets = Api::<Secret>::namespaced(w.admin.clone(), &w.ns);
+    let bound =
+        oam_trust::federation::binding::token_secret_name(w.issuer.url(), &jti(&token).unwrap());
+    assert!(
+        secrets.get_opt(&bound).await.unwrap().is_none(),
+        "the reaper deleted the Secret the token was bound to"
+    );
+    // The ID token still lives (15 min): its replay guard outlives the token, so it cannot be
+    // exchanged again.
+    let guard = secret_name(w.issuer.url(), &jti(&token).unwrap());
+    assert!(
+        secrets.get_opt(&guard).await.unwrap().is_some(),
+        "the replay guard stays until the ID token's exp"
+    );
+    let body = refusal(w.exchange(&token, None).await);
+    assert_eq!(body.error, "invalid_grant");
+    assert!(
+        body.error_description.contains("already exchanged"),
+        "{body:?}"
+    );
 }
 
 #[tokio::test]

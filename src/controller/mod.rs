@@ -70,11 +70,13 @@ pub struct RunArgs {
 #[derive(Default)]
 pub struct Readiness {
     synced: AtomicBool,
+    /// The exchange listener is bound (or the exchange is switched off).
+    exchange: Arc<AtomicBool>,
 }
 
 impl Readiness {
     pub fn is_ready(&self) -> bool {
-        self.synced.load(Ordering::Acquire)
+        self.synced.load(Ordering::Acquire) && self.exchange.load(Ordering::Acquire)
     }
 }
 
@@ -249,7 +251,12 @@ pub async fn run_with_metrics(
         args.exchange.clone(),
         metrics.clone(),
         keys.clone(),
-        args.instance.clone(),
+        crate::federation::ExchangeOptions {
+            audit_sink: None,
+            instance: args.instance.clone(),
+            reap_gate: Some(gate.clone()),
+        },
+        readiness.exchange.clone(),
     );
 
     tokio::select! {

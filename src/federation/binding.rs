@@ -1,11 +1,14 @@
 //! Token issuance: the binding Secret (the durable in-cluster record of one exchange, and the replay
 //! guard), the TokenRequest bound to it, and the reaper that deletes binding Secrets at their expiry.
 //!
-//! Invariants: the Secret is created (create-if-absent, named from `sha256(iss + "\n" + jti)`) before a
+//! Invariants: the Secret named from `sha256(iss + "\n" + jti)` is created (create-if-absent) before a
 //! token is requested, so a replayed ID token gets a 409 on every replica and no token leaves the process
-//! without its Secret; if the TokenRequest fails the Secret is deleted. Deleting the Secret revokes the
-//! token (the API server checks bound objects), which is how a TTL below TokenRequest's 600 s minimum is
-//! enforced. The Secret holds no data, least of all the token.
+//! without its Secret; if the TokenRequest fails the Secrets are deleted. Deleting the bound Secret
+//! revokes the token (the API server checks bound objects), which is how a TTL below TokenRequest's
+//! 600 s minimum is enforced. The replay guard must outlive the token when the ID token lives longer
+//! than the grant's TTL: then the hash-named Secret is a guard kept until the ID token's `exp`, and the
+//! token is bound to a second Secret (`<guard>-t`) deleted at the TTL. When the ID token expires with the
+//! token (the usual case: GitLab's 5-minute tokens), one Secret is both. Secrets hold no data.
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,6 +49,14 @@ pub fn secret_name(issuer: &str, jti: &str) -> String {
     format!("oam-trust-binding-{}", &hex[..40])
 }
 
+/// Name of the Secret a token is bound to when a separate replay guard is kept.
+pub fn token_secret_name(issuer: &str, jti: &str) -> String {
+    format!("{}-t", secret_name(issuer, jti))
+}
+
+/// Annotation: `replay-guard`, `token-binding`, or `replay-guard,token-binding`.
+pub const ANNOTATION_ROLE: &str = "oam-trust.dev/binding-role";
+
 /// `expirationSeconds` of the TokenRequest for an effective TTL.
 pub fn request_seconds(ttl: Duration) -> i64 {
     ttl.as_secs().max(TOKEN_REQUEST_MIN_SECONDS) as i64
@@ -63,7 +74,18 @@ pub struct BindingRecord<'a> {
     pub pipeline_id: &'a str,
     pub job_id: &'a str,
     pub expires_at: SystemTime,
+    /// The ID token's `exp`: the replay guard lives until then.
+    pub id_token_expires_at: SystemTime,
     pub correlation_id: &'a str,
+}
+
+impl BindingRecord<'_> {
+    /// Whether the ID token outlives the issued token, so the replay guard must be a separate Secret.
+    /// Within the last second of the ID token's life the exchange refuses anyway (TTLs are whole
+    /// seconds, floored), so a token that ends less than a second before the ID token needs no guard.
+    pub fn needs_separate_guard(&self) -> bool {
+        self.id_token_expires_at > self.expires_at + Duration::from_secs(1)
+    }
 }
 
 /// Why issuing failed.
@@ -155,8 +177,41 @@ fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-/// The binding Secret object for `record`.
+/// The Secret the token is bound to (and, when no separate guard is needed, the replay guard).
 pub fn binding_secret(record: &BindingRecord) -> Secret {
+    if record.needs_separate_guard() {
+        binding_object(
+            record,
+            token_secret_name(record.issuer, record.jti),
+            record.expires_at,
+            "token-binding",
+        )
+    } else {
+        binding_object(
+            record,
+            secret_name(record.issuer, record.jti),
+            record.expires_at,
+            "replay-guard,token-binding",
+        )
+    }
+}
+
+/// The replay guard kept until the ID token's `exp` when the token expires before it.
+pub fn guard_secret(record: &BindingRecord) -> Secret {
+    binding_object(
+        record,
+        secret_name(record.issuer, record.jti),
+        record.id_token_expires_at,
+        "replay-guard",
+    )
+}
+
+fn binding_object(
+    record: &BindingRecord,
+    name: String,
+    expires_at: SystemTime,
+    role: &str,
+) -> Secret {
     let grant = record.grant;
     let mut labels = BTreeMap::from([(LABEL_BINDING.to_string(), "true".to_string())]);
     for (key, value) in [
@@ -170,7 +225,8 @@ pub fn binding_secret(record: &BindingRecord) -> Secret {
         }
     }
     let annotations = BTreeMap::from([
-        (ANNOTATION_EXPIRES.to_string(), rfc3339(record.expires_at)),
+        (ANNOTATION_EXPIRES.to_string(), rfc3339(expires_at)),
+        (ANNOTATION_ROLE.to_string(), role.to_string()),
         (ANNOTATION_GRANT.to_string(), grant.name.clone()),
         (ANNOTATION_GRANT_ID.to_string(), grant.id.clone()),
         (ANNOTATION_TRUST.to_string(), record.trust.to_string()),
@@ -194,7 +250,7 @@ pub fn binding_secret(record: &BindingRecord) -> Secret {
     });
     Secret {
         metadata: ObjectMeta {
-            name: Some(secret_name(record.issuer, record.jti)),
+            name: Some(name),
             namespace: Some(grant.namespace.clone()),
             labels: Some(labels),
             annotations: Some(annotations),
@@ -222,21 +278,31 @@ pub async fn issue(
         .clone()
         .unwrap_or_else(|| grant.name.clone());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let secret = binding_secret(record);
-    let name = secret.metadata.name.clone().unwrap_or_default();
-    let created = match secrets.create(&PostParams::default(), &secret).await {
-        Ok(s) => s,
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            return Err(IssueError::Replayed { secret: name });
-        }
-        Err(e) => {
-            return Err(IssueError::CreateSecret {
-                namespace,
-                secret: name,
-                source: Box::new(e),
-            });
+    // The replay guard first: a second exchange of this ID token stops here, on any replica.
+    let guard = match record.needs_separate_guard() {
+        false => None,
+        true => Some(create_once(&secrets, &guard_secret(record), &namespace).await?),
+    };
+    let undo_guard = |guard: Option<Secret>| async move {
+        if let Some(g) = guard {
+            let name = g.metadata.name.clone().unwrap_or_default();
+            delete_secret(
+                client,
+                &g.metadata.namespace.clone().unwrap_or_default(),
+                &name,
+                g.metadata.uid,
+            )
+            .await;
         }
     };
+    let created = match create_once(&secrets, &binding_secret(record), &namespace).await {
+        Ok(s) => s,
+        Err(e) => {
+            undo_guard(guard).await;
+            return Err(e);
+        }
+    };
+    let name = created.metadata.name.clone().unwrap_or_default();
     let uid = created.metadata.uid.clone();
     let request = TokenRequest {
         spec: TokenRequestSpec {
@@ -281,7 +347,28 @@ pub async fn issue(
         },
     };
     delete_secret(client, &namespace, &name, uid).await;
+    undo_guard(guard).await;
     Err(failure)
+}
+
+/// Creates `secret` if absent; an existing one means the ID token was already exchanged.
+async fn create_once(
+    secrets: &Api<Secret>,
+    secret: &Secret,
+    namespace: &str,
+) -> Result<Secret, IssueError> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    match secrets.create(&PostParams::default(), secret).await {
+        Ok(s) => Ok(s),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            Err(IssueError::Replayed { secret: name })
+        }
+        Err(e) => Err(IssueError::CreateSecret {
+            namespace: namespace.to_string(),
+            secret: name,
+            source: Box::new(e),
+        }),
+    }
 }
 
 /// Deletes a binding Secret (only the one with `uid` when given); absent is fine.
@@ -330,11 +417,18 @@ pub async fn reap_once(client: &Client, now: SystemTime) -> Result<usize, kube::
 
 /// Scans every `interval` for expired binding Secrets and deletes them (run on every replica: deletes
 /// are idempotent and guarded by uid).
-pub async fn reaper(client: Client, interval: Duration) {
+pub async fn reaper(
+    client: Client,
+    interval: Duration,
+    gate: Option<crate::controller::leader::WriteGate>,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if gate.as_ref().is_some_and(|g| !g.is_open()) {
+            continue; // only the leader reaps
+        }
         match reap_once(&client, SystemTime::now()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "reaper: expired binding Secrets deleted"),

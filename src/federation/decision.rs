@@ -90,7 +90,8 @@ impl Denial {
     }
 }
 
-/// Whether `err` arises before the signature verified (then the caller learns nothing specific).
+/// Whether `err` arises before the signature verified, or from the trust's own configuration (then the
+/// caller learns nothing specific; the audit log has the detail).
 pub fn before_signature(err: &VerifyError) -> bool {
     matches!(
         err,
@@ -102,6 +103,7 @@ pub fn before_signature(err: &VerifyError) -> bool {
             | VerifyError::NoKeys { .. }
             | VerifyError::KeyAlgorithmMismatch { .. }
             | VerifyError::BadSignature { .. }
+            | VerifyError::TrustConfig { .. }
     )
 }
 

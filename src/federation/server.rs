@@ -149,6 +149,9 @@ pub struct ExchangeOptions {
     pub audit_sink: Option<Arc<dyn AuditSink>>,
     /// Replica name in Events.
     pub instance: Option<String>,
+    /// When set, the reaper (the backstop that deletes expired binding Secrets) runs only while this
+    /// gate is open, i.e. on the leader. Each replica still revokes the tokens it issued at their TTL.
+    pub reap_gate: Option<crate::controller::leader::WriteGate>,
 }
 
 impl ExchangeServer {
@@ -218,6 +221,7 @@ impl ExchangeServer {
         });
         let router = router(state.clone());
         let reap_interval = Duration::from_secs(args.exchange_reap_interval_seconds.max(1));
+        let options_reap_gate = options.reap_gate.clone();
         let secure = tls.is_some();
         let task = tokio::spawn(async move {
             let readiness = async {
@@ -242,7 +246,7 @@ impl ExchangeServer {
                 _ = watches => anyhow::bail!("a token exchange watch ended"),
                 _ = readiness => Ok(()),
                 _ = reload => Ok(()),
-                _ = binding::reaper(client, reap_interval) => Ok(()),
+                _ = binding::reaper(client, reap_interval, options_reap_gate) => Ok(()),
             }
         });
         tracing::info!(addr = %local_addr, tls = secure, "token exchange listening");
@@ -283,26 +287,19 @@ pub async fn serve(
     args: ExchangeArgs,
     metrics: Arc<Metrics>,
     key_caches: Arc<KeyCaches>,
-    instance: Option<String>,
+    options: ExchangeOptions,
+    listening: Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<()> {
     if !args.is_configured() {
         tracing::warn!(
             "token exchange is off: pass --exchange-tls-cert/--exchange-tls-key (or --exchange-insecure-http behind a TLS proxy)"
         );
+        listening.store(true, Ordering::Release);
         return std::future::pending().await;
     }
-    let server = ExchangeServer::start(
-        client,
-        &kube_config,
-        args,
-        &metrics,
-        key_caches,
-        ExchangeOptions {
-            audit_sink: None,
-            instance,
-        },
-    )
-    .await?;
+    let server =
+        ExchangeServer::start(client, &kube_config, args, &metrics, key_caches, options).await?;
+    listening.store(true, Ordering::Release);
     server.wait().await
 }
 
@@ -899,6 +896,7 @@ async fn exchange(
         pipeline_id: &record.pipeline_id,
         job_id: &record.job_id,
         expires_at,
+        id_token_expires_at: verified.expires_at,
         correlation_id: &record.correlation_id,
     };
     let issued = binding::issue(&state.client, &binding_record, ttl)

@@ -75,7 +75,7 @@ pub async fn start_exchange(
         refetch_interval: Duration::from_millis(200),
         ..KeyCacheConfig::default()
     }));
-    let server = ExchangeServer::start(
+    ExchangeServer::start(
         admin.clone(),
         &support::admin_config().await,
         args,
@@ -84,11 +84,11 @@ pub async fn start_exchange(
         ExchangeOptions {
             audit_sink: Some(sink),
             instance: Some("exchange-test".into()),
+            reap_gate: None,
         },
     )
     .await
-    .expect("exchange starts");
-    server
+    .expect("exchange starts")
 }
 
 /// Waits until the exchange has read the cluster (its /healthz turns 200).
