@@ -588,3 +588,96 @@ async fn two_hundred_applications_in_one_namespace_all_converge() {
         .count();
     assert!(converged, "only {running}/{n} Applications reached running");
 }
+
+#[tokio::test]
+async fn an_application_whose_cleanup_is_refused_waits_in_deleting_until_allowed() {
+    support::operator().await;
+    let client = support::admin().await;
+    let ns = support::app_namespace(&client, "app-deleting", "admin").await;
+    let target = support::namespace(&client, "app-deleting-target").await;
+    // In the target namespace the applier may create and update, but not delete.
+    let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(json!({
+        "metadata": {"name": "no-delete"},
+        "rules": [{"apiGroups": ["apps", ""], "resources": ["deployments", "services"],
+                   "verbs": ["get", "list", "watch", "create", "update", "patch"]}]
+    }))
+    .unwrap();
+    let bind = |role_kind: &str,
+                role_name: &str,
+                name: &str|
+     -> k8s_openapi::api::rbac::v1::RoleBinding {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role_name},
+            "subjects": [{"kind": "ServiceAccount", "name": "oam-trust-applier", "namespace": ns}]
+        }))
+        .unwrap()
+    };
+    Api::namespaced(client.clone(), &target)
+        .create(&Default::default(), &role)
+        .await
+        .unwrap();
+    let rbs: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+        Api::namespaced(client.clone(), &target);
+    rbs.create(&Default::default(), &bind("Role", "no-delete", "no-delete"))
+        .await
+        .unwrap();
+    let mut placed = app("sticky", json!([web("far", 1)]));
+    placed["spec"]["policies"] =
+        json!([{"name": "t", "type": "topology", "properties": {"namespace": target}}]);
+    apply(&client, &ns, placed).await;
+    wait_status(&client, &ns, "sticky", "running", running_for_generation).await;
+
+    Api::<Application>::namespaced(client.clone(), &ns)
+        .delete("sticky", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_status(&client, &ns, "sticky", "phase deleting", |a| {
+        phase(a) == "deleting"
+    })
+    .await;
+    let events = Api::<Event>::namespaced(client.clone(), &ns);
+    let refused = support::eventually(WAIT, || {
+        let events = events.clone();
+        async move {
+            events
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("CleanupFailed"))
+        }
+    })
+    .await;
+    assert!(
+        refused,
+        "no CleanupFailed Event while the applier may not delete"
+    );
+    assert!(
+        deployment(&client, &target, "far").await.is_some(),
+        "nothing was deleted behind the applier's back"
+    );
+
+    rbs.create(
+        &Default::default(),
+        &bind("ClusterRole", "admin", "now-allowed"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        gone(
+            Api::<Deployment>::namespaced(client.clone(), &target),
+            "far"
+        )
+        .await
+    );
+    assert!(
+        gone(
+            Api::<Application>::namespaced(client.clone(), &ns),
+            "sticky"
+        )
+        .await,
+        "the finalizer was not removed once allowed"
+    );
+}

@@ -70,13 +70,13 @@ const USED: &[(&str, &str, &str, &str)] = &[
     ("", "services", "get", "workload health of k8s-objects components (Applier::get)"),
     ("", "services", "list", "rendered-object watch"),
     ("", "services", "watch", "rendered-object watch"),
-    ("", "configmaps", "get", "workload health of k8s-objects components (Applier::get)"),
+    ("", "configmaps", "get", "workload health of k8s-objects components (Applier::get); access.rs apply (read before SSA)"),
     ("", "configmaps", "list", "rendered-object watch; access.rs deploy-guard prune"),
     ("", "configmaps", "watch", "rendered-object watch"),
     ("", "configmaps", "create", "access.rs: deploy-guard parameters (SSA)"),
     ("", "configmaps", "patch", "access.rs: deploy-guard parameters (SSA)"),
     ("", "configmaps", "delete", "access.rs: deploy-guard prune"),
-    ("", "serviceaccounts", "get", "workload health (Applier::get)"),
+    ("", "serviceaccounts", "get", "workload health (Applier::get); access.rs apply (read before SSA)"),
     ("", "serviceaccounts", "list", "rendered-object watch; access.rs prune"),
     ("", "serviceaccounts", "watch", "rendered-object watch"),
     ("", "serviceaccounts", "create", "access.rs: grant ServiceAccount (SSA)"),
@@ -92,11 +92,13 @@ const USED: &[(&str, &str, &str, &str)] = &[
     ("autoscaling", "horizontalpodautoscalers", "get", "workload health of k8s-objects components (Applier::get)"),
     ("autoscaling", "horizontalpodautoscalers", "list", "rendered-object watch"),
     ("autoscaling", "horizontalpodautoscalers", "watch", "rendered-object watch"),
+    ("rbac.authorization.k8s.io", "roles", "get", "access.rs apply: read before SSA, unchanged grant Roles are not rewritten"),
     ("rbac.authorization.k8s.io", "roles", "list", "grant-object watch; access.rs prune"),
     ("rbac.authorization.k8s.io", "roles", "watch", "grant-object watch"),
     ("rbac.authorization.k8s.io", "roles", "create", "access.rs: grant Role (SSA)"),
     ("rbac.authorization.k8s.io", "roles", "patch", "access.rs: grant Role (SSA)"),
     ("rbac.authorization.k8s.io", "roles", "delete", "access.rs: prune"),
+    ("rbac.authorization.k8s.io", "rolebindings", "get", "access.rs apply: read before SSA, unchanged grant RoleBindings are not rewritten"),
     ("rbac.authorization.k8s.io", "rolebindings", "list", "grant-object watch; access.rs prune"),
     ("rbac.authorization.k8s.io", "rolebindings", "watch", "grant-object watch"),
     ("rbac.authorization.k8s.io", "rolebindings", "create", "access.rs: grant RoleBinding (SSA)"),
@@ -827,6 +829,9 @@ struct Installed {
     ceiling: String,
     /// The operator's client configuration: the ServiceAccount token, no client certificate.
     operator: kube::Config,
+    /// `host:port` of the operator's token exchange (plain HTTP on 127.0.0.1: a test only; the chart
+    /// serves it over TLS).
+    exchange: String,
 }
 
 static INSTALLED: OnceCell<Installed> = OnceCell::const_new();
@@ -886,6 +891,12 @@ async fn install_and_run() -> Installed {
         format!("system:serviceaccount:{namespace}:{service_account}")
     );
 
+    // The token exchange runs in this operator too, so its RBAC is proven with the rest. Plain HTTP
+    // on a free loopback port, acceptable in a test only: the chart serves it over TLS.
+    let exchange = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().to_string()
+    };
     // Leader election on the Lease the chart's Role allows (its RBAC is part of what is proven here).
     let args = RunCli::try_parse_from([
         "oam-trust",
@@ -894,7 +905,8 @@ async fn install_and_run() -> Installed {
         "--instance",
         INSTANCE,
         "--exchange-listen",
-        "127.0.0.1:0",
+        exchange.as_str(),
+        "--exchange-insecure-http",
         "--lease-namespace",
         namespace.as_str(),
         "--lease-name",
@@ -917,6 +929,7 @@ async fn install_and_run() -> Installed {
         namespace,
         ceiling,
         operator,
+        exchange,
     }
 }
 
@@ -1416,4 +1429,203 @@ async fn under_the_charts_rbac_access_declarations_become_grants_within_the_char
     let _ = Api::<oam_trust::api::trust::GitLabTrust>::all(admin.clone())
         .delete(&trust, &Default::default())
         .await;
+}
+
+/// Whether `GET /healthz` of the exchange at `addr` (plain HTTP) answers 200: its caches are synced.
+async fn exchange_ready(addr: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    answer.starts_with(b"HTTP/1.1 200")
+}
+
+/// The `jti` claim of a compact JWT (unverified).
+fn jti(token: &str) -> String {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a compact JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    let claims: Value = serde_json::from_slice(&bytes).unwrap();
+    claims["jti"].as_str().expect("a jti claim").to_string()
+}
+
+#[tokio::test]
+async fn under_the_charts_rbac_a_deploy_job_exchanges_its_id_token_once() {
+    use oam_trust::dev_issuer::{DevIssuer, DevIssuerOptions, MintRequest};
+    use oam_trust::federation::client::{ExchangeCallError, ExchangeClient};
+    use oam_trust::federation::decision::{GRANT_TYPE_TOKEN_EXCHANGE, TOKEN_TYPE_JWT};
+
+    let chart = installed().await;
+    let admin = support::admin().await;
+    let ns = support::app_namespace(&admin, "chart-exchange", "admin").await;
+    const AUD: &str = "https://oam-trust.test/chart-exchange";
+    let issuer = DevIssuer::start(DevIssuerOptions {
+        audience: AUD.into(),
+        ..DevIssuerOptions::default()
+    })
+    .await
+    .expect("dev issuer starts");
+    let select_label = "oam-trust.dev/chart-exchange-test";
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {select_label: ns}}})),
+        )
+        .await
+        .unwrap();
+    // A trust for the dev issuer whose ceiling is the chart's example ceiling.
+    let trust = format!("chart-{ns}");
+    let glt: oam_trust::api::trust::GitLabTrust = serde_json::from_value(json!({
+        "apiVersion": "oam-trust.dev/v1alpha1", "kind": "GitLabTrust", "metadata": {"name": trust},
+        "spec": {
+            "issuer": issuer.url(),
+            "audiences": [AUD],
+            "jwks": {"caBundle": issuer.ca_pem()},
+            "namespaceSelector": {"matchLabels": {select_label: ns}},
+            "allow": [{"namespaceId": "72"}],
+            "require": {"refProtected": true, "maxTokenAge": "2h"},
+            "tokens": {"defaultTTL": "10m", "maxTTL": "1h"},
+            "ceiling": {"clusterRoleRef": chart.ceiling},
+            "federation": {"tokenExchange": true}
+        }
+    }))
+    .unwrap();
+    let trusts = Api::<oam_trust::api::trust::GitLabTrust>::all(admin.clone());
+    trusts
+        .patch(
+            &trust,
+            &PatchParams::apply("chart-test").force(),
+            &Patch::Apply(&glt),
+        )
+        .await
+        .expect("the API server accepts the GitLabTrust");
+    // A deploy declaration for the dev issuer's default job: project 1450, ref main (protected).
+    apply_app(
+        &admin,
+        &ns,
+        json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": "shop"},
+            "spec": {
+                "components": [{"name": "web", "type": "webservice",
+                    "properties": {"image": "nginx:1", "ports": [{"port": 8000, "expose": true}]}}],
+                "policies": [{"name": "deploy", "type": "gitlab-access", "properties": {
+                    "trust": trust, "subjects": [{"projectId": "1450", "ref": "main"}],
+                    "access": "deploy", "ttl": "10m"}}]
+            }}),
+    )
+    .await;
+    wait_app(&admin, &ns, "shop", "access granted", |a| {
+        a.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "AccessReady"
+                    && c.status == "True"
+                    && c.observed_generation == a.metadata.generation
+            })
+        })
+    })
+    .await;
+    assert!(
+        support::eventually(WAIT, || exchange_ready(&chart.exchange)).await,
+        "the exchange of the operator under the chart's RBAC did not become ready at {}",
+        chart.exchange
+    );
+
+    // POST /v1/token with the RFC 8693 form, as a GitLab job would.
+    let client = ExchangeClient::new(&format!("http://{}", chart.exchange), None).unwrap();
+    let resource = format!("{ns}/shop");
+    let post = |token: String| {
+        let (client, resource) = (client.clone(), resource.clone());
+        async move {
+            let form = serde_urlencoded::to_string([
+                ("grant_type", GRANT_TYPE_TOKEN_EXCHANGE),
+                ("subject_token", token.as_str()),
+                ("subject_token_type", TOKEN_TYPE_JWT),
+                ("resource", resource.as_str()),
+            ])
+            .unwrap();
+            client.post_form(form.into_bytes()).await
+        }
+    };
+    // The exchange's own view of the grant may trail AccessReady by a moment: a refused attempt is
+    // retried with a fresh ID token (a refusal consumes nothing), and the last refusal is reported.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let (id_token, answer) = loop {
+        let id_token = issuer.mint(&MintRequest::new()).unwrap();
+        match post(id_token.clone()).await {
+            Ok(answer) => break (id_token, answer),
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the exchange under the chart's RBAC did not issue a token: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    assert!(!answer.access_token.is_empty(), "200 with an access_token");
+    assert_eq!(answer.grant.namespace, ns);
+    assert_eq!(answer.grant.application, "shop");
+    assert_eq!(answer.grant.grant, "policy/deploy");
+
+    // The token does the grant's job and nothing more.
+    let job = support::client_with_token(&answer.access_token).await;
+    Api::<Application>::namespaced(job.clone(), &ns)
+        .get("shop")
+        .await
+        .expect("the deploy token reads its Application");
+    let err = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(job, &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "the deploy token must not list Secrets: {err}"
+    );
+
+    // The binding Secret was written by the operator under the chart's RBAC, and the issue recorded.
+    let binding = oam_trust::federation::binding::secret_name(issuer.url(), &jti(&id_token));
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), &ns)
+        .get(&binding)
+        .await
+        .expect("the binding Secret exists");
+    assert_eq!(
+        secret.labels()[oam_trust::federation::binding::LABEL_BINDING],
+        "true"
+    );
+    assert!(
+        support::eventually(WAIT, || {
+            let (admin, ns) = (admin.clone(), ns.clone());
+            async move {
+                events_with_reason(&admin, &ns, "TokenIssued")
+                    .await
+                    .iter()
+                    .any(|e| e.reporting_instance.as_deref() == Some(INSTANCE))
+            }
+        })
+        .await,
+        "a TokenIssued Event from the operator under the chart's RBAC"
+    );
+
+    // The same ID token again: refused, nothing issued.
+    match post(id_token).await {
+        Err(ExchangeCallError::Refused { body, .. }) => {
+            assert_eq!(body.error, "invalid_grant", "{body:?}");
+            assert!(
+                body.error_description.contains("already exchanged"),
+                "{body:?}"
+            );
+        }
+        Ok(r) => panic!("a replayed ID token got a token for {:?}", r.grant),
+        Err(e) => panic!("a replayed ID token: expected invalid_grant, got {e}"),
+    }
+
+    let _ = trusts.delete(&trust, &Default::default()).await;
 }

@@ -323,6 +323,10 @@ async fn finalize(
     if !app.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
+    if app.status.as_ref().and_then(|s| s.status.as_deref()) != Some("deleting") {
+        let status = next_status(app, "deleting", &[], None);
+        write_status(apps, app, status).await?;
+    }
     // Inside the namespace the garbage collector follows ownerReferences; only the rest is ours.
     let outside: Vec<ObjectKey> = previous
         .iter()

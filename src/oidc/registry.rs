@@ -52,9 +52,9 @@ mod tests {
     use super::*;
     use crate::api::trust::GitLabTrustSpec;
 
-    fn trust(jwks: &str) -> GitLabTrust {
+    fn trust(jwks: serde_json::Value) -> GitLabTrust {
         let spec: GitLabTrustSpec = serde_json::from_value(serde_json::json!({
-            "issuer": "https://gitlab.example.com", "audiences": ["a"], "jwks": {"static": jwks}
+            "issuer": "https://gitlab.example.com", "audiences": ["a"], "jwks": jwks
         }))
         .unwrap();
         GitLabTrust::new("t", spec)
@@ -63,10 +63,21 @@ mod tests {
     #[test]
     fn one_cache_per_trust_replaced_when_the_source_changes() {
         let caches = KeyCaches::default();
-        let a = caches.get(&trust(r#"{"keys":[]}"#)).unwrap();
-        let again = caches.get(&trust(r#"{"keys":[]}"#)).unwrap();
+        let first = serde_json::json!({"uri": "https://gitlab.example.com/a/keys"});
+        let a = caches.get(&trust(first.clone())).unwrap();
+        let again = caches.get(&trust(first)).unwrap();
         assert_eq!(a.source(), again.source());
-        let changed = caches.get(&trust(r#"{"keys":[{"kty":"RSA"}]}"#)).unwrap();
+        let by_uri = serde_json::json!({"uri": "https://gitlab.example.com/oauth/discovery/keys"});
+        let changed = caches.get(&trust(by_uri)).unwrap();
         assert_ne!(a.source(), changed.source());
+        assert_eq!(
+            caches
+                .get(&trust(
+                    serde_json::json!({"uri": "https://gitlab.example.com/oauth/discovery/keys"})
+                ))
+                .unwrap()
+                .source(),
+            changed.source()
+        );
     }
 }
