@@ -497,8 +497,10 @@ async fn every_refusal_class_gets_its_own_error_and_audit_record_and_issues_noth
         "no refusal issues anything"
     );
 
-    // Unknown kid, then the issuer rotates: the new key is fetched and the token accepted.
+    // Unknown kid, then the issuer rotates: the new key is fetched and the token accepted. Refetches
+    // are rate limited (200 ms in this harness) and the refusal cases above may have just used one.
     let new_kid = w.issuer.rotate_key(KeyKind::Rsa).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let rotated = mint(MintRequest::new());
     let answer = w
         .exchange(&rotated, None)

@@ -293,8 +293,9 @@ fn async_stream_of_leadership(
     })
 }
 
-/// A reflector store of every `K` in the cluster and the future that keeps it filled.
-fn reflect<K>(client: &Client) -> (Store<K>, impl Future<Output = ()> + use<K>)
+/// A reflector store of every `K` in the cluster and the future that keeps it filled (the controllers
+/// and the token exchange each keep their own).
+pub(crate) fn reflect<K>(client: &Client) -> (Store<K>, impl Future<Output = ()> + Send + use<K>)
 where
     K: Resource<DynamicType = ()>
         + Clone

@@ -2,16 +2,15 @@
 //! ClusterRoles, definitions) and, per Application, the `GrantSet` the shared pure function
 //! `access::derive_grants` derives from them. A GrantSet is cached under the resourceVersions of its
 //! inputs, so a request re-renders only Applications whose inputs changed since the last request.
+use crate::controller::reflect;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+
+use kube::{Client, Resource, ResourceExt};
 
 use crate::access::{GrantInput, GrantSet, derive_grants};
 use crate::api::access::GITLAB_ACCESS;
@@ -240,27 +239,4 @@ pub fn declares_under(app: &Application, trust: &str) -> bool {
                 .iter()
                 .any(|t| t.type_ == GITLAB_ACCESS && names(t.properties.as_ref()))
         })
-}
-
-fn reflect<K>(client: &Client) -> (Store<K>, impl Future<Output = ()> + Send + use<K>)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    let watch = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .for_each(|ev| async move {
-            if let Err(e) = ev {
-                tracing::warn!(kind = %K::kind(&()), error = %e, "exchange: watch error; retrying");
-            }
-        });
-    (store, watch)
 }
