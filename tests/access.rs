@@ -206,27 +206,16 @@ fn cond(t: &str, s: &str, r: &str, m: &str) -> (String, String, String, String) 
 /// Waits until the Application reports access conditions for its current generation.
 async fn wait_access(client: &Client, ns: &str, name: &str) -> Application {
     let api = Api::<Application>::namespaced(client.clone(), ns);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let a = api.get(name).await.unwrap();
-        let current = a.status.as_ref().is_some_and(|s| {
+    let what = format!("{ns}: access conditions for the current generation");
+    support::wait_for(&api, name, &what, WAIT, |a| {
+        a.status.as_ref().is_some_and(|s| {
             s.observed_generation == a.metadata.generation
                 && s.conditions.iter().any(|c| {
                     c.type_ == "AccessReady" && c.observed_generation == a.metadata.generation
                 })
-        });
-        if current {
-            return a;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!(
-                "{ns}/{name}: no access conditions for generation {:?} within {WAIT:?}; status: {}",
-                a.metadata.generation,
-                serde_json::to_string_pretty(&a.status).unwrap()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        })
+    })
+    .await
 }
 
 /// Names of the grant ServiceAccounts of an Application, by grant id.
@@ -1301,20 +1290,7 @@ async fn trust_status(
     pred: impl Fn(&GitLabTrust) -> bool,
 ) -> GitLabTrust {
     let api = Api::<GitLabTrust>::all(client.clone());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let t = api.get(name).await.unwrap();
-        if pred(&t) {
-            return t;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!(
-                "GitLabTrust {name}: {what} not reached; status: {}",
-                serde_json::to_string_pretty(&t.status).unwrap()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    support::wait_for(&api, name, what, WAIT, pred).await
 }
 
 fn ready(t: &GitLabTrust) -> Option<(String, String, String)> {

@@ -40,20 +40,7 @@ async fn wait_status(
     pred: impl Fn(&Application) -> bool,
 ) -> Application {
     let api = Api::<Application>::namespaced(client.clone(), ns);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let a = api.get(name).await.unwrap();
-        if pred(&a) {
-            return a;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!(
-                "{ns}/{name}: {what} not reached within {WAIT:?}; status: {}",
-                serde_json::to_string_pretty(&a.status).unwrap()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    support::wait_for(&api, name, &format!("{ns}: {what}"), WAIT, pred).await
 }
 
 fn phase(a: &Application) -> &str {

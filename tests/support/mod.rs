@@ -289,3 +289,37 @@ pub async fn app_namespace(client: &Client, prefix: &str, applier_role: &str) ->
         .unwrap();
     ns
 }
+
+/// Polls `api.get(name)` until `pred` holds and returns the object; panics after `timeout` with `what`
+/// and the object's last `status`, so a failing test says where it stood.
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&K) -> bool,
+) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let obj = api
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("reading {name}: {e}"));
+        if pred(&obj) {
+            return obj;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let status = serde_json::to_value(&obj)
+                .map(|v| v["status"].clone())
+                .unwrap_or_default();
+            panic!(
+                "{name}: {what} not reached within {timeout:?}; status: {}",
+                serde_json::to_string_pretty(&status).unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
