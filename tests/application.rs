@@ -43,13 +43,6 @@ async fn wait_status(
     support::wait_for(&api, name, &format!("{ns}: {what}"), WAIT, pred).await
 }
 
-fn phase(a: &Application) -> &str {
-    a.status
-        .as_ref()
-        .and_then(|s| s.status.as_deref())
-        .unwrap_or("")
-}
-
 fn condition<'a>(
     a: &'a Application,
     type_: &str,
@@ -59,11 +52,6 @@ fn condition<'a>(
         .conditions
         .iter()
         .find(|c| c.type_ == type_)
-}
-
-fn running_for_generation(a: &Application) -> bool {
-    phase(a) == "running"
-        && a.status.as_ref().and_then(|s| s.observed_generation) == a.metadata.generation
 }
 
 async fn deployment(client: &Client, ns: &str, name: &str) -> Option<Deployment> {
@@ -107,7 +95,7 @@ async fn quick_start_application_runs_with_labels_owner_and_status() {
         &ns,
         "first-vela-app",
         "phase running",
-        running_for_generation,
+        support::app_running,
     )
     .await;
     let status = a.status.clone().unwrap();
@@ -165,12 +153,12 @@ async fn trait_change_scales_and_removed_parts_are_pruned() {
     let ns = support::app_namespace(&client, "app-prune", "admin").await;
     let worker = json!({"name": "jobs", "type": "worker", "properties": {"image": "busybox"}});
     apply(&client, &ns, app("shop", json!([web("front", 1), worker]))).await;
-    wait_status(&client, &ns, "shop", "running", running_for_generation).await;
+    wait_status(&client, &ns, "shop", "running", support::app_running).await;
     assert!(deployment(&client, &ns, "jobs").await.is_some());
 
     apply(&client, &ns, app("shop", json!([web("front", 3), worker]))).await;
     let a = wait_status(&client, &ns, "shop", "scaled to 3", |a| {
-        running_for_generation(a)
+        support::app_running(a)
             && a.status.as_ref().unwrap().services[0].message.as_deref() == Some("Ready:3/3")
     })
     .await;
@@ -201,7 +189,7 @@ async fn trait_change_scales_and_removed_parts_are_pruned() {
         &ns,
         "shop",
         "running after prune",
-        running_for_generation,
+        support::app_running,
     )
     .await;
     assert_eq!(a.status.unwrap().applied_resources.len(), 1);
@@ -213,7 +201,7 @@ async fn hand_edits_and_deletions_are_reverted() {
     let client = support::admin().await;
     let ns = support::app_namespace(&client, "app-drift", "admin").await;
     apply(&client, &ns, app("drift", json!([web("api", 2)]))).await;
-    wait_status(&client, &ns, "drift", "running", running_for_generation).await;
+    wait_status(&client, &ns, "drift", "running", support::app_running).await;
 
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
     deployments
@@ -250,7 +238,7 @@ async fn deleting_the_application_cascades_through_the_garbage_collector() {
     let client = support::admin().await;
     let ns = support::app_namespace(&client, "app-delete", "admin").await;
     apply(&client, &ns, app("temp", json!([web("temp-web", 1)]))).await;
-    wait_status(&client, &ns, "temp", "running", running_for_generation).await;
+    wait_status(&client, &ns, "temp", "running", support::app_running).await;
     Api::<Application>::namespaced(client.clone(), &ns)
         .delete("temp", &DeleteParams::default())
         .await
@@ -415,7 +403,7 @@ async fn objects_in_other_namespaces_are_cleaned_up_by_the_finalizer() {
     placed["spec"]["policies"] =
         json!([{"name": "target", "type": "topology", "properties": {"namespace": target}}]);
     apply(&client, &ns, placed).await;
-    let a = wait_status(&client, &ns, "placed", "running", running_for_generation).await;
+    let a = wait_status(&client, &ns, "placed", "running", support::app_running).await;
     assert!(
         a.finalizers()
             .contains(&"oam-trust.dev/cleanup".to_string())
@@ -457,7 +445,7 @@ async fn unschedulable_pods_leave_the_application_unhealthy_with_the_reason() {
     let huge = json!({"name": "greedy", "type": "webservice", "properties": {"image": "nginx", "cpu": "500"}});
     apply(&client, &ns, app("greedy", json!([huge]))).await;
     let a = wait_status(&client, &ns, "greedy", "unhealthy with a reason", |a| {
-        phase(a) == "unhealthy"
+        support::app_phase(a) == "unhealthy"
             && a.status
                 .as_ref()
                 .unwrap()
@@ -506,7 +494,7 @@ async fn changing_a_component_definition_re_renders_its_applications() {
         ),
     )
     .await;
-    wait_status(&client, &ns, "hi", "running", running_for_generation).await;
+    wait_status(&client, &ns, "hi", "running", support::app_running).await;
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
     let data = cms.get("card").await.unwrap().data.unwrap();
     assert_eq!(
@@ -559,7 +547,7 @@ async fn two_hundred_applications_in_one_namespace_all_converge() {
                 .unwrap()
                 .items
                 .iter()
-                .filter(|a| running_for_generation(a))
+                .filter(|a| support::app_running(a))
                 .count()
                 == n
         }
@@ -571,7 +559,7 @@ async fn two_hundred_applications_in_one_namespace_all_converge() {
         .unwrap()
         .items
         .iter()
-        .filter(|a| running_for_generation(a))
+        .filter(|a| support::app_running(a))
         .count();
     assert!(converged, "only {running}/{n} Applications reached running");
 }
@@ -613,14 +601,14 @@ async fn an_application_whose_cleanup_is_refused_waits_in_deleting_until_allowed
     placed["spec"]["policies"] =
         json!([{"name": "t", "type": "topology", "properties": {"namespace": target}}]);
     apply(&client, &ns, placed).await;
-    wait_status(&client, &ns, "sticky", "running", running_for_generation).await;
+    wait_status(&client, &ns, "sticky", "running", support::app_running).await;
 
     Api::<Application>::namespaced(client.clone(), &ns)
         .delete("sticky", &DeleteParams::default())
         .await
         .unwrap();
     wait_status(&client, &ns, "sticky", "phase deleting", |a| {
-        phase(a) == "deleting"
+        support::app_phase(a) == "deleting"
     })
     .await;
     let events = Api::<Event>::namespaced(client.clone(), &ns);

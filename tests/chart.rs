@@ -956,18 +956,6 @@ async fn wait_app(
     support::wait_for(&api, name, &format!("{ns}: {what}"), WAIT, pred).await
 }
 
-fn phase(a: &Application) -> &str {
-    a.status
-        .as_ref()
-        .and_then(|s| s.status.as_deref())
-        .unwrap_or("")
-}
-
-fn running(a: &Application) -> bool {
-    phase(a) == "running"
-        && a.status.as_ref().and_then(|s| s.observed_generation) == a.metadata.generation
-}
-
 async fn events_with_reason(client: &Client, ns: &str, reason: &str) -> Vec<Event> {
     Api::<Event>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
@@ -994,7 +982,7 @@ async fn under_the_charts_rbac_applications_run_status_is_written_and_events_rec
             "metadata": {"name": "shop"}, "spec": {"components": components}})
     };
     apply_app(&admin, &ns, app(json!([web(true)]))).await;
-    let a = wait_app(&admin, &ns, "shop", "running", running).await;
+    let a = wait_app(&admin, &ns, "shop", "running", support::app_running).await;
     let status = a.status.unwrap();
     assert_eq!(status.services[0].message.as_deref(), Some("Ready:2/2"));
     let kinds: Vec<&str> = status
@@ -1024,7 +1012,14 @@ async fn under_the_charts_rbac_applications_run_status_is_written_and_events_rec
         .await,
         "the unexposed port's Service was pruned"
     );
-    wait_app(&admin, &ns, "shop", "running after prune", running).await;
+    wait_app(
+        &admin,
+        &ns,
+        "shop",
+        "running after prune",
+        support::app_running,
+    )
+    .await;
     let pruned = events_with_reason(&admin, &ns, "Pruned").await;
     assert!(!pruned.is_empty(), "a Pruned Event was recorded");
     assert_eq!(
@@ -1049,7 +1044,7 @@ async fn under_the_charts_rbac_applications_run_status_is_written_and_events_rec
         })
     })
     .await;
-    assert_eq!(phase(&a), "rendering");
+    assert_eq!(support::app_phase(&a), "rendering");
     assert!(
         events_with_reason(&admin, &ns, "RenderFailed")
             .await

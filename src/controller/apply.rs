@@ -163,7 +163,8 @@ impl Applier {
         format!("system:serviceaccount:{namespace}:{sa}")
     }
 
-    fn client_as(&self, user: &str) -> Result<Client, kube::Error> {
+    /// A client impersonating `user`, built once per user and reused.
+    fn client_as(&self, user: &str) -> Result<Client, ApplyError> {
         let mut cache = self
             .impersonated
             .lock()
@@ -174,7 +175,14 @@ impl Applier {
         let mut cfg = self.config.clone();
         cfg.auth_info.impersonate = Some(user.to_string());
         cfg.auth_info.impersonate_groups = None;
-        let client = self.metrics.gated_client(cfg, self.gate.clone())?;
+        let client = self
+            .metrics
+            .gated_client(cfg, self.gate.clone())
+            .map_err(|e| ApplyError::Api {
+                kind: "client".into(),
+                target: user.into(),
+                source: Box::new(e),
+            })?;
         cache.insert(user.to_string(), client.clone());
         Ok(client)
     }
@@ -230,11 +238,7 @@ impl Applier {
         objects: &[Value],
         owner: &Owner,
     ) -> Result<Applied, ApplyError> {
-        let as_applier = self.client_as(user).map_err(|e| ApplyError::Api {
-            kind: "client".into(),
-            target: user.into(),
-            source: Box::new(e),
-        })?;
+        let as_applier = self.client_as(user)?;
         let mut pending = Vec::new();
         let mut outside = Vec::new();
         for obj in objects {
@@ -301,11 +305,7 @@ impl Applier {
 
     /// Deletes objects that left the desired set, as `user`. Already-gone objects are fine.
     pub async fn delete_all(&self, user: &str, keys: &[ObjectKey]) -> Result<usize, ApplyError> {
-        let as_applier = self.client_as(user).map_err(|e| ApplyError::Api {
-            kind: "client".into(),
-            target: user.into(),
-            source: Box::new(e),
-        })?;
+        let as_applier = self.client_as(user)?;
         let mut deleted = 0;
         let dp = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
@@ -334,11 +334,7 @@ impl Applier {
     /// operator needs no read access of its own to arbitrary kinds.
     pub async fn get(&self, user: &str, key: &ObjectKey) -> Result<Option<Value>, ApplyError> {
         let (ar, caps) = self.resolve(key).await?;
-        let as_applier = self.client_as(user).map_err(|e| ApplyError::Api {
-            kind: "client".into(),
-            target: user.into(),
-            source: Box::new(e),
-        })?;
+        let as_applier = self.client_as(user)?;
         let live = self
             .api(as_applier, key, &ar, &caps)
             .get_opt(&key.name)

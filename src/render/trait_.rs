@@ -737,8 +737,8 @@ fn scale_target(p: &mut Params, ctx: &ComponentContext) -> Result<Value, RenderE
     }))
 }
 
-/// `hpa`: an `autoscaling/v2` HorizontalPodAutoscaler on cpu (and optionally memory, pod metrics).
-fn hpa(p: &mut Params, ctx: &ComponentContext) -> Result<TraitOutputs, RenderError> {
+/// `min`/`max` of the autoscaler traits (`hpa`, `cpuscaler`): defaults 1 and 10, `max >= min`.
+fn replica_bounds(p: &mut Params) -> Result<(i64, i64), RenderError> {
     let min = p
         .int_in("min", 1, i64::from(i32::MAX), Some(1))?
         .unwrap_or(1);
@@ -748,6 +748,12 @@ fn hpa(p: &mut Params, ctx: &ComponentContext) -> Result<TraitOutputs, RenderErr
     if max < min {
         return Err(p.invalid("max", format!("{max} is below min {min}")));
     }
+    Ok((min, max))
+}
+
+/// `hpa`: an `autoscaling/v2` HorizontalPodAutoscaler on cpu (and optionally memory, pod metrics).
+fn hpa(p: &mut Params, ctx: &ComponentContext) -> Result<TraitOutputs, RenderError> {
+    let (min, max) = replica_bounds(p)?;
     let target = scale_target(p, ctx)?;
     let mut metrics = Vec::new();
     let cpu = p.opt_object("cpu")?;
@@ -803,15 +809,7 @@ fn hpa(p: &mut Params, ctx: &ComponentContext) -> Result<TraitOutputs, RenderErr
 
 /// `cpuscaler`: an `autoscaling/v1` HorizontalPodAutoscaler on cpu utilization.
 fn cpuscaler(p: &mut Params, ctx: &ComponentContext) -> Result<TraitOutputs, RenderError> {
-    let min = p
-        .int_in("min", 1, i64::from(i32::MAX), Some(1))?
-        .unwrap_or(1);
-    let max = p
-        .int_in("max", 1, i64::from(i32::MAX), Some(10))?
-        .unwrap_or(10);
-    if max < min {
-        return Err(p.invalid("max", format!("{max} is below min {min}")));
-    }
+    let (min, max) = replica_bounds(p)?;
     let util = p
         .int_in("cpuUtil", 1, i64::from(i32::MAX), Some(50))?
         .unwrap_or(50);

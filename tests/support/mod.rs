@@ -323,3 +323,17 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// An Application's phase (`status.status`), empty before the first status write.
+pub fn app_phase(a: &oam_trust::api::oam::Application) -> &str {
+    a.status
+        .as_ref()
+        .and_then(|s| s.status.as_deref())
+        .unwrap_or("")
+}
+
+/// Running, and the status describes the current generation (not an older spec).
+pub fn app_running(a: &oam_trust::api::oam::Application) -> bool {
+    app_phase(a) == "running"
+        && a.status.as_ref().and_then(|s| s.observed_generation) == a.metadata.generation
+}
