@@ -18,8 +18,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::ApiResource;
 use kube::{Api, Client, Config, ResourceExt};
 use oam_trust::api::oam::Application;
-use oam_trust::controller::metrics::Metrics;
-use oam_trust::controller::{RunArgs, run_with_metrics};
+use oam_trust::runtime::metrics::Metrics;
+use oam_trust::runtime::{RunArgs, run_with_metrics};
 use serde_json::{Value, json};
 
 fn app(i: usize) -> Value {

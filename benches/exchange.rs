@@ -88,7 +88,7 @@ fn fixture() -> Fixture {
         let rendered = render_application(&app, &Definitions::default()).unwrap();
         sets.push(derive_grants(&GrantInput {
             application: &app,
-            namespace_labels: &labels,
+            namespace_labels: Some(&labels),
             trusts: &trusts,
             ceilings: &ceilings,
             rendered: &rendered,

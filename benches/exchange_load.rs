@@ -25,12 +25,12 @@ use kube::{Api, Client, Config, ResourceExt};
 use oam_trust::access::{GrantInput, derive_grants};
 use oam_trust::api::oam::Application;
 use oam_trust::api::trust::GitLabTrust;
-use oam_trust::controller::metrics::Metrics;
 use oam_trust::dev_issuer::{DevIssuer, DevIssuerOptions, MintRequest};
 use oam_trust::federation::client::ExchangeClient;
 use oam_trust::federation::{ExchangeArgs, ExchangeOptions, ExchangeServer};
 use oam_trust::oidc::KeyCaches;
 use oam_trust::render::{Definitions, render_application};
+use oam_trust::runtime::metrics::Metrics;
 use serde_json::json;
 
 const AUD: &str = "https://oam-trust.load";
@@ -150,7 +150,10 @@ async fn main() {
     let rendered = render_application(&app, &Definitions::default()).unwrap();
     let set = derive_grants(&GrantInput {
         application: &app,
-        namespace_labels: &BTreeMap::from([("oam-trust.dev/load".to_string(), ns.clone())]),
+        namespace_labels: Some(&BTreeMap::from([(
+            "oam-trust.dev/load".to_string(),
+            ns.clone(),
+        )])),
         trusts: &BTreeMap::from([(trust.name_any(), trust.clone())]),
         ceilings: &BTreeMap::from([(ceiling.name_any(), ceiling.clone())]),
         rendered: &rendered,

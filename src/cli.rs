@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controllers and the token-exchange service against the cluster in KUBECONFIG (or in-cluster).
-    Run(crate::controller::RunArgs),
+    Run(crate::runtime::RunArgs),
     /// Print every CRD of the project (generated from the Rust types), or write one file per CRD.
     Crd {
         /// Write `<plural>.<group>.yaml` files into this directory instead of printing to stdout.
@@ -40,9 +40,9 @@ pub enum Command {
     /// Inside a GitLab job: exchange the job's ID token for a kubeconfig of its grant.
     Login(crate::federation::client::LoginArgs),
     /// Set component images of an Application (what a deploy grant allows) and wait for the rollout.
-    SetImage(crate::federation::client::SetImageArgs),
+    SetImage(crate::set_image::SetImageArgs),
     /// Offline: which grant an ID token gets, and why every other grant refused it.
-    Explain(crate::federation::client::ExplainArgs),
+    Explain(crate::explain::ExplainArgs),
     /// Print the version and git revision.
     Version,
 }
@@ -51,13 +51,13 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         telemetry::init(self.log_format, "info,kube=warn,tower=warn,hyper=warn");
         let result = match self.command {
-            Command::Run(args) => tokio_main(crate::controller::run(args)),
+            Command::Run(args) => tokio_main(crate::runtime::run(args)),
             Command::Crd { out_dir } => print_crds(out_dir),
             Command::DevIssuer(args) => tokio_main(crate::dev_issuer::run(*args)),
             Command::Render(args) => crate::manifest::render_command(args),
             Command::Login(args) => tokio_main(crate::federation::client::login(args)),
-            Command::SetImage(args) => tokio_main(crate::federation::client::set_image(args)),
-            Command::Explain(args) => crate::federation::client::explain_command(args),
+            Command::SetImage(args) => tokio_main(crate::set_image::set_image(args)),
+            Command::Explain(args) => crate::explain::explain_command(args),
             Command::Version => {
                 println!("oam-trust {}", crate::VERSION);
                 Ok(())

@@ -1,19 +1,24 @@
 //! oam-trust: an operator that reconciles OAM Applications and federates GitLab CI identity into scoped,
 //! expiring Kubernetes access.
 //!
-//! `render` and `access` are pure (plain data in, plain data out); only `controller` and `federation`
-//! talk to the API server; `oidc` is the one place that verifies a GitLab ID token.
+//! `render` and `access` are pure (plain data in, plain data out); `runtime` composes the process and
+//! holds what `controller` and `federation` share; only those three talk to the API server; `oidc` is
+//! the one place that verifies a GitLab ID token. `explain`, `set_image` and `manifest` are CLI commands
+//! beside the rooms they use.
 pub mod access;
 pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod dev_issuer;
 pub mod duration;
+pub mod explain;
 pub mod federation;
 pub mod manifest;
 pub mod names;
 pub mod oidc;
 pub mod render;
+pub mod runtime;
+pub mod set_image;
 pub mod telemetry;
 
 /// The crate version and the git revision it was built from, as `--version` prints it.

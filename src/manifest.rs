@@ -1,11 +1,13 @@
-//! Reading manifests from files for the offline commands (`render`, later `explain`): multi-document
-//! YAML or JSON, files or directories. The only IO around `render/`, which stays pure.
+//! Reading manifests from files for the offline commands (`render`, `explain`): multi-document YAML or
+//! JSON, files or directories, and the offline constructor of `access::World` from them. The only IO
+//! around `render/` and `access/`, which stay pure.
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::access::{DefinitionCatalog, MissingNamespace, World};
 use crate::api::oam::Application;
 use crate::render::Definitions;
 
@@ -14,8 +16,10 @@ use crate::render::Definitions;
 pub struct Manifests {
     /// Applications, in file and document order.
     pub applications: Vec<Application>,
-    /// ComponentDefinitions, TraitDefinitions, PolicyDefinitions, WorkloadDefinitions.
+    /// ComponentDefinitions, TraitDefinitions, PolicyDefinitions, WorkloadDefinitions, by name.
     pub definitions: Definitions,
+    /// The same definitions with the namespaces they name (what `world` renders with).
+    pub catalog: DefinitionCatalog,
     /// Every other document (GitLabTrust, ClusterRole …), kept for the commands that need them.
     pub others: Vec<Document>,
 }
@@ -45,6 +49,9 @@ impl Manifests {
             .insert_document(&doc)
             .with_context(|| format!("{source}: invalid definition"))?
         {
+            self.catalog
+                .insert_document(&doc)
+                .with_context(|| format!("{source}: invalid definition"))?;
             return Ok(());
         }
         self.others.push(Document {
@@ -71,6 +78,56 @@ impl Manifests {
             self.add_text(&file.display().to_string(), &text)?;
         }
         Ok(())
+    }
+}
+
+impl Manifests {
+    /// The offline world: the GitLabTrusts, ClusterRoles, Namespaces and definitions among the
+    /// manifests. A namespace without a manifest is assumed selected by the trusts (each declaration
+    /// that relies on it gets a warning); see `access::world`. Also returns notes on documents that
+    /// could not be used.
+    pub fn world(&self) -> (World, Vec<String>) {
+        let mut world = World {
+            missing_namespace: MissingNamespace::AssumedSelected,
+            definitions: self.catalog.clone(),
+            ..World::default()
+        };
+        let mut notes = Vec::new();
+        for doc in &self.others {
+            let name = doc.value["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let kind = doc.value["kind"].as_str().unwrap_or_default();
+            let unusable = |e: serde_json::Error| {
+                format!(
+                    "note: {}: {kind} {name:?} is invalid and not used: {e}",
+                    doc.source
+                )
+            };
+            match kind {
+                "GitLabTrust" => match serde_json::from_value(doc.value.clone()) {
+                    Ok(trust) => {
+                        world.trusts.insert(name, trust);
+                    }
+                    Err(e) => notes.push(unusable(e)),
+                },
+                "ClusterRole" => match serde_json::from_value(doc.value.clone()) {
+                    Ok(role) => {
+                        world.ceilings.insert(name, role);
+                    }
+                    Err(e) => notes.push(unusable(e)),
+                },
+                "Namespace" => match serde_json::from_value(doc.value.clone()) {
+                    Ok(ns) => {
+                        world.namespaces.insert(name, std::sync::Arc::new(ns));
+                    }
+                    Err(e) => notes.push(unusable(e)),
+                },
+                _ => {}
+            }
+        }
+        (world, notes)
     }
 }
 
@@ -218,76 +275,21 @@ pub fn render_command(args: RenderArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Every Application's rendered objects followed by its grant objects (ServiceAccount, Role,
-/// RoleBinding per granted `gitlab-access` declaration), and notes for stderr: refusals, warnings.
-/// Grants are derived from the GitLabTrusts, ceiling ClusterRoles and Namespaces (their labels) found
-/// among the manifests, exactly as the operator derives them from the cluster.
+/// Every Application's rendered objects followed by its grant objects (the deploy guard's parameters,
+/// then ServiceAccount, Role, RoleBinding per granted `gitlab-access` declaration), and notes for
+/// stderr: refusals, warnings. Derived from the offline world (`Manifests::world`) by the same
+/// function the operator derives with from the cluster.
 pub fn render_all(manifests: &Manifests) -> anyhow::Result<(Vec<Value>, Vec<String>)> {
-    let kind = |d: &&Document, k: &str| d.value["kind"] == k;
-    let mut trusts = std::collections::BTreeMap::new();
-    let mut ceilings = std::collections::BTreeMap::new();
-    let mut namespaces = std::collections::BTreeMap::new();
-    let mut notes = Vec::new();
-    for doc in &manifests.others {
-        let name = doc.value["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if kind(&doc, "GitLabTrust") {
-            match serde_json::from_value::<crate::api::trust::GitLabTrust>(doc.value.clone()) {
-                Ok(trust) => {
-                    trusts.insert(name, trust);
-                }
-                Err(e) => notes.push(format!(
-                    "note: {}: GitLabTrust {name:?} is invalid and not used: {e}",
-                    doc.source
-                )),
-            }
-        } else if kind(&doc, "ClusterRole") {
-            match serde_json::from_value::<k8s_openapi::api::rbac::v1::ClusterRole>(
-                doc.value.clone(),
-            ) {
-                Ok(role) => {
-                    ceilings.insert(name, role);
-                }
-                Err(e) => notes.push(format!(
-                    "note: {}: ClusterRole {name:?} is invalid and not used: {e}",
-                    doc.source
-                )),
-            }
-        } else if kind(&doc, "Namespace") {
-            let labels: std::collections::BTreeMap<String, String> =
-                serde_json::from_value(doc.value["metadata"]["labels"].clone()).unwrap_or_default();
-            namespaces.insert(name, labels);
-        }
-    }
+    let (world, mut notes) = manifests.world();
     let mut objects = Vec::new();
     for app in &manifests.applications {
         let name = app.metadata.name.as_deref().unwrap_or_default();
-        let rendered = crate::render::render_application(app, &manifests.definitions)
+        let derived = world
+            .derive(app)
             .with_context(|| format!("application {name:?}"))?;
-        let namespace = app.metadata.namespace.as_deref().unwrap_or("default");
-        let no_labels = std::collections::BTreeMap::new();
-        let namespace_labels = namespaces.get(namespace).unwrap_or(&no_labels);
-        let set = crate::access::derive_grants(&crate::access::GrantInput {
-            application: app,
-            namespace_labels,
-            trusts: &trusts,
-            ceilings: &ceilings,
-            rendered: &rendered,
-        });
-        objects.extend(rendered.into_iter().map(|o| o.object));
-        for grant in &set.grants {
-            objects.push(typed(&grant.service_account)?);
-            objects.push(typed(&grant.role)?);
-            objects.push(typed(&grant.role_binding)?);
-        }
-        if !set.refusals.is_empty() && !namespaces.contains_key(namespace) {
-            notes.push(format!(
-                "note: application {name:?}: no Namespace {namespace:?} among the manifests; its labels \
-                 (for the trusts' namespaceSelector) are taken as empty"
-            ));
-        }
+        let set = &derived.grants;
+        objects.extend(derived.rendered.into_iter().map(|o| o.object));
+        objects.extend(crate::access::objects::objects_of(app, set));
         for refusal in &set.refusals {
             notes.push(format!(
                 "refused: application {name:?} {}: {}",
@@ -300,16 +302,6 @@ pub fn render_all(manifests: &Manifests) -> anyhow::Result<(Vec<Value>, Vec<Stri
         }
     }
     Ok((objects, notes))
-}
-
-/// A typed object as a manifest, with its apiVersion and kind.
-fn typed<K: kube::Resource<DynamicType = ()> + serde::Serialize>(
-    object: &K,
-) -> anyhow::Result<Value> {
-    let mut value = serde_json::to_value(object)?;
-    value["apiVersion"] = K::api_version(&()).into();
-    value["kind"] = K::kind(&()).into();
-    Ok(value)
 }
 
 /// A multi-document YAML stream, or a JSON list.

@@ -28,4 +28,57 @@ pub const RESOURCE_TYPE_TRAIT: &str = "TRAIT";
 /// `trait.oam.dev/type` of a component's own auxiliary outputs (e.g. webservice's Service).
 pub const AUXILIARY_WORKLOAD: &str = "AuxiliaryWorkload";
 /// Trait and policy type of access declarations: rendering accepts and skips them.
-pub const ACCESS_DECLARATION_TYPE: &str = "gitlab-access";
+pub const GITLAB_ACCESS: &str = "gitlab-access";
+
+/// The namespace of an object that names none (what the API server defaults it to).
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The namespace an object lives in: its own, or [`DEFAULT_NAMESPACE`].
+pub fn namespace_of<K: kube::Resource>(object: &K) -> &str {
+    object
+        .meta()
+        .namespace
+        .as_deref()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or(DEFAULT_NAMESPACE)
+}
+
+/// Finalizer on an Application, present only while it has objects outside its namespace.
+pub const FINALIZER: &str = "oam-trust.dev/cleanup";
+
+/// Annotation on an Application naming the ServiceAccount (in its namespace) whose permissions bound
+/// what the Application may create. KubeVela's name for the same idea.
+pub const APPLIER_ANNOTATION: &str = "app.oam.dev/service-account-name";
+/// The applier ServiceAccount used when the annotation is absent.
+pub const DEFAULT_APPLIER: &str = "oam-trust-applier";
+
+// Grant objects (ServiceAccount, Role, RoleBinding of a `gitlab-access` declaration).
+/// Label on every object of a grant; its value is the grant's object name.
+pub const LABEL_GRANT: &str = "oam-trust.dev/grant";
+/// Annotation carrying the grant id (`policy/<name>`, `component/<c>/trait/<i>`).
+pub const ANNOTATION_GRANT_ID: &str = "oam-trust.dev/grant-id";
+/// Annotation carrying the GitLabTrust name.
+pub const ANNOTATION_TRUST: &str = "oam-trust.dev/trust";
+/// Label selecting the deploy guard's parameter ConfigMaps (`config/admission/deploy-guard.yaml`).
+pub const LABEL_DEPLOY_GUARD: &str = "oam-trust.dev/deploy-guard";
+/// Deploy-guard ConfigMap key holding the Application name the parameters are about.
+pub const GUARD_KEY_APPLICATION: &str = "application";
+
+// Binding Secrets of issued tokens.
+/// Label on every binding Secret (the reaper lists by it).
+pub const LABEL_BINDING: &str = "oam-trust.dev/token-binding";
+pub const LABEL_PROJECT_ID: &str = "oam-trust.dev/gitlab-project-id";
+pub const LABEL_PIPELINE_ID: &str = "oam-trust.dev/gitlab-pipeline-id";
+pub const LABEL_JOB_ID: &str = "oam-trust.dev/gitlab-job-id";
+pub const LABEL_APPLICATION: &str = "oam-trust.dev/application";
+/// Annotation: RFC 3339 time at which the reaper deletes the Secret (and so revokes the token).
+pub const ANNOTATION_EXPIRES: &str = "oam-trust.dev/expires-at";
+/// Annotation: the grant's object name (the ServiceAccount the token is of).
+pub const ANNOTATION_GRANT: &str = "oam-trust.dev/grant";
+pub const ANNOTATION_ISSUER: &str = "oam-trust.dev/issuer";
+pub const ANNOTATION_JTI: &str = "oam-trust.dev/jti";
+pub const ANNOTATION_CORRELATION: &str = "oam-trust.dev/correlation-id";
+/// Annotation: `replay-guard`, `token-binding`, or `replay-guard,token-binding`.
+pub const ANNOTATION_ROLE: &str = "oam-trust.dev/binding-role";
+/// Secret type of binding Secrets.
+pub const SECRET_TYPE: &str = "oam-trust.dev/token-binding";

@@ -138,7 +138,7 @@ fn load(name: &str) -> Loaded {
         .collect();
     let set = derive_grants(&GrantInput {
         application: &fixture.application,
-        namespace_labels: &fixture.namespace_labels,
+        namespace_labels: Some(&fixture.namespace_labels),
         trusts: &trusts,
         ceilings: &ceilings,
         rendered: &rendered,
@@ -372,7 +372,7 @@ fn grant_names_are_deterministic_and_unique_per_namespace() {
         .collect();
     let moved = derive_grants(&GrantInput {
         application: &other.application,
-        namespace_labels: &other.namespace_labels,
+        namespace_labels: Some(&other.namespace_labels),
         trusts: &trusts,
         ceilings: &ceilings,
         rendered: &[],
@@ -470,12 +470,12 @@ fn gitlab_access_definitions_are_discoverable() {
             (
                 "core.oam.dev/v1beta1",
                 "PolicyDefinition",
-                oam_trust::api::access::GITLAB_ACCESS
+                oam_trust::names::GITLAB_ACCESS
             ),
             (
                 "core.oam.dev/v1beta1",
                 "TraitDefinition",
-                oam_trust::api::access::GITLAB_ACCESS
+                oam_trust::names::GITLAB_ACCESS
             ),
         ]
     );

@@ -473,7 +473,7 @@ fn run_env_vars() -> BTreeSet<String> {
 #[derive(clap::Parser)]
 struct RunCli {
     #[command(flatten)]
-    run: oam_trust::controller::RunArgs,
+    run: oam_trust::runtime::RunArgs,
 }
 
 #[test]
@@ -920,7 +920,7 @@ async fn install_and_run() -> Installed {
             .build()
             .unwrap();
         rt.block_on(async move {
-            if let Err(e) = oam_trust::controller::run_with_config(config, args).await {
+            if let Err(e) = oam_trust::runtime::run_with_config(config, args).await {
                 eprintln!("the operator under the chart's RBAC stopped: {e:#}");
             }
         });
@@ -1579,10 +1579,7 @@ async fn under_the_charts_rbac_a_deploy_job_exchanges_its_id_token_once() {
         .get(&binding)
         .await
         .expect("the binding Secret exists");
-    assert_eq!(
-        secret.labels()[oam_trust::federation::binding::LABEL_BINDING],
-        "true"
-    );
+    assert_eq!(secret.labels()[oam_trust::names::LABEL_BINDING], "true");
     assert!(
         support::eventually(WAIT, || {
             let (admin, ns) = (admin.clone(), ns.clone());

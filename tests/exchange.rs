@@ -159,7 +159,7 @@ async fn a_deploy_job_gets_a_token_that_does_exactly_the_grants_job() {
         .get("shop")
         .await
         .expect("the deploy grant reads its Application");
-    let patched = oam_trust::federation::client::patch_images(
+    let patched = oam_trust::set_image::patch_images(
         &job,
         &current,
         &[("web".to_string(), "nginx:1.28".to_string())],

@@ -7,8 +7,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use kube::api::PostParams;
-use oam_trust::controller::leader::{Elector, Timings, WriteGate};
-use oam_trust::controller::metrics::Metrics;
+use oam_trust::runtime::leader::{Elector, Timings, WriteGate};
+use oam_trust::runtime::metrics::Metrics;
 
 fn timings() -> Timings {
     Timings {

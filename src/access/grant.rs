@@ -25,42 +25,29 @@ use std::fmt;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{
-    ClusterRole, PolicyRule, Role, RoleBinding, RoleRef, Subject as RbacSubject,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use serde_json::Value;
-use sha2::{Digest, Sha256};
+use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 
-use super::ceiling::{self, RuleAtom};
-use super::condition::ClaimCondition;
-use super::{glob, kinds, selector};
-use crate::api::access::{Access, AccessRule, GITLAB_ACCESS, GitLabAccess, Preset, Subject};
+use super::ceiling::RuleAtom;
+use super::declaration::{Declaration, declarations};
+use super::{agent, objects, rules, selector, validate};
+use crate::api::access::{Access, GitLabAccess, Subject};
 use crate::api::oam::Application;
-use crate::api::trust::{AllowedIdentity, GitLabTrust};
+use crate::api::trust::GitLabTrust;
 use crate::names;
 use crate::render::RenderedObject;
 
-/// Label on every object of a grant; its value is the grant's object name.
-pub const LABEL_GRANT: &str = "oam-trust.dev/grant";
-/// Annotation carrying the grant id (`policy/<name>`, `component/<c>/trait/<i>`).
-pub const ANNOTATION_GRANT_ID: &str = "oam-trust.dev/grant-id";
-/// Annotation carrying the GitLabTrust name.
-pub const ANNOTATION_TRUST: &str = "oam-trust.dev/trust";
 /// TTL when neither the declaration nor the trust names one.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
 /// TTL cap when the trust names none.
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(60 * 60);
 
-const READ_VERBS: &[&str] = &["get", "list", "watch"];
-const APPLICATIONS: &str = "applications";
-
 /// Everything grant derivation looks at, for one Application.
 #[derive(Clone, Copy, Debug)]
 pub struct GrantInput<'a> {
     pub application: &'a Application,
-    /// Labels of the Application's namespace (for the trusts' `namespaceSelector`).
-    pub namespace_labels: &'a BTreeMap<String, String>,
+    /// Labels of the Application's namespace (for the trusts' `namespaceSelector`); `None` when the
+    /// namespace is not known (offline files that omit it): it is then assumed selected, with a warning.
+    pub namespace_labels: Option<&'a BTreeMap<String, String>>,
     /// GitLabTrusts by name.
     pub trusts: &'a BTreeMap<String, GitLabTrust>,
     /// Ceiling ClusterRoles by name.
@@ -174,7 +161,7 @@ pub enum RefusalReason {
     DuplicateDeclaration { id: String },
 }
 
-fn list(atoms: &[RuleAtom]) -> String {
+pub(super) fn list(atoms: &[RuleAtom]) -> String {
     atoms
         .iter()
         .map(ToString::to_string)
@@ -216,46 +203,6 @@ impl GrantSet {
     }
 }
 
-struct Declaration<'a> {
-    id: String,
-    slug: String,
-    component: Option<&'a str>,
-    properties: Option<&'a Value>,
-}
-
-fn declarations(app: &Application) -> Vec<Declaration<'_>> {
-    let mut out = Vec::new();
-    for (i, policy) in app.spec.policies.iter().enumerate() {
-        if policy.type_ != GITLAB_ACCESS {
-            continue;
-        }
-        let (id, slug) = match &policy.name {
-            Some(name) => (format!("policy/{name}"), name.clone()),
-            None => (format!("policy/{i}"), format!("policy-{i}")),
-        };
-        out.push(Declaration {
-            id,
-            slug,
-            component: None,
-            properties: policy.properties.as_ref(),
-        });
-    }
-    for component in &app.spec.components {
-        for (i, t) in component.traits.iter().enumerate() {
-            if t.type_ != GITLAB_ACCESS {
-                continue;
-            }
-            out.push(Declaration {
-                id: format!("component/{}/trait/{i}", component.name),
-                slug: format!("{}-{i}", component.name),
-                component: Some(&component.name),
-                properties: t.properties.as_ref(),
-            });
-        }
-    }
-    out
-}
-
 /// Derives every grant, refusal and warning of one Application. Pure and deterministic.
 pub fn derive_grants(input: &GrantInput) -> GrantSet {
     let mut set = GrantSet::default();
@@ -287,17 +234,13 @@ pub fn derive_grants(input: &GrantInput) -> GrantSet {
     set
 }
 
-fn app_namespace(app: &Application) -> &str {
-    app.metadata.namespace.as_deref().unwrap_or("default")
-}
-
 fn derive_one(
     input: &GrantInput,
     decl: &Declaration,
     warnings: &mut Vec<String>,
 ) -> Result<Grant, RefusalReason> {
     let app = input.application;
-    let namespace = app_namespace(app);
+    let namespace = names::namespace_of(app);
     let props: GitLabAccess = match decl.properties {
         None => {
             return Err(RefusalReason::InvalidProperties {
@@ -317,69 +260,23 @@ fn derive_one(
         .ok_or_else(|| RefusalReason::TrustNotFound {
             trust: trust_name.clone(),
         })?;
-    let selected = selector::selects(
-        trust.spec.namespace_selector.as_ref(),
-        input.namespace_labels,
-    )
-    .map_err(|e| RefusalReason::InvalidTrust {
-        trust: trust_name.clone(),
-        error: format!("namespaceSelector: {e}"),
-    })?;
-    if !selected {
-        return Err(RefusalReason::NamespaceNotSelected {
-            trust: trust_name,
-            namespace: namespace.to_string(),
-        });
-    }
-    if props.subjects.is_empty() {
-        return Err(RefusalReason::InvalidProperties {
-            error: "subjects must list at least one GitLab identity".into(),
-        });
-    }
-    for (i, subject) in props.subjects.iter().enumerate() {
-        check_subject(i, subject)?;
-        if !trust
-            .spec
-            .allow
-            .iter()
-            .any(|entry| allow_may_contain(entry, subject))
-        {
-            return Err(RefusalReason::SubjectOutsideAllow {
-                subject: i,
-                trust: trust_name,
-            });
-        }
-        if subject.is_path_only() {
-            warnings.push(format!(
-                "subject {i} names its project or namespace by path only: paths can be renamed and \
-                 re-registered by someone else; add projectId or namespaceId"
-            ));
-        }
-    }
-    let ttl = grant_ttl(&trust_name, trust, props.ttl.as_deref())?;
-    let objects = scoped_objects(input, decl.component, warnings);
-    let rules = granted_rules(&trust_name, trust, input, &props.access, &objects, warnings)?;
+    check_namespace(input, &trust_name, trust, warnings)?;
+    check_subjects(&props.subjects, &trust_name, trust, warnings)?;
+    let ttl = validate::grant_ttl(&trust_name, trust, props.ttl.as_deref())?;
+    let objects = rules::scoped_objects(input, decl.component, warnings);
+    let rules = rules::granted_rules(&trust_name, trust, input, &props.access, &objects, warnings)?;
 
-    let name = object_name(&app_name(app), namespace, &decl.slug, &decl.id);
-    let federation = trust.spec.federation();
-    let (agent_groups, unenforceable) = if federation.gitlab_agent {
-        agent_identity(&props.subjects, trust)
+    let name = objects::object_name(&app_name(app), namespace, &decl.slug, &decl.id);
+    let (agent_groups, unenforceable) = if trust.spec.federation().gitlab_agent {
+        agent::agent_identity(&props.subjects, trust)
     } else {
         (Vec::new(), Vec::new())
     };
-    let meta = object_meta(app, &name, decl, &trust_name);
-    let mut binding_subjects = vec![RbacSubject {
-        kind: "ServiceAccount".into(),
-        name: name.clone(),
-        namespace: Some(namespace.to_string()),
-        api_group: None,
-    }];
-    binding_subjects.extend(agent_groups.iter().map(|group| RbacSubject {
-        kind: "Group".into(),
-        name: group.clone(),
-        namespace: None,
-        api_group: Some("rbac.authorization.k8s.io".into()),
-    }));
+    let objects::GrantObjects {
+        service_account,
+        role,
+        role_binding,
+    } = objects::grant_objects(app, &name, decl, &trust_name, rules, &agent_groups);
     Ok(Grant {
         id: decl.id.clone(),
         namespace: namespace.to_string(),
@@ -389,532 +286,81 @@ fn derive_one(
         subjects: props.subjects,
         access: props.access,
         ttl,
-        service_account: ServiceAccount {
-            metadata: meta.clone(),
-            automount_service_account_token: Some(false),
-            ..Default::default()
-        },
-        role: Role {
-            metadata: meta.clone(),
-            rules: Some(rules),
-        },
-        role_binding: RoleBinding {
-            metadata: meta,
-            role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".into(),
-                kind: "Role".into(),
-                name: name.clone(),
-            },
-            subjects: Some(binding_subjects),
-        },
+        service_account,
+        role,
+        role_binding,
         name,
         agent_groups,
         unenforceable,
     })
 }
 
-fn app_name(app: &Application) -> String {
-    app.metadata.name.clone().unwrap_or_default()
-}
-
-fn is_numeric_id(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
-}
-
-fn check_subject(i: usize, s: &Subject) -> Result<(), RefusalReason> {
-    let invalid = |error: String| RefusalReason::InvalidSubject { subject: i, error };
-    if !s.names_project_or_namespace() {
-        return Err(RefusalReason::SubjectWithoutProjectOrNamespace { subject: i });
-    }
-    for (field, id) in [
-        ("projectId", &s.project_id),
-        ("namespaceId", &s.namespace_id),
-    ] {
-        if let Some(id) = id
-            && !is_numeric_id(id)
-        {
-            return Err(invalid(format!(
-                "{field} must be the numeric id, e.g. \"1450\", not {id:?}"
-            )));
-        }
-    }
-    for (field, value) in [
-        ("projectPath", &s.project_path),
-        ("namespacePath", &s.namespace_path),
-        ("ref", &s.ref_),
-        ("environment", &s.environment),
-        ("deploymentTier", &s.deployment_tier),
-        ("userLogin", &s.user_login),
-    ] {
-        if value.as_deref() == Some("") {
-            return Err(invalid(format!("{field} must not be empty")));
-        }
-    }
-    if s.pipeline_source.iter().any(String::is_empty) {
-        return Err(invalid("pipelineSource entries must not be empty".into()));
-    }
-    if let Some(condition) = &s.condition {
-        ClaimCondition::compile(condition).map_err(|e| invalid(e.to_string()))?;
+/// The trust must select the Application's namespace (assumed, with a warning, when it is unknown).
+fn check_namespace(
+    input: &GrantInput,
+    trust_name: &str,
+    trust: &GitLabTrust,
+    warnings: &mut Vec<String>,
+) -> Result<(), RefusalReason> {
+    let namespace = names::namespace_of(input.application);
+    let Some(labels) = input.namespace_labels else {
+        warnings.push(format!(
+            "namespace {namespace:?} is not among the manifests: assumed selected by GitLabTrust \
+             {trust_name:?}'s namespaceSelector (add its Namespace manifest to check the selector)"
+        ));
+        return Ok(());
+    };
+    let selected =
+        selector::selects(trust.spec.namespace_selector.as_ref(), labels).map_err(|e| {
+            RefusalReason::InvalidTrust {
+                trust: trust_name.to_string(),
+                error: format!("namespaceSelector: {e}"),
+            }
+        })?;
+    if !selected {
+        return Err(RefusalReason::NamespaceNotSelected {
+            trust: trust_name.to_string(),
+            namespace: namespace.to_string(),
+        });
     }
     Ok(())
 }
 
-/// Whether some token could satisfy both the allow entry and the subject. Entries and subjects are
-/// compared field by field where both constrain the same claim, and a namespace path against a
-/// project path (`<namespace>/<project>`). This refuses declarations that can never work; the allow
-/// list itself is enforced again on every token by `match_token`.
-fn allow_may_contain(entry: &AllowedIdentity, s: &Subject) -> bool {
-    fn both<'a>(a: &'a Option<String>, b: &'a Option<String>) -> Option<(&'a str, &'a str)> {
-        Some((a.as_deref()?, b.as_deref()?))
-    }
-    let ids_agree = |a: &Option<String>, b: &Option<String>| both(a, b).is_none_or(|(x, y)| x == y);
-    let paths_overlap = |a: &Option<String>, b: &Option<String>| {
-        both(a, b).is_none_or(|(x, y)| glob::overlap(x, y))
-    };
-    let ns_vs_project = |ns: &Option<String>, project: &Option<String>| {
-        both(ns, project).is_none_or(|(n, p)| glob::overlap(&format!("{n}/*"), p))
-    };
-    ids_agree(&entry.namespace_id, &s.namespace_id)
-        && ids_agree(&entry.project_id, &s.project_id)
-        && paths_overlap(&entry.namespace_path, &s.namespace_path)
-        && paths_overlap(&entry.project_path, &s.project_path)
-        && ns_vs_project(&entry.namespace_path, &s.project_path)
-        && ns_vs_project(&s.namespace_path, &entry.project_path)
-}
-
-fn grant_ttl(
+/// Every subject well-formed and within the trust's `allow` list; path-only subjects warned about.
+fn check_subjects(
+    subjects: &[Subject],
     trust_name: &str,
     trust: &GitLabTrust,
-    declared: Option<&str>,
-) -> Result<Duration, RefusalReason> {
-    let invalid_trust = |e: crate::duration::DurationError| RefusalReason::InvalidTrust {
-        trust: trust_name.to_string(),
-        error: e.to_string(),
-    };
-    let tokens = trust.spec.tokens.clone().unwrap_or_default();
-    let max = match tokens.max_ttl.as_deref() {
-        Some(s) => crate::duration::parse(s).map_err(invalid_trust)?,
-        None => DEFAULT_MAX_TTL,
-    };
-    let ttl = match declared {
-        Some(s) => crate::duration::parse(s).map_err(|e| RefusalReason::InvalidTtl {
-            error: e.to_string(),
-        })?,
-        None => match tokens.default_ttl.as_deref() {
-            Some(s) => crate::duration::parse(s).map_err(invalid_trust)?,
-            None => DEFAULT_TTL.min(max),
-        },
-    };
-    if ttl.is_zero() {
-        return Err(RefusalReason::InvalidTtl {
-            error: "ttl must be longer than 0s".into(),
-        });
-    }
-    if ttl > max {
-        return Err(RefusalReason::TtlAboveMax {
-            trust: trust_name.to_string(),
-            ttl,
-            max,
-        });
-    }
-    Ok(ttl)
-}
-
-/// (group, resource) -> names of the objects a preset may cover.
-type ObjectNames = BTreeMap<(String, String), BTreeSet<String>>;
-
-/// The rendered objects in this declaration's scope that a preset may name.
-fn scoped_objects(
-    input: &GrantInput,
-    component: Option<&str>,
     warnings: &mut Vec<String>,
-) -> ObjectNames {
-    let namespace = app_namespace(input.application);
-    let mut out = ObjectNames::new();
-    for object in input.rendered {
-        if component.is_some() && object.component.as_deref() != component {
-            continue;
-        }
-        let rk = kinds::resource_kind(object.api_version(), object.kind());
-        let what = format!("{} {:?}", object.kind(), object.name());
-        if !rk.namespaced {
-            warnings.push(format!(
-                "{what} is cluster-scoped; presets never grant cluster-scoped objects"
-            ));
-            continue;
-        }
-        if let Some(reason) = kinds::preset_forbidden(&rk.group, &rk.resource) {
-            warnings.push(format!("{what} is not granted: {reason}"));
-            continue;
-        }
-        if object.namespace().is_some_and(|ns| ns != namespace) {
-            warnings.push(format!(
-                "{what} is in another namespace than the Application; a Role cannot reach it"
-            ));
-            continue;
-        }
-        if object.name().is_empty() {
-            continue;
-        }
-        out.entry((rk.group, rk.resource))
-            .or_default()
-            .insert(object.name().to_string());
-    }
-    out
-}
-
-fn rule(group: &str, resource: &str, verbs: &[&str], names: Option<Vec<String>>) -> PolicyRule {
-    PolicyRule {
-        api_groups: Some(vec![group.to_string()]),
-        resources: Some(vec![resource.to_string()]),
-        verbs: verbs.iter().map(|v| v.to_string()).collect(),
-        resource_names: names,
-        non_resource_urls: None,
-    }
-}
-
-/// The rules of a preset, before any ceiling.
-pub fn preset_rules(preset: Preset, application: &str, objects: &ObjectNames) -> Vec<PolicyRule> {
-    let names = |set: &BTreeSet<String>| Some(set.iter().cloned().collect::<Vec<_>>());
-    let mut rules = Vec::new();
-    for ((group, resource), set) in objects {
-        rules.push(rule(group, resource, READ_VERBS, names(set)));
-        if preset == Preset::Manage {
-            rules.push(rule(
-                group,
-                resource,
-                &["update", "patch", "delete"],
-                names(set),
-            ));
-            rules.push(rule(group, resource, &["create"], None));
-        }
-    }
-    let app_verbs: &[&str] = match preset {
-        Preset::Read => READ_VERBS,
-        Preset::Deploy | Preset::Manage => &["get", "list", "watch", "patch", "update"],
-    };
-    rules.push(rule(
-        names::OAM_GROUP,
-        APPLICATIONS,
-        app_verbs,
-        Some(vec![application.to_string()]),
-    ));
-    rules
-}
-
-fn explicit_rules(rules: &[AccessRule]) -> Result<Vec<PolicyRule>, RefusalReason> {
-    let mut out = Vec::new();
-    for (i, r) in rules.iter().enumerate() {
-        let invalid = |what: &str| RefusalReason::InvalidProperties {
-            error: format!("access.rules[{i}]: {what} must not be empty"),
-        };
-        if r.api_groups.is_empty() {
-            return Err(invalid("apiGroups (use [\"\"] for the core group)"));
-        }
-        if r.resources.is_empty() || r.resources.iter().any(String::is_empty) {
-            return Err(invalid("resources"));
-        }
-        if r.verbs.is_empty() || r.verbs.iter().any(String::is_empty) {
-            return Err(invalid("verbs"));
-        }
-        for group in &r.api_groups {
-            for resource in &r.resources {
-                if kinds::is_cluster_scoped(group, resource) {
-                    return Err(RefusalReason::ClusterScopedRule {
-                        rule: i,
-                        resource: resource.clone(),
-                    });
-                }
-            }
-        }
-        out.push(PolicyRule {
-            api_groups: Some(r.api_groups.clone()),
-            resources: Some(r.resources.clone()),
-            verbs: r.verbs.clone(),
-            resource_names: (!r.resource_names.is_empty()).then(|| r.resource_names.clone()),
-            non_resource_urls: None,
-        });
-    }
-    if out.is_empty() {
+) -> Result<(), RefusalReason> {
+    if subjects.is_empty() {
         return Err(RefusalReason::InvalidProperties {
-            error: "access.rules must list at least one rule".into(),
+            error: "subjects must list at least one GitLab identity".into(),
         });
     }
-    Ok(out)
-}
-
-fn granted_rules(
-    trust_name: &str,
-    trust: &GitLabTrust,
-    input: &GrantInput,
-    access: &Access,
-    objects: &ObjectNames,
-    warnings: &mut Vec<String>,
-) -> Result<Vec<PolicyRule>, RefusalReason> {
-    let application = app_name(input.application);
-    let (requested, trim) = match access {
-        Access::Preset(preset) => (
-            preset_rules(*preset, &application, objects),
-            *preset == Preset::Manage,
-        ),
-        Access::Rules(explicit) => (explicit_rules(&explicit.rules)?, false),
-    };
-    let needs_ceiling = matches!(access, Access::Rules(_) | Access::Preset(Preset::Manage));
-    let Some(ceiling_ref) = trust.spec.ceiling.as_ref() else {
-        if needs_ceiling {
-            return Err(RefusalReason::NoCeiling {
+    for (i, subject) in subjects.iter().enumerate() {
+        validate::check_subject(i, subject)?;
+        if !trust
+            .spec
+            .allow
+            .iter()
+            .any(|entry| validate::allow_may_contain(entry, subject))
+        {
+            return Err(RefusalReason::SubjectOutsideAllow {
+                subject: i,
                 trust: trust_name.to_string(),
-                access: match access {
-                    Access::Rules(_) => "explicit rules".into(),
-                    _ => "manage".into(),
-                },
             });
         }
-        return Ok(requested);
-    };
-    let cluster_role = ceiling_ref.cluster_role_ref.clone();
-    let ceiling_rules = input
-        .ceilings
-        .get(&cluster_role)
-        .ok_or_else(|| RefusalReason::CeilingNotFound {
-            trust: trust_name.to_string(),
-            cluster_role: cluster_role.clone(),
-        })?
-        .rules
-        .clone()
-        .unwrap_or_default();
-    if !trim {
-        let uncovered = ceiling::uncovered(&requested, &ceiling_rules);
-        if !uncovered.is_empty() {
-            return Err(RefusalReason::BeyondCeiling {
-                cluster_role,
-                uncovered,
-            });
-        }
-        return Ok(requested);
-    }
-    // manage: keep each (rule, verb) whose every atom the ceiling covers.
-    let mut kept = Vec::new();
-    let mut dropped = Vec::new();
-    for r in requested {
-        let (inside, outside): (Vec<String>, Vec<String>) =
-            r.verbs.iter().cloned().partition(|verb| {
-                let one = PolicyRule {
-                    verbs: vec![verb.clone()],
-                    ..r.clone()
-                };
-                ceiling::uncovered(&[one], &ceiling_rules).is_empty()
-            });
-        for verb in outside {
-            let one = PolicyRule {
-                verbs: vec![verb],
-                ..r.clone()
-            };
-            dropped.extend(ceiling::uncovered(&[one], &ceiling_rules));
-        }
-        if !inside.is_empty() {
-            kept.push(PolicyRule { verbs: inside, ..r });
+        if subject.is_path_only() {
+            warnings.push(format!(
+                "subject {i} names its project or namespace by path only: paths can be renamed and \
+                 re-registered by someone else; add projectId or namespaceId"
+            ));
         }
     }
-    if kept.is_empty() {
-        return Err(RefusalReason::BeyondCeiling {
-            cluster_role,
-            uncovered: dropped,
-        });
-    }
-    if !dropped.is_empty() {
-        warnings.push(format!(
-            "manage trimmed to ceiling ClusterRole {cluster_role:?}; not granted: {}",
-            list(&dropped)
-        ));
-    }
-    Ok(kept)
+    Ok(())
 }
 
-/// `oam-<app>-<slug>-<hash>`: readable, unique per declaration, and a valid label value (≤ 63).
-fn object_name(app: &str, namespace: &str, slug: &str, id: &str) -> String {
-    let digest = Sha256::digest(format!("{namespace}/{app}/{id}").as_bytes());
-    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '-'
-                }
-            })
-            .collect()
-    };
-    let mut base = format!("oam-{}-{}", clean(app), clean(slug));
-    base.truncate(63 - hash.len() - 1);
-    let base = base.trim_end_matches('-');
-    format!("{base}-{hash}")
-}
-
-fn object_meta(app: &Application, name: &str, decl: &Declaration, trust: &str) -> ObjectMeta {
-    let app_name = app_name(app);
-    let mut labels = BTreeMap::from([
-        (
-            names::LABEL_MANAGED_BY.to_string(),
-            names::MANAGED_BY.to_string(),
-        ),
-        (names::LABEL_APP_NAME.to_string(), app_name.clone()),
-        (
-            names::LABEL_APP_NAMESPACE.to_string(),
-            app_namespace(app).to_string(),
-        ),
-        (LABEL_GRANT.to_string(), name.to_string()),
-    ]);
-    if let Some(component) = decl.component {
-        labels.insert(names::LABEL_APP_COMPONENT.into(), component.to_string());
-    }
-    let owner = app.metadata.uid.as_ref().map(|uid| OwnerReference {
-        api_version: format!("{}/{}", names::OAM_GROUP, names::OAM_VERSION),
-        kind: "Application".into(),
-        name: app_name.clone(),
-        uid: uid.clone(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    });
-    ObjectMeta {
-        name: Some(name.to_string()),
-        namespace: Some(app_namespace(app).to_string()),
-        labels: Some(labels),
-        annotations: Some(BTreeMap::from([
-            (ANNOTATION_GRANT_ID.to_string(), decl.id.clone()),
-            (ANNOTATION_TRUST.to_string(), trust.to_string()),
-        ])),
-        owner_references: owner.map(|o| vec![o]),
-        ..Default::default()
-    }
-}
-
-/// Whether an environment name is its own GitLab slug (lower-case alphanumerics and single `-`,
-/// starting with a letter, at most 24 characters). Other names get a slug with a random suffix that
-/// cannot be derived from the name, so no `project_env` group can be written for them.
-fn is_own_slug(env: &str) -> bool {
-    env.len() <= 24
-        && env.starts_with(|c: char| c.is_ascii_lowercase())
-        && !env.ends_with('-')
-        && !env.contains("--")
-        && env
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-}
-
-/// Groups the GitLab agent impersonates in `access_as: ci_job` mode that carry these subjects, and
-/// what it cannot check. Only project ids are bound: `gitlab:group:<id>` also covers every subgroup,
-/// which a `namespaceId` subject does not, so namespace-only subjects get no agent group.
-fn agent_identity(subjects: &[Subject], trust: &GitLabTrust) -> (Vec<String>, Vec<Unenforceable>) {
-    let mut groups = BTreeSet::new();
-    let mut out = Vec::new();
-    let mut note = |subject: Option<usize>, field: &str, reason: &str| {
-        out.push(Unenforceable {
-            subject,
-            field: field.to_string(),
-            reason: reason.to_string(),
-        })
-    };
-    if let Some(require) = &trust.spec.require {
-        if require.ref_protected == Some(true) {
-            note(
-                None,
-                "require.refProtected",
-                "the agent does not see whether the ref is protected",
-            );
-        }
-        if require.environment_protected == Some(true) {
-            note(
-                None,
-                "require.environmentProtected",
-                "the agent does not see whether the environment is protected",
-            );
-        }
-    }
-    for (i, s) in subjects.iter().enumerate() {
-        let at = Some(i);
-        match (&s.project_id, &s.environment, &s.deployment_tier) {
-            (None, _, _) => note(
-                at,
-                "projectId",
-                "the agent identifies jobs only by numeric project id; this subject gets no agent group",
-            ),
-            (Some(project), Some(env), tier) if glob::is_literal(env) && is_own_slug(env) => {
-                groups.insert(format!("gitlab:project_env:{project}:{env}"));
-                if tier.is_some() {
-                    note(
-                        at,
-                        "deploymentTier",
-                        "bound by environment; the tier is not checked separately",
-                    );
-                }
-            }
-            // Binding the tier instead would admit every environment of that tier: broader than declared.
-            (Some(_), Some(_), _) => note(
-                at,
-                "environment",
-                "not a literal GitLab environment slug; this subject gets no agent group",
-            ),
-            (Some(project), None, Some(tier)) => {
-                groups.insert(format!("gitlab:project_env_tier:{project}:{tier}"));
-            }
-            (Some(project), None, None) => {
-                groups.insert(format!("gitlab:project:{project}"));
-            }
-        }
-        for (set, field, reason) in [
-            (
-                s.project_path.is_some(),
-                "projectPath",
-                "the agent binds by project id only",
-            ),
-            (
-                s.namespace_id.is_some(),
-                "namespaceId",
-                "the agent binds by project id only",
-            ),
-            (
-                s.namespace_path.is_some(),
-                "namespacePath",
-                "the agent binds by project id only",
-            ),
-            (s.ref_.is_some(), "ref", "the agent does not carry the ref"),
-            (
-                s.ref_type.is_some(),
-                "refType",
-                "the agent does not carry the ref type",
-            ),
-            (
-                s.ref_protected.is_some(),
-                "refProtected",
-                "the agent does not carry whether the ref is protected",
-            ),
-            (
-                s.environment_protected.is_some(),
-                "environmentProtected",
-                "the agent does not carry whether the environment is protected",
-            ),
-            (
-                !s.pipeline_source.is_empty(),
-                "pipelineSource",
-                "the agent does not carry the pipeline source",
-            ),
-            (
-                s.user_login.is_some(),
-                "userLogin",
-                "ci_job impersonation does not carry the user",
-            ),
-            (
-                s.condition.is_some(),
-                "condition",
-                "the agent has no ID-token claims to evaluate CEL on",
-            ),
-        ] {
-            if set {
-                note(at, field, reason);
-            }
-        }
-    }
-    (groups.into_iter().collect(), out)
+pub(super) fn app_name(app: &Application) -> String {
+    app.metadata.name.clone().unwrap_or_default()
 }

@@ -6,9 +6,6 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Type name of the policy and the trait.
-pub const GITLAB_ACCESS: &str = "gitlab-access";
-
 /// Properties of one `gitlab-access` declaration.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -422,3 +422,19 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         WorkloadDefinition::crd(),
     ]
 }
+
+impl Application {
+    /// The ownerReference every object the Application owns carries: its controller, blocking its
+    /// deletion until the garbage collector has removed them. `None` before the API server gave it a uid.
+    pub fn controller_reference(
+        &self,
+    ) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+        Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+                ..kube::Resource::owner_ref(self, &())?
+            },
+        )
+    }
+}

@@ -1,31 +1,26 @@
-//! IO around `access::derive_grants`: makes an Application's `gitlab-access` declarations true in RBAC.
+//! IO for an Application's grants: writes the grant objects `build` derived (as the operator, through
+//! the one applier), prunes grant objects no longer derived, and says which conditions to report.
 //!
-//! Called by the Application reconcile after a successful render. Gathers the inputs (the namespace's
-//! labels and the ceiling ClusterRoles by GET, so a tightened ceiling or a relabelled namespace is seen at
-//! once; GitLabTrusts from the shared store), derives the grants, server-side applies each grant's
-//! ServiceAccount, Role and RoleBinding as the operator, writes the deploy guard's parameter ConfigMap,
-//! prunes grant objects no longer derived, and returns the status conditions to report.
-//!
-//! Invariants: a refused declaration has no RBAC objects; revocation deletes the RoleBinding first; every
-//! object written is owned by the Application and labelled with `access::grant::LABEL_GRANT`.
-use std::collections::{BTreeMap, BTreeSet};
+//! Invariants: a refused declaration has no RBAC objects; the guard's parameters are written before
+//! any grant's RBAC; revocation deletes the RoleBinding first; every object written is owned by the
+//! Application and labelled with `names::LABEL_GRANT`.
+use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Resource, ResourceExt};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::application::Context;
+use super::application::{Built, Context};
+use super::apply::Identity;
 use super::conditions::Desired;
-use crate::access::grant::LABEL_GRANT;
-use crate::access::{Grant, GrantInput, GrantSet, RefusalReason, derive_grants};
-use crate::api::access::{Access, GITLAB_ACCESS, Preset};
+use crate::access::declaration::has_declarations;
+use crate::access::objects::guard_config_map_name;
+use crate::access::{GrantSet, RefusalReason};
+use crate::api::access::{Access, Preset};
 use crate::api::oam::Application;
-use crate::names;
-use crate::render::RenderedObject;
+use crate::names::{self, LABEL_DEPLOY_GUARD, LABEL_GRANT};
 
 /// True when every declaration is granted and its RBAC objects are applied.
 pub const ACCESS_READY: &str = "AccessReady";
@@ -42,11 +37,6 @@ pub const CONDITION_TYPES: [&str; 4] = [
     ACCESS_WARNING,
     ACCESS_UNENFORCEABLE,
 ];
-
-/// Label selecting the deploy guard's parameter ConfigMaps (`config/admission/deploy-guard.yaml`).
-pub const LABEL_DEPLOY_GUARD: &str = "oam-trust.dev/deploy-guard";
-/// ConfigMap key holding the Application name the parameters are about.
-pub const GUARD_KEY_APPLICATION: &str = "application";
 
 /// What the Application reconcile merges into the status.
 #[derive(Debug, Default)]
@@ -68,6 +58,8 @@ enum AccessError {
         #[source]
         source: Box<kube::Error>,
     },
+    #[error(transparent)]
+    Apply(#[from] super::apply::ApplyError),
 }
 
 fn kube_err<'a>(
@@ -83,16 +75,6 @@ fn kube_err<'a>(
     }
 }
 
-/// Whether the Application declares any access (policy or trait of type `gitlab-access`).
-pub fn has_declarations(app: &Application) -> bool {
-    app.spec.policies.iter().any(|p| p.type_ == GITLAB_ACCESS)
-        || app
-            .spec
-            .components
-            .iter()
-            .any(|c| c.traits.iter().any(|t| t.type_ == GITLAB_ACCESS))
-}
-
 /// Whether an earlier reconcile reported access conditions (so grant objects may exist).
 fn had_access(app: &Application) -> bool {
     app.status
@@ -100,120 +82,38 @@ fn had_access(app: &Application) -> bool {
         .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == ACCESS_READY))
 }
 
-/// Derives, applies and prunes the grants of `app`, and says what to report.
-pub async fn reconcile(
-    ctx: &Context,
-    app: &Application,
-    rendered: &[RenderedObject],
-) -> AccessReport {
+/// Writes and prunes the grants `built` derived, and says what to report.
+pub async fn apply(ctx: &Context, app: &Application, built: &Built) -> AccessReport {
     if !has_declarations(app) {
         let mut report = AccessReport {
             cleared: CONDITION_TYPES.to_vec(),
             ..Default::default()
         };
         if had_access(app)
-            && let Err(e) = sync(ctx, app, &GrantSet::default()).await
+            && let Err(e) = sync(ctx, app, built).await
         {
             tracing::warn!(app = %app.name_any(), error = %e, "pruning grants failed");
             report.failed = true;
         }
         return report;
     }
-    let set = match derive(ctx, app, rendered).await {
-        Ok(set) => set,
-        Err(e) => {
-            return AccessReport {
-                conditions: vec![Desired::new(
-                    ACCESS_READY,
-                    false,
-                    "ReadFailed",
-                    e.to_string(),
-                )],
-                cleared: Vec::new(),
-                failed: true,
-            };
-        }
-    };
-    let applied = sync(ctx, app, &set).await;
-    report_of(&set, applied.err().map(|e| e.to_string()))
+    let applied = sync(ctx, app, built).await;
+    report_of(&built.grants, applied.err().map(|e| e.to_string()))
 }
 
-async fn derive(
-    ctx: &Context,
-    app: &Application,
-    rendered: &[RenderedObject],
-) -> Result<GrantSet, AccessError> {
-    let ns = app.namespace().unwrap_or_else(|| "default".into());
-    let namespace = Api::<Namespace>::all(ctx.client.clone())
-        .get_opt(&ns)
-        .await
-        .map_err(kube_err("reading", "Namespace", &ns))?;
-    let namespace_labels = namespace.map(|n| n.labels().clone()).unwrap_or_default();
-    let trusts: BTreeMap<_, _> = ctx
-        .trusts
-        .state()
-        .iter()
-        .map(|t| (t.name_any(), (**t).clone()))
-        .collect();
-    let wanted: BTreeSet<String> = trusts
-        .values()
-        .filter_map(|t| t.spec.ceiling.as_ref())
-        .map(|c| c.cluster_role_ref.clone())
-        .collect();
-    let roles = Api::<ClusterRole>::all(ctx.client.clone());
-    let mut ceilings = BTreeMap::new();
-    for name in wanted {
-        if let Some(role) =
-            roles
-                .get_opt(&name)
-                .await
-                .map_err(kube_err("reading", "ClusterRole", &name))?
-        {
-            ceilings.insert(name, role);
-        }
-    }
-    Ok(derive_grants(&GrantInput {
-        application: app,
-        namespace_labels: &namespace_labels,
-        trusts: &trusts,
-        ceilings: &ceilings,
-        rendered,
-    }))
-}
-
-/// Applies every grant and the guard parameters, then deletes what is no longer derived.
-async fn sync(ctx: &Context, app: &Application, set: &GrantSet) -> Result<(), AccessError> {
-    let ns = app.namespace().unwrap_or_else(|| "default".into());
+/// Applies every grant object (all or nothing), then deletes what is no longer derived.
+async fn sync(ctx: &Context, app: &Application, built: &Built) -> Result<(), AccessError> {
+    let ns = names::namespace_of(app);
     let client = &ctx.client;
-    let pp = PatchParams::apply(names::FIELD_MANAGER).force();
-    // The guard's parameters go first, so no deploy binding exists without them.
-    let guard = guard_params(app, set);
-    let guards = Api::<ConfigMap>::namespaced(client.clone(), &ns);
-    if let Some(cm) = &guard {
-        apply(&guards, cm, &pp).await?;
-    }
-    for grant in &set.grants {
-        apply(
-            &Api::<ServiceAccount>::namespaced(client.clone(), &ns),
-            &grant.service_account,
-            &pp,
-        )
+    ctx.applier
+        .apply_all(Identity::Operator, &built.grant_objects, None)
         .await?;
-        apply(
-            &Api::<Role>::namespaced(client.clone(), &ns),
-            &grant.role,
-            &pp,
-        )
-        .await?;
-        apply(
-            &Api::<RoleBinding>::namespaced(client.clone(), &ns),
-            &grant.role_binding,
-            &pp,
-        )
-        .await?;
-    }
-
-    let keep: BTreeSet<&str> = set.grants.iter().map(|g| g.name.as_str()).collect();
+    let keep: BTreeSet<&str> = built
+        .grants
+        .grants
+        .iter()
+        .map(|g| g.name.as_str())
+        .collect();
     let selector = format!(
         "{LABEL_GRANT},{}={},{}={}",
         names::LABEL_APP_NAME,
@@ -223,19 +123,19 @@ async fn sync(ctx: &Context, app: &Application, set: &GrantSet) -> Result<(), Ac
     );
     // The binding goes first: once it is gone, tokens of the ServiceAccount can do nothing.
     prune(
-        &Api::<RoleBinding>::namespaced(client.clone(), &ns),
+        &Api::<RoleBinding>::namespaced(client.clone(), ns),
         &selector,
         &keep,
     )
     .await?;
     prune(
-        &Api::<Role>::namespaced(client.clone(), &ns),
+        &Api::<Role>::namespaced(client.clone(), ns),
         &selector,
         &keep,
     )
     .await?;
     prune(
-        &Api::<ServiceAccount>::namespaced(client.clone(), &ns),
+        &Api::<ServiceAccount>::namespaced(client.clone(), ns),
         &selector,
         &keep,
     )
@@ -247,65 +147,17 @@ async fn sync(ctx: &Context, app: &Application, set: &GrantSet) -> Result<(), Ac
         names::LABEL_APP_NAMESPACE,
         ns
     );
-    let keep_guard: BTreeSet<&str> = guard
-        .as_ref()
-        .and_then(|cm| cm.metadata.name.as_deref())
+    let guard_name = guard_config_map_name(&app.name_any());
+    let keep_guard: BTreeSet<&str> = (!built.grants.grants.is_empty())
+        .then_some(guard_name.as_str())
         .into_iter()
         .collect();
-    prune(&guards, &guard_selector, &keep_guard).await
-}
-
-async fn apply<K>(api: &Api<K>, object: &K, pp: &PatchParams) -> Result<(), AccessError>
-where
-    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
-{
-    let name = object.meta().name.clone().unwrap_or_default();
-    let mut value = serde_json::to_value(object).map_err(|e| AccessError::Kube {
-        action: "serializing",
-        kind: "object",
-        name: name.clone(),
-        source: Box::new(kube::Error::SerdeError(e)),
-    })?;
-    value["apiVersion"] = K::api_version(&()).into();
-    value["kind"] = K::kind(&()).into();
-    // A resync of unchanged grants sends no write: skip objects whose desired fields already hold.
-    let live = api.get_opt(&name).await.map_err(|e| AccessError::Kube {
-        action: "reading",
-        kind: kind_name::<K>(),
-        name: name.clone(),
-        source: Box::new(e),
-    })?;
-    if let Some(live) = live
-        && let Ok(live) = serde_json::to_value(&live)
-        && super::apply::is_subset(&strip_nulls(&value), &live)
-    {
-        return Ok(());
-    }
-    api.patch(&name, pp, &Patch::Apply(&value))
-        .await
-        .map_err(|e| AccessError::Kube {
-            action: "applying",
-            kind: kind_name::<K>(),
-            name: name.clone(),
-            source: Box::new(e),
-        })?;
-    Ok(())
-}
-
-/// Serialized typed objects carry `null` for unset options; they say nothing about the live object.
-fn strip_nulls(v: &serde_json::Value) -> serde_json::Value {
-    match v {
-        serde_json::Value::Object(m) => serde_json::Value::Object(
-            m.iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), strip_nulls(v)))
-                .collect(),
-        ),
-        serde_json::Value::Array(a) => {
-            serde_json::Value::Array(a.iter().map(strip_nulls).collect())
-        }
-        other => other.clone(),
-    }
+    prune(
+        &Api::<ConfigMap>::namespaced(client.clone(), ns),
+        &guard_selector,
+        &keep_guard,
+    )
+    .await
 }
 
 fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
@@ -339,64 +191,6 @@ where
         }
     }
     Ok(())
-}
-
-/// Name of an Application's deploy guard parameter ConfigMap.
-pub fn guard_config_map_name(app: &str) -> String {
-    format!("oam-trust.deploy-guard.{app}")
-}
-
-/// The deploy guard's parameters for one Application: for every `deploy` grant, who holds it
-/// (`<grant>.principals`: `user:<name>` and `group:<name>`, comma-separated) and which components it
-/// covers (`<grant>.components`: names, or `*` for the whole Application). Written whenever the
-/// Application has a grant, so a namespace with grants always has parameters for the policy.
-pub fn guard_params(app: &Application, set: &GrantSet) -> Option<ConfigMap> {
-    if set.grants.is_empty() {
-        return None;
-    }
-    let ns = app.namespace().unwrap_or_else(|| "default".into());
-    let mut data = BTreeMap::from([(GUARD_KEY_APPLICATION.to_string(), app.name_any())]);
-    for grant in set.grants.iter().filter(|g| is_deploy(g)) {
-        let mut principals = vec![format!(
-            "user:system:serviceaccount:{ns}:{}",
-            grant
-                .service_account
-                .metadata
-                .name
-                .as_deref()
-                .unwrap_or(&grant.name)
-        )];
-        principals.extend(grant.agent_groups.iter().map(|g| format!("group:{g}")));
-        data.insert(format!("{}.principals", grant.name), principals.join(","));
-        data.insert(
-            format!("{}.components", grant.name),
-            grant.component.clone().unwrap_or_else(|| "*".into()),
-        );
-    }
-    let owner = app.controller_owner_ref(&());
-    Some(ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(guard_config_map_name(&app.name_any())),
-            namespace: Some(ns.clone()),
-            labels: Some(BTreeMap::from([
-                (LABEL_DEPLOY_GUARD.to_string(), "params".to_string()),
-                (
-                    names::LABEL_MANAGED_BY.to_string(),
-                    names::MANAGED_BY.to_string(),
-                ),
-                (names::LABEL_APP_NAME.to_string(), app.name_any()),
-                (names::LABEL_APP_NAMESPACE.to_string(), ns),
-            ])),
-            owner_references: owner.map(|o| vec![o]),
-            ..Default::default()
-        },
-        data: Some(data),
-        ..Default::default()
-    })
-}
-
-fn is_deploy(grant: &Grant) -> bool {
-    grant.access == Access::Preset(Preset::Deploy)
 }
 
 fn access_name(access: &Access) -> &'static str {
@@ -533,6 +327,7 @@ pub fn report_of(set: &GrantSet, apply_error: Option<String>) -> AccessReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::objects::guard_params;
     use crate::access::{GrantWarning, Refusal};
 
     fn refused() -> GrantSet {

@@ -1,4 +1,13 @@
-//! The Application controller: fetch -> render -> apply (as the applier) -> prune -> health -> status.
+//! The Application reconcile, in four steps:
+//!
+//! 1. **dereference** — every read the decision needs: a snapshot of the world (trusts, ceilings,
+//!    namespace labels, definitions) from the shared stores;
+//! 2. **build** — pure: render the Application and derive its grants ([`World::derive`]) into the
+//!    objects that should exist ([`Built`]);
+//! 3. **apply** — one applier ([`Applier`]) writes the grant objects as the operator and the rendered
+//!    objects as the Application's applier, all-or-nothing for each set, prunes what left the set and
+//!    observes the workloads' health ([`Outcome`]);
+//! 4. **update status** — one function turns what build and apply returned into the status.
 //!
 //! Invariants: an Application that fails to render or apply gets a status condition and an Event, and
 //! nothing of it is written; unchanged Applications cause no writes; objects are owned by the
@@ -10,41 +19,42 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use super::apply::{Applier, ApplyError, ObjectKey, Owner};
+use super::access::{self as grants, AccessReport};
+use super::apply::{Applied, Applier, ApplyError, Identity, ObjectKey, Owner};
 use super::conditions::{self, Desired};
 use super::health;
+use crate::access::{GrantSet, World};
 use crate::api::oam::{
     Application, ApplicationComponentStatus, ApplicationStatus, ApplicationTraitStatus,
-    ClusterObjectReference, ComponentDefinition, PolicyDefinition, TraitDefinition, WorkloadGvk,
+    ClusterObjectReference, WorkloadGvk,
 };
-use crate::names;
-use crate::render::{self, Definitions, RenderedObject};
+use crate::names::{self, FINALIZER};
+use crate::render::{RenderError, RenderedObject};
+use crate::runtime::world::WorldStores;
 
-/// Finalizer, present only while an Application has objects outside its namespace.
-pub const FINALIZER: &str = "oam-trust.dev/cleanup";
 /// How often an unhealthy Application is looked at again when no watch event arrives (for example
 /// pods that stay unschedulable).
 pub const UNHEALTHY_RECHECK: Duration = Duration::from_secs(20);
+/// How often an Application that renders a Secret is looked at again: Secrets are not watched (the
+/// operator holds no list/watch on them), so their drift is corrected on this schedule.
+pub const SECRET_RECHECK: Duration = Duration::from_secs(60);
 
 /// Shared state of the Application controller.
 pub struct Context {
     pub client: Client,
     pub applier: Applier,
     pub recorder: Recorder,
-    pub component_defs: Store<ComponentDefinition>,
-    pub trait_defs: Store<TraitDefinition>,
-    pub policy_defs: Store<PolicyDefinition>,
-    pub metrics: Arc<crate::controller::metrics::Metrics>,
+    pub metrics: Arc<crate::runtime::metrics::Metrics>,
     /// Open while this replica leads; followers keep their caches warm and skip reconciles.
-    pub gate: crate::controller::leader::WriteGate,
-    /// GitLabTrusts by name, for grant derivation (`controller::access`).
-    pub trusts: Store<crate::api::trust::GitLabTrust>,
+    pub gate: crate::runtime::leader::WriteGate,
+    /// Every input of derivation besides the Application.
+    pub world: WorldStores,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,39 +91,20 @@ fn kube_err<'a>(action: &'static str, app: &'a str) -> impl FnOnce(kube::Error) 
     }
 }
 
-/// Definitions visible to an Application: cluster-wide by name, its own namespace's taking precedence.
-pub fn definitions_for(ctx: &Context, namespace: &str) -> Definitions {
-    let mut defs = Definitions::default();
-    let mut add = |ns_first: bool| {
-        let pick = |o_ns: Option<String>| (o_ns.as_deref() == Some(namespace)) == ns_first;
-        for d in ctx.component_defs.state() {
-            if pick(d.namespace()) {
-                defs.insert_component((*d).clone());
-            }
-        }
-        for d in ctx.trait_defs.state() {
-            if pick(d.namespace()) {
-                defs.insert_trait((*d).clone());
-            }
-        }
-        for d in ctx.policy_defs.state() {
-            if pick(d.namespace()) {
-                defs.insert_policy((*d).clone());
-            }
-        }
-    };
-    add(false);
-    add(true);
-    defs
-}
-
-pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<Application>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     if !ctx.gate.is_open() {
         // Not the leader: the new leader reconciles every Application when it takes over.
         return Ok(Action::await_change());
     }
+    // An Application that does not decode is reported by the guard and waits for its next change.
+    let Some(app) = super::application(&guard) else {
+        return Ok(Action::await_change());
+    };
     let started = std::time::Instant::now();
-    let result = reconcile_inner(&app, &ctx).await;
+    let result = reconcile_app(app, &ctx).await;
     ctx.metrics.observe_reconcile(
         "application",
         started.elapsed(),
@@ -122,24 +113,139 @@ pub async fn reconcile(app: Arc<Application>, ctx: Arc<Context>) -> Result<Actio
     result
 }
 
-async fn reconcile_inner(app: &Application, ctx: &Context) -> Result<Action, Error> {
-    let ns = app.namespace().unwrap_or_else(|| "default".into());
-    let name = app.name_any();
-    let apps: Api<Application> = Api::namespaced(ctx.client.clone(), &ns);
-    let user = Applier::applier_user(&ns, app.metadata.annotations.as_ref());
-    let previous: Vec<ObjectKey> = app
-        .status
-        .as_ref()
-        .map(|s| s.applied_resources.iter().map(key_of_ref).collect())
-        .unwrap_or_default();
-
+async fn reconcile_app(app: &Application, ctx: &Context) -> Result<Action, Error> {
     if app.metadata.deletion_timestamp.is_some() {
-        return finalize(app, ctx, &apps, &user, &previous).await;
+        return finalize(app, ctx).await;
     }
+    let world = ctx.world.snapshot();
+    let built = build(app, &world);
+    let outcome = apply(ctx, app, &built).await;
+    update_status(ctx, app, &built, outcome).await
+}
 
-    let defs = definitions_for(ctx, &ns);
-    let rendered = match render::render_application(app, &defs) {
-        Ok(r) => r,
+/// What an Application should be: its rendered objects and its grants. Pure.
+pub struct Built {
+    /// The rendered objects, or why the Application cannot be rendered.
+    pub rendered: Result<Vec<RenderedObject>, RenderError>,
+    pub grants: GrantSet,
+    /// The grant objects in apply order: the deploy guard's parameters, then each grant's
+    /// ServiceAccount, Role and RoleBinding.
+    pub grant_objects: Vec<Value>,
+}
+
+/// Step 2: renders and derives, with no IO.
+pub fn build(app: &Application, world: &World) -> Built {
+    match world.derive(app) {
+        Ok(derived) => Built {
+            grant_objects: crate::access::objects::objects_of(app, &derived.grants),
+            rendered: Ok(derived.rendered),
+            grants: derived.grants,
+        },
+        Err(e) => Built {
+            rendered: Err(e),
+            grants: GrantSet::default(),
+            grant_objects: Vec::new(),
+        },
+    }
+}
+
+/// What step 3 did.
+pub struct Outcome {
+    /// The grants' conditions (`None` when the Application could not be rendered: grants untouched).
+    access: Option<AccessReport>,
+    /// The rendered objects' apply, when they rendered.
+    applied: Option<Result<Applied, ApplyError>>,
+    /// Each component's health, when everything applied.
+    services: Option<Vec<ApplicationComponentStatus>>,
+}
+
+/// Step 3: writes what `built` says (grant objects first, so a removed declaration is revoked even
+/// when the rendered objects cannot be applied), prunes, and observes health.
+async fn apply(ctx: &Context, app: &Application, built: &Built) -> Outcome {
+    let Ok(rendered) = &built.rendered else {
+        return Outcome {
+            access: None,
+            applied: None,
+            services: None,
+        };
+    };
+    let access = grants::apply(ctx, app, built).await;
+    let user = Applier::applier_user(names::namespace_of(app), app.metadata.annotations.as_ref());
+    let owner = Owner {
+        namespace: names::namespace_of(app).to_string(),
+        reference: serde_json::to_value(app.controller_reference()).unwrap_or(Value::Null),
+    };
+    let objects: Vec<Value> = rendered.iter().map(|r| r.object.clone()).collect();
+    let applied = ctx
+        .applier
+        .apply_all(Identity::Applier(&user), &objects, Some(&owner))
+        .await;
+    let Ok(done) = &applied else {
+        return Outcome {
+            access: Some(access),
+            applied: Some(applied),
+            services: None,
+        };
+    };
+    if done.written > 0 {
+        ctx.metrics.objects_applied(done.written);
+    }
+    let desired: BTreeSet<ObjectKey> = objects.iter().map(ObjectKey::of).collect();
+    let stale: Vec<ObjectKey> = previous_keys(app)
+        .into_iter()
+        .filter(|k| !desired.contains(k))
+        .collect();
+    if !stale.is_empty() {
+        match ctx
+            .applier
+            .delete_all(Identity::Applier(&user), &stale)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => {
+                publish(
+                    ctx,
+                    app,
+                    EventType::Normal,
+                    "Pruned",
+                    "Prune",
+                    &format!("deleted {n} objects no longer rendered"),
+                )
+                .await
+            }
+            Err(e) => {
+                publish(
+                    ctx,
+                    app,
+                    EventType::Warning,
+                    "PruneFailed",
+                    "Prune",
+                    &e.to_string(),
+                )
+                .await
+            }
+        }
+    }
+    let services = component_health(app, ctx, &user, rendered).await;
+    Outcome {
+        access: Some(access),
+        applied: Some(applied),
+        services: Some(services),
+    }
+}
+
+/// Step 4: the status (and Events) from what build and apply returned; the finalizer when objects
+/// live outside the Application's namespace.
+async fn update_status(
+    ctx: &Context,
+    app: &Application,
+    built: &Built,
+    outcome: Outcome,
+) -> Result<Action, Error> {
+    let apps: Api<Application> = Api::namespaced(ctx.client.clone(), names::namespace_of(app));
+    let name = app.name_any();
+    let rendered = match &built.rendered {
+        Ok(rendered) => rendered,
         Err(e) => {
             let message = e.to_string();
             publish(
@@ -161,24 +267,16 @@ async fn reconcile_inner(app: &Application, ctx: &Context) -> Result<Action, Err
             return Ok(Action::await_change());
         }
     };
-
-    // Grants follow the rendered Application even when applying it fails: a removed declaration is
-    // revoked at once.
-    let access = super::access::reconcile(ctx, app, &rendered).await;
-    let owner = Owner {
-        namespace: ns.clone(),
-        reference: owner_reference(app),
-    };
-    let objects: Vec<Value> = rendered.iter().map(|r| r.object.clone()).collect();
+    let access = outcome.access.unwrap_or_default();
     let parsed = Desired::new(
         "Parsed",
         true,
         "Rendered",
-        format!("rendered {} objects", objects.len()),
+        format!("rendered {} objects", rendered.len()),
     );
-    let applied = match ctx.applier.apply_all(&user, &objects, &owner).await {
-        Ok(applied) => applied,
-        Err(e) => {
+    let applied = match outcome.applied {
+        Some(Ok(applied)) => applied,
+        Some(Err(e)) => {
             let message = e.to_string();
             publish(
                 ctx,
@@ -189,7 +287,6 @@ async fn reconcile_inner(app: &Application, ctx: &Context) -> Result<Action, Err
                 &message,
             )
             .await;
-            let permanent = e.is_permanent();
             let desired: Vec<Desired> =
                 [parsed, Desired::new("Applied", false, e.reason(), message)]
                     .into_iter()
@@ -200,69 +297,30 @@ async fn reconcile_inner(app: &Application, ctx: &Context) -> Result<Action, Err
                 .conditions
                 .retain(|c| !access.cleared.contains(&c.type_.as_str()));
             write_status(&apps, app, status).await?;
-            return if permanent {
+            return if e.is_permanent() {
                 Ok(Action::requeue(Duration::from_secs(300)))
             } else {
                 Err(Error::Apply {
-                    app: format!("{ns}/{name}"),
+                    app: format!("{}/{name}", names::namespace_of(app)),
                     source: e,
                 })
             };
         }
+        None => Applied::default(),
     };
-    if applied.written > 0 {
-        ctx.metrics.objects_applied(applied.written);
-    }
 
     // Objects outside the namespace need the finalizer before anything else can leave them behind.
-    let has_finalizer = app.finalizers().iter().any(|f| f == FINALIZER);
-    if !applied.outside_owner_namespace.is_empty() && !has_finalizer {
+    if !applied.outside_owner_namespace.is_empty()
+        && !app.finalizers().iter().any(|f| f == FINALIZER)
+    {
         let mut finalizers = app.finalizers().to_vec();
         finalizers.push(FINALIZER.to_string());
-        apps.patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
-        )
-        .await
-        .map_err(kube_err("adding the cleanup finalizer", &name))?;
+        set_finalizers(&apps, app, &finalizers)
+            .await
+            .map_err(kube_err("adding the cleanup finalizer", &name))?;
     }
 
-    let desired_keys: BTreeSet<ObjectKey> = objects.iter().map(ObjectKey::of).collect();
-    let stale: Vec<ObjectKey> = previous
-        .iter()
-        .filter(|k| !desired_keys.contains(k))
-        .cloned()
-        .collect();
-    if !stale.is_empty() {
-        match ctx.applier.delete_all(&user, &stale).await {
-            Ok(n) if n > 0 => {
-                publish(
-                    ctx,
-                    app,
-                    EventType::Normal,
-                    "Pruned",
-                    "Prune",
-                    &format!("deleted {n} objects no longer rendered"),
-                )
-                .await
-            }
-            Ok(_) => {}
-            Err(e) => {
-                publish(
-                    ctx,
-                    app,
-                    EventType::Warning,
-                    "PruneFailed",
-                    "Prune",
-                    &e.to_string(),
-                )
-                .await
-            }
-        }
-    }
-
-    let services = component_health(app, ctx, &user, &rendered).await;
+    let services = outcome.services.unwrap_or_default();
     let healthy = services.iter().all(|s| s.healthy);
     let phase = if healthy { "running" } else { "unhealthy" };
     let unhealthy: Vec<String> = services
@@ -282,7 +340,7 @@ async fn reconcile_inner(app: &Application, ctx: &Context) -> Result<Action, Err
             "Applied",
             true,
             "Applied",
-            format!("{} objects applied", objects.len()),
+            format!("{} objects applied", rendered.len()),
         ),
         if healthy {
             Desired::new("Healthy", true, "AllHealthy", "all components are healthy")
@@ -300,40 +358,69 @@ async fn reconcile_inner(app: &Application, ctx: &Context) -> Result<Action, Err
     status
         .conditions
         .retain(|c| !access.cleared.contains(&c.type_.as_str()));
+    let desired_keys: BTreeSet<ObjectKey> =
+        rendered.iter().map(|r| ObjectKey::of(&r.object)).collect();
     status.applied_resources = desired_keys.iter().map(ref_of_key).collect();
     write_status(&apps, app, status).await?;
     if access.failed {
         return Ok(Action::requeue(Duration::from_secs(10)));
     }
-    Ok(if healthy {
-        Action::await_change()
-    } else {
+    Ok(if !healthy {
         Action::requeue(UNHEALTHY_RECHECK)
+    } else if rendered.iter().any(|r| r.kind() == "Secret") {
+        Action::requeue(SECRET_RECHECK)
+    } else {
+        Action::await_change()
     })
 }
 
-async fn finalize(
-    app: &Application,
-    ctx: &Context,
+/// The objects an earlier reconcile applied (`status.appliedResources`).
+fn previous_keys(app: &Application) -> Vec<ObjectKey> {
+    app.status
+        .as_ref()
+        .map(|s| s.applied_resources.iter().map(key_of_ref).collect())
+        .unwrap_or_default()
+}
+
+/// Replaces the finalizers, on the version of the Application this reconcile read: a concurrent
+/// change makes the API server answer 409 and the reconcile runs again on the new version.
+async fn set_finalizers(
     apps: &Api<Application>,
-    user: &str,
-    previous: &[ObjectKey],
-) -> Result<Action, Error> {
-    let ns = app.namespace().unwrap_or_default();
+    app: &Application,
+    finalizers: &[impl serde::Serialize],
+) -> Result<Application, kube::Error> {
+    apps.patch(
+        &app.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {
+            "finalizers": finalizers,
+            "resourceVersion": app.resource_version(),
+        }})),
+    )
+    .await
+}
+
+async fn finalize(app: &Application, ctx: &Context) -> Result<Action, Error> {
     if !app.finalizers().iter().any(|f| f == FINALIZER) {
         return Ok(Action::await_change());
     }
+    let ns = names::namespace_of(app);
+    let apps: Api<Application> = Api::namespaced(ctx.client.clone(), ns);
+    let user = Applier::applier_user(ns, app.metadata.annotations.as_ref());
     if app.status.as_ref().and_then(|s| s.status.as_deref()) != Some("deleting") {
         let status = next_status(app, "deleting", &[], None);
-        write_status(apps, app, status).await?;
+        write_status(&apps, app, status).await?;
     }
     // Inside the namespace the garbage collector follows ownerReferences; only the rest is ours.
-    let outside: Vec<ObjectKey> = previous
-        .iter()
-        .filter(|k| k.namespace.as_deref() != Some(ns.as_str()))
-        .cloned()
+    let outside: Vec<ObjectKey> = previous_keys(app)
+        .into_iter()
+        .filter(|k| k.namespace.as_deref() != Some(ns))
         .collect();
-    if let Err(e) = ctx.applier.delete_all(user, &outside).await {
+    if let Err(e) = ctx
+        .applier
+        .delete_all(Identity::Applier(&user), &outside)
+        .await
+    {
         publish(
             ctx,
             app,
@@ -353,25 +440,10 @@ async fn finalize(
         .iter()
         .filter(|f| *f != FINALIZER)
         .collect();
-    apps.patch(
-        &app.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
-    )
-    .await
-    .map_err(kube_err("removing the cleanup finalizer", &app.name_any()))?;
+    set_finalizers(&apps, app, &finalizers)
+        .await
+        .map_err(kube_err("removing the cleanup finalizer", &app.name_any()))?;
     Ok(Action::await_change())
-}
-
-fn owner_reference(app: &Application) -> Value {
-    json!({
-        "apiVersion": Application::api_version(&()),
-        "kind": Application::kind(&()),
-        "name": app.name_any(),
-        "uid": app.uid().unwrap_or_default(),
-        "controller": true,
-        "blockOwnerDeletion": true,
-    })
 }
 
 async fn component_health(
@@ -389,7 +461,7 @@ async fn component_health(
         let traits = component
             .traits
             .iter()
-            .filter(|t| t.type_ != "gitlab-access")
+            .filter(|t| t.type_ != names::GITLAB_ACCESS)
             .map(|t| ApplicationTraitStatus {
                 type_: t.type_.clone(),
                 healthy: true,
@@ -411,7 +483,7 @@ async fn component_health(
                     api_version: key.api_version.clone(),
                     kind: key.kind.clone(),
                 };
-                let h = match ctx.applier.get(user, &key).await {
+                let h = match ctx.applier.get(Identity::Applier(user), &key).await {
                     Ok(Some(live)) => {
                         let mut h = health::of_workload(&live);
                         if !h.healthy
@@ -566,7 +638,7 @@ fn ref_of_key(k: &ObjectKey) -> ClusterObjectReference {
 /// Maps a watched object back to its Application through the labels rendering put on it.
 pub fn owner_of(
     labels: &BTreeMap<String, String>,
-) -> Option<kube::runtime::reflector::ObjectRef<Application>> {
+) -> Option<kube::runtime::reflector::ObjectRef<DeserializeGuard<Application>>> {
     if labels.get(names::LABEL_MANAGED_BY).map(String::as_str) != Some(names::MANAGED_BY) {
         return None;
     }

@@ -1,8 +1,10 @@
-//! Server-side apply of rendered objects, as the Application's applier identity.
+//! The one applier: server-side apply of an Application's objects, as an [`Identity`].
 //!
 //! Invariants:
-//! - Every write goes through a client that impersonates the Application's applier ServiceAccount, so
-//!   the API server's RBAC bounds what an Application can create (no escalation through the operator).
+//! - Rendered objects are written through a client that impersonates the Application's applier
+//!   ServiceAccount, so the API server's RBAC bounds what an Application can create (no escalation
+//!   through the operator). Grant objects (ServiceAccount, Role, RoleBinding, guard parameters) are
+//!   the operator's own and written as the operator, whose RBAC bounds them in turn.
 //! - All objects are dry-run applied first; only when every dry run passes is anything written, so a
 //!   forbidden or invalid object leaves the cluster untouched (no partial apply).
 //! - An object whose desired fields already hold in the live object is not written at all: a resync of
@@ -17,12 +19,7 @@ use kube::{Api, Client, Config};
 use serde_json::Value;
 
 use crate::names;
-
-/// Annotation on an Application naming the ServiceAccount (in its namespace) whose permissions bound
-/// what the Application may create. KubeVela's name for the same idea.
-pub const APPLIER_ANNOTATION: &str = "app.oam.dev/service-account-name";
-/// The applier ServiceAccount used when the annotation is absent.
-pub const DEFAULT_APPLIER: &str = "oam-trust-applier";
+use crate::names::{APPLIER_ANNOTATION, DEFAULT_APPLIER};
 
 /// Why applying failed. Messages tell the user what to grant or fix.
 #[derive(Debug, thiserror::Error)]
@@ -31,11 +28,10 @@ pub enum ApplyError {
         "{kind} is not served by this cluster ({api_version}): install its CRD or fix apiVersion/kind"
     )]
     UnknownKind { api_version: String, kind: String },
-    #[error(
-        "the applier ServiceAccount {applier} may not {verb} {kind} {target}: {message}. Bind it a Role that allows this (see README: Applier identity)"
-    )]
+    #[error("{who} may not {verb} {kind} {target}: {message}")]
     Forbidden {
-        applier: String,
+        /// `the applier ServiceAccount <ns>/<name>` or `the operator`.
+        who: String,
         verb: &'static str,
         kind: String,
         target: String,
@@ -72,10 +68,39 @@ impl ApplyError {
     }
 }
 
+/// Who a write is made as.
+#[derive(Clone, Copy, Debug)]
+pub enum Identity<'a> {
+    /// The Application's applier (`system:serviceaccount:<ns>:<name>`), impersonated.
+    Applier(&'a str),
+    /// The operator itself (grant objects).
+    Operator,
+}
+
+impl Identity<'_> {
+    fn describe(&self) -> (String, &'static str) {
+        match self {
+            Identity::Applier(user) => (
+                format!(
+                    "the applier ServiceAccount {}",
+                    user.strip_prefix("system:serviceaccount:")
+                        .unwrap_or(user)
+                        .replacen(':', "/", 1)
+                ),
+                "Bind it a Role that allows this (see README: Applier identity)",
+            ),
+            Identity::Operator => (
+                "the operator".to_string(),
+                "Check the Helm chart's RBAC and the trust's ceiling (see README: Security model)",
+            ),
+        }
+    }
+}
+
 /// Resolves kinds to API resources once, through discovery, and hands out impersonating clients.
 pub struct Applier {
-    gate: super::leader::WriteGate,
-    metrics: std::sync::Arc<super::metrics::Metrics>,
+    gate: crate::runtime::leader::WriteGate,
+    metrics: std::sync::Arc<crate::runtime::metrics::Metrics>,
     client: Client,
     config: Config,
     kinds: Mutex<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>>,
@@ -138,8 +163,8 @@ impl Applier {
     pub fn new(
         client: Client,
         config: Config,
-        metrics: std::sync::Arc<super::metrics::Metrics>,
-        gate: super::leader::WriteGate,
+        metrics: std::sync::Arc<crate::runtime::metrics::Metrics>,
+        gate: crate::runtime::leader::WriteGate,
     ) -> Self {
         Applier {
             gate,
@@ -230,45 +255,51 @@ impl Applier {
         }
     }
 
-    /// Applies `objects` as `user`: reads each live object (as the operator), dry-runs every object that
-    /// differs, and writes only if all dry runs pass. Returns how many objects were written.
+    fn client_for(&self, identity: Identity) -> Result<Client, ApplyError> {
+        match identity {
+            Identity::Applier(user) => self.client_as(user),
+            Identity::Operator => Ok(self.client.clone()),
+        }
+    }
+
+    /// Applies `objects` as `identity`: reads each live object (as the same identity), dry-runs every
+    /// object that differs, and writes only if all dry runs pass. `owner`, when given, is set as the
+    /// controller ownerReference of every object in its namespace. Returns how many were written.
     pub async fn apply_all(
         &self,
-        user: &str,
+        identity: Identity<'_>,
         objects: &[Value],
-        owner: &Owner,
+        owner: Option<&Owner>,
     ) -> Result<Applied, ApplyError> {
-        let as_applier = self.client_as(user)?;
+        let as_applier = self.client_for(identity)?;
         let mut pending = Vec::new();
         let mut outside = Vec::new();
         for obj in objects {
             let mut obj = obj.clone();
             let key = ObjectKey::of(&obj);
             let (ar, caps) = self.resolve(&key).await?;
-            let in_owner_namespace = caps.scope == Scope::Namespaced
-                && key.namespace.as_deref().unwrap_or(&owner.namespace) == owner.namespace;
-            if let Some(meta) = obj["metadata"].as_object_mut() {
-                if caps.scope == Scope::Cluster {
-                    meta.remove("namespace");
-                }
+            if let Some(meta) = obj["metadata"].as_object_mut()
+                && caps.scope == Scope::Cluster
+            {
+                meta.remove("namespace");
+            }
+            if let Some(owner) = owner {
+                let in_owner_namespace = caps.scope == Scope::Namespaced
+                    && key.namespace.as_deref().unwrap_or(&owner.namespace) == owner.namespace;
                 // Never across namespaces or onto cluster-scoped objects: the garbage collector would
                 // treat the owner as missing and delete the object.
                 if in_owner_namespace {
-                    meta.insert(
-                        "ownerReferences".into(),
-                        serde_json::json!([owner.reference]),
-                    );
+                    obj["metadata"]["ownerReferences"] = serde_json::json!([owner.reference]);
+                } else {
+                    outside.push(ObjectKey::of(&obj));
                 }
-            }
-            if !in_owner_namespace {
-                outside.push(ObjectKey::of(&obj));
             }
             // Read as the applier too: the operator needs no read access of its own to arbitrary kinds.
             let live = self
                 .api(as_applier.clone(), &key, &ar, &caps)
                 .get_opt(&key.name)
                 .await
-                .map_err(|e| classify(user, "get", &key, e))?;
+                .map_err(|e| classify(identity, "get", &key, e))?;
             let up_to_date = live
                 .map(|l| {
                     serde_json::to_value(l)
@@ -289,13 +320,13 @@ impl Applier {
         for (key, api, obj) in &pending {
             api.patch(&key.name, &dry, &Patch::Apply(obj))
                 .await
-                .map_err(|e| classify(user, "apply", key, e))?;
+                .map_err(|e| classify(identity, "apply", key, e))?;
         }
         let real = PatchParams::apply(names::FIELD_MANAGER).force();
         for (key, api, obj) in &pending {
             api.patch(&key.name, &real, &Patch::Apply(obj))
                 .await
-                .map_err(|e| classify(user, "apply", key, e))?;
+                .map_err(|e| classify(identity, "apply", key, e))?;
         }
         Ok(Applied {
             written: pending.len(),
@@ -303,9 +334,13 @@ impl Applier {
         })
     }
 
-    /// Deletes objects that left the desired set, as `user`. Already-gone objects are fine.
-    pub async fn delete_all(&self, user: &str, keys: &[ObjectKey]) -> Result<usize, ApplyError> {
-        let as_applier = self.client_as(user)?;
+    /// Deletes objects that left the desired set, as `identity`. Already-gone objects are fine.
+    pub async fn delete_all(
+        &self,
+        identity: Identity<'_>,
+        keys: &[ObjectKey],
+    ) -> Result<usize, ApplyError> {
+        let as_applier = self.client_for(identity)?;
         let mut deleted = 0;
         let dp = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Background),
@@ -324,7 +359,7 @@ impl Applier {
             {
                 Ok(_) => deleted += 1,
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(classify(user, "delete", key, e)),
+                Err(e) => return Err(classify(identity, "delete", key, e)),
             }
         }
         Ok(deleted)
@@ -332,9 +367,13 @@ impl Applier {
 
     /// Reads a live object as `user` (health checks): the applier can read what it applied, so the
     /// operator needs no read access of its own to arbitrary kinds.
-    pub async fn get(&self, user: &str, key: &ObjectKey) -> Result<Option<Value>, ApplyError> {
+    pub async fn get(
+        &self,
+        identity: Identity<'_>,
+        key: &ObjectKey,
+    ) -> Result<Option<Value>, ApplyError> {
         let (ar, caps) = self.resolve(key).await?;
-        let as_applier = self.client_as(user)?;
+        let as_applier = self.client_for(identity)?;
         let live = self
             .api(as_applier, key, &ar, &caps)
             .get_opt(&key.name)
@@ -348,18 +387,20 @@ impl Applier {
     }
 }
 
-fn classify(user: &str, verb: &'static str, key: &ObjectKey, err: kube::Error) -> ApplyError {
-    let applier = user
-        .strip_prefix("system:serviceaccount:")
-        .unwrap_or(user)
-        .replacen(':', "/", 1);
+fn classify(
+    identity: Identity,
+    verb: &'static str,
+    key: &ObjectKey,
+    err: kube::Error,
+) -> ApplyError {
     match err {
         kube::Error::Api(s) if s.code == 403 => ApplyError::Forbidden {
-            applier,
+            who: identity.describe().0,
             verb,
             kind: format!("{} {}", key.api_version, key.kind),
             target: key.target(),
-            message: s.message,
+            // The API server's reason, then what to change so the write is allowed.
+            message: format!("{}. {}", s.message, identity.describe().1),
         },
         kube::Error::Api(s) if s.code == 422 || s.code == 400 => ApplyError::Invalid {
             kind: key.kind.clone(),

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
@@ -27,9 +28,9 @@ pub struct Context {
     pub client: Client,
     /// One key cache per trust, shared with the token-exchange service.
     pub keys: Arc<KeyCaches>,
-    pub metrics: Arc<super::metrics::Metrics>,
+    pub metrics: Arc<crate::runtime::metrics::Metrics>,
     /// Followers refresh keys (the exchange needs them) but leave status to the leader.
-    pub gate: super::leader::WriteGate,
+    pub gate: crate::runtime::leader::WriteGate,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,9 +49,16 @@ impl Error {
     }
 }
 
-pub async fn reconcile(trust: Arc<GitLabTrust>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(
+    guard: Arc<DeserializeGuard<GitLabTrust>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    // A trust that does not decode was reported by the guard; there are no keys to fetch for it.
+    let Some(trust) = crate::runtime::reflect::decoded(&guard) else {
+        return Ok(Action::await_change());
+    };
     let started = std::time::Instant::now();
-    let result = reconcile_inner(&trust, &ctx).await;
+    let result = reconcile_inner(trust, &ctx).await;
     ctx.metrics.observe_reconcile(
         "gitlabtrust",
         started.elapsed(),
@@ -151,7 +159,11 @@ fn to_time(t: SystemTime) -> Time {
     Time(ts)
 }
 
-pub fn error_policy(trust: Arc<GitLabTrust>, err: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(
+    trust: Arc<DeserializeGuard<GitLabTrust>>,
+    err: &Error,
+    _ctx: Arc<Context>,
+) -> Action {
     tracing::warn!(trust = %trust.name_any(), error = %err, "trust reconcile failed; retrying");
     Action::requeue(Duration::from_secs(10))
 }

@@ -10,7 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use serde::Serialize;
 
-use crate::controller::metrics::Metrics;
+use crate::runtime::metrics::Metrics;
 
 /// Tracing target of audit lines.
 pub const AUDIT_TARGET: &str = "oam_trust::audit";

@@ -14,31 +14,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
 use kube::{Api, Client};
 use sha2::{Digest, Sha256};
 
 use crate::access::Grant;
 use crate::api::oam::Application;
-use crate::names;
+use crate::names::{
+    ANNOTATION_CORRELATION, ANNOTATION_EXPIRES, ANNOTATION_GRANT, ANNOTATION_GRANT_ID,
+    ANNOTATION_ISSUER, ANNOTATION_JTI, ANNOTATION_ROLE, ANNOTATION_TRUST, LABEL_APPLICATION,
+    LABEL_BINDING, LABEL_JOB_ID, LABEL_PIPELINE_ID, LABEL_PROJECT_ID, SECRET_TYPE,
+};
 
-/// Label on every binding Secret (the reaper lists by it).
-pub const LABEL_BINDING: &str = "oam-trust.dev/token-binding";
-pub const LABEL_PROJECT_ID: &str = "oam-trust.dev/gitlab-project-id";
-pub const LABEL_PIPELINE_ID: &str = "oam-trust.dev/gitlab-pipeline-id";
-pub const LABEL_JOB_ID: &str = "oam-trust.dev/gitlab-job-id";
-pub const LABEL_APPLICATION: &str = "oam-trust.dev/application";
-/// Annotation: RFC 3339 time at which the reaper deletes the Secret (and so revokes the token).
-pub const ANNOTATION_EXPIRES: &str = "oam-trust.dev/expires-at";
-pub const ANNOTATION_GRANT: &str = "oam-trust.dev/grant";
-pub const ANNOTATION_GRANT_ID: &str = "oam-trust.dev/grant-id";
-pub const ANNOTATION_TRUST: &str = "oam-trust.dev/trust";
-pub const ANNOTATION_ISSUER: &str = "oam-trust.dev/issuer";
-pub const ANNOTATION_JTI: &str = "oam-trust.dev/jti";
-pub const ANNOTATION_CORRELATION: &str = "oam-trust.dev/correlation-id";
-/// Secret type of binding Secrets.
-pub const SECRET_TYPE: &str = "oam-trust.dev/token-binding";
 /// TokenRequest's minimum `expirationSeconds`.
 pub const TOKEN_REQUEST_MIN_SECONDS: u64 = 600;
 
@@ -53,9 +41,6 @@ pub fn secret_name(issuer: &str, jti: &str) -> String {
 pub fn token_secret_name(issuer: &str, jti: &str) -> String {
     format!("{}-t", secret_name(issuer, jti))
 }
-
-/// Annotation: `replay-guard`, `token-binding`, or `replay-guard,token-binding`.
-pub const ANNOTATION_ROLE: &str = "oam-trust.dev/binding-role";
 
 /// `expirationSeconds` of the TokenRequest for an effective TTL.
 pub fn request_seconds(ttl: Duration) -> i64 {
@@ -238,16 +223,10 @@ fn binding_object(
         ),
     ]);
     // Owned by the Application: deleting it deletes the Secret, which revokes the token.
-    let owner_references = record.application.and_then(|app| {
-        Some(vec![OwnerReference {
-            api_version: format!("{}/{}", names::OAM_GROUP, names::OAM_VERSION),
-            kind: "Application".into(),
-            name: app.metadata.name.clone()?,
-            uid: app.metadata.uid.clone()?,
-            controller: Some(false),
-            block_owner_deletion: None,
-        }])
-    });
+    let owner_references = record
+        .application
+        .and_then(|app| kube::Resource::owner_ref(app, &()))
+        .map(|o| vec![o]);
     Secret {
         metadata: ObjectMeta {
             name: Some(name),
@@ -420,7 +399,7 @@ pub async fn reap_once(client: &Client, now: SystemTime) -> Result<usize, kube::
 pub async fn reaper(
     client: Client,
     interval: Duration,
-    gate: Option<crate::controller::leader::WriteGate>,
+    gate: Option<crate::runtime::leader::WriteGate>,
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,9 +1,9 @@
 //! federation: the token-exchange service (GitLab CI ID token in, scoped expiring Kubernetes token out),
-//! token issuance (binding Secret + bound TokenRequest, reaper), audit, and the job-side CLI
-//! (`login`, `set-image`, `explain`).
+//! token issuance (binding Secret + bound TokenRequest, reaper), audit, and the job-side client
+//! (`login`). Uses `runtime`'s clients, stores and metrics; never imports `controller`.
 //!
-//! Invariants: the decision is made by the pure `access` functions (`derive_grants`, `match_token`)
-//! through `decision`, shared with `explain`; no token leaves the process before its binding Secret
+//! Invariants: the grants come from the one derivation (`access::World::derive`) and the decision from
+//! the pure `access::match_token` through `decision`, shared with `explain`; no token leaves the process before its binding Secret
 //! exists and its audit line is written; tokens are never logged or put into errors.
 pub mod audit;
 pub mod binding;

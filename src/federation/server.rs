@@ -32,8 +32,8 @@ use super::grants::GrantIndex;
 use super::tls::{ExchangeListener, Peer, ReloadingCert};
 use crate::access::{GitLabClaims, Grant, match_token};
 use crate::api::trust::GitLabTrust;
-use crate::controller::metrics::Metrics;
 use crate::oidc::{KeyCaches, VerifyError};
+use crate::runtime::metrics::Metrics;
 
 /// Flags of the exchange service (part of `oam-trust run`).
 #[derive(clap::Args, Debug, Clone)]
@@ -151,7 +151,7 @@ pub struct ExchangeOptions {
     pub instance: Option<String>,
     /// When set, the reaper (the backstop that deletes expired binding Secrets) runs only while this
     /// gate is open, i.e. on the leader. Each replica still revokes the tokens it issued at their TTL.
-    pub reap_gate: Option<crate::controller::leader::WriteGate>,
+    pub reap_gate: Option<crate::runtime::leader::WriteGate>,
 }
 
 impl ExchangeServer {

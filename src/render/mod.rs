@@ -24,9 +24,9 @@ pub use error::RenderError;
 
 use crate::api::oam::{Application, ApplicationComponent};
 use crate::names::{
-    ACCESS_DECLARATION_TYPE, AUXILIARY_WORKLOAD, LABEL_APP_COMPONENT, LABEL_APP_NAME,
-    LABEL_APP_NAMESPACE, LABEL_MANAGED_BY, LABEL_RESOURCE_TYPE, LABEL_TRAIT_RESOURCE,
-    LABEL_TRAIT_TYPE, LABEL_WORKLOAD_TYPE, MANAGED_BY, RESOURCE_TYPE_TRAIT, RESOURCE_TYPE_WORKLOAD,
+    AUXILIARY_WORKLOAD, GITLAB_ACCESS, LABEL_APP_COMPONENT, LABEL_APP_NAME, LABEL_APP_NAMESPACE,
+    LABEL_MANAGED_BY, LABEL_RESOURCE_TYPE, LABEL_TRAIT_RESOURCE, LABEL_TRAIT_TYPE,
+    LABEL_WORKLOAD_TYPE, MANAGED_BY, RESOURCE_TYPE_TRAIT, RESOURCE_TYPE_WORKLOAD,
 };
 
 /// One desired object, with the component (if any) it was rendered for.
@@ -280,7 +280,7 @@ fn render_component(
     let mut trait_objects = Vec::new();
     for t in &component.traits {
         let trait_scope = format!("{scope}: trait {:?}", t.type_);
-        if t.type_ == ACCESS_DECLARATION_TYPE {
+        if t.type_ == GITLAB_ACCESS {
             continue;
         }
         let Some(applies) = trait_::applies_to(&t.type_) else {

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::error::RenderError;
 use super::params::Params;
 use crate::api::oam::{AppPolicy, Application, ApplicationComponent, ApplicationTrait};
-use crate::names::ACCESS_DECLARATION_TYPE;
+use crate::names::GITLAB_ACCESS;
 
 pub(crate) const BUILTIN_POLICY_TYPES: [&str; 2] = ["topology", "override"];
 
@@ -74,7 +74,7 @@ pub(crate) fn plan(
         let entry = match policy.type_.as_str() {
             "topology" => Parsed::Topology(topology(&scope, policy, app_namespace)?),
             "override" => Parsed::Override(override_policy(&scope, policy)?),
-            ACCESS_DECLARATION_TYPE => Parsed::Ignored,
+            GITLAB_ACCESS => Parsed::Ignored,
             other if defs.policy(other).is_some() => {
                 return Err(RenderError::UnsupportedDefinition {
                     scope,

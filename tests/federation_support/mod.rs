@@ -13,13 +13,13 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use oam_trust::api::oam::Application;
 use oam_trust::api::trust::GitLabTrust;
-use oam_trust::controller::metrics::Metrics;
 use oam_trust::dev_issuer::{DevIssuer, DevIssuerOptions};
 use oam_trust::federation::client::{ExchangeCallError, ExchangeClient, ExchangeErrorBody};
 use oam_trust::federation::{
     ExchangeArgs, ExchangeOptions, ExchangeResponse, ExchangeServer, MemoryAuditSink,
 };
 use oam_trust::oidc::{KeyCacheConfig, KeyCaches};
+use oam_trust::runtime::metrics::Metrics;
 use serde_json::json;
 
 use crate::support;
@@ -215,7 +215,7 @@ pub async fn world(prefix: &str, decl: Declarations) -> World {
 pub async fn wait_for_grants(admin: &Client, ns: &str, n: usize) {
     let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
     let rbs: Api<RoleBinding> = Api::namespaced(admin.clone(), ns);
-    let lp = ListParams::default().labels(oam_trust::access::grant::LABEL_GRANT);
+    let lp = ListParams::default().labels(oam_trust::names::LABEL_GRANT);
     let done = support::eventually(Duration::from_secs(60), || {
         let (sas, rbs, lp) = (sas.clone(), rbs.clone(), lp.clone());
         async move {
@@ -243,10 +243,9 @@ impl World {
     /// Binding Secrets in the test namespace.
     pub async fn binding_secrets(&self) -> Vec<Secret> {
         Api::<Secret>::namespaced(self.admin.clone(), &self.ns)
-            .list(&ListParams::default().labels(&format!(
-                "{}=true",
-                oam_trust::federation::binding::LABEL_BINDING
-            )))
+            .list(
+                &ListParams::default().labels(&format!("{}=true", oam_trust::names::LABEL_BINDING)),
+            )
             .await
             .unwrap()
             .items

@@ -247,7 +247,7 @@ pub async fn operator() {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let args = oam_trust::controller::RunArgs {
+                let args = oam_trust::runtime::RunArgs {
                     health_addr: "127.0.0.1:0".parse().unwrap(),
                     concurrency: 16,
                     instance: Some("tests".into()),
@@ -258,7 +258,7 @@ pub async fn operator() {
                     lease_name: format!("oam-trust-tests-{}", std::process::id()),
                     exchange: Default::default(),
                 };
-                if let Err(e) = oam_trust::controller::run_with_config(config, args).await {
+                if let Err(e) = oam_trust::runtime::run_with_config(config, args).await {
                     eprintln!("the operator under test stopped: {e:#}");
                 }
             });

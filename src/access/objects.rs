@@ -1,0 +1,216 @@
+//! The Kubernetes objects of a grant: the ServiceAccount, Role and RoleBinding sharing one name, with
+//! the labels, annotations and ownerReference that tie them to their Application; and the deploy
+//! guard's parameter ConfigMap, which the admission policy reads to know who holds `deploy`.
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject as RbacSubject};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use sha2::{Digest, Sha256};
+
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::declaration::Declaration;
+use super::grant::{Grant, GrantSet};
+use crate::api::access::{Access, Preset};
+use crate::api::oam::Application;
+use crate::names::{
+    self, ANNOTATION_GRANT_ID, ANNOTATION_TRUST, GUARD_KEY_APPLICATION, LABEL_DEPLOY_GUARD,
+    LABEL_GRANT,
+};
+
+/// The three objects of one grant.
+pub(super) struct GrantObjects {
+    pub service_account: ServiceAccount,
+    pub role: Role,
+    pub role_binding: RoleBinding,
+}
+
+/// Builds the grant's objects named `name`: the Role holds `rules`, the RoleBinding binds the
+/// ServiceAccount and `groups` (the GitLab agent's).
+pub(super) fn grant_objects(
+    app: &Application,
+    name: &str,
+    decl: &Declaration,
+    trust: &str,
+    rules: Vec<PolicyRule>,
+    groups: &[String],
+) -> GrantObjects {
+    let namespace = names::namespace_of(app);
+    let meta = object_meta(app, name, decl, trust);
+    let mut subjects = vec![RbacSubject {
+        kind: "ServiceAccount".into(),
+        name: name.to_string(),
+        namespace: Some(namespace.to_string()),
+        api_group: None,
+    }];
+    subjects.extend(groups.iter().map(|group| RbacSubject {
+        kind: "Group".into(),
+        name: group.clone(),
+        namespace: None,
+        api_group: Some("rbac.authorization.k8s.io".into()),
+    }));
+    GrantObjects {
+        service_account: ServiceAccount {
+            metadata: meta.clone(),
+            automount_service_account_token: Some(false),
+            ..Default::default()
+        },
+        role: Role {
+            metadata: meta.clone(),
+            rules: Some(rules),
+        },
+        role_binding: RoleBinding {
+            metadata: meta,
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "Role".into(),
+                name: name.to_string(),
+            },
+            subjects: Some(subjects),
+        },
+    }
+}
+
+/// `oam-<app>-<slug>-<hash>`: readable, unique per declaration, and a valid label value (≤ 63).
+pub(super) fn object_name(app: &str, namespace: &str, slug: &str, id: &str) -> String {
+    let digest = Sha256::digest(format!("{namespace}/{app}/{id}").as_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect()
+    };
+    let mut base = format!("oam-{}-{}", clean(app), clean(slug));
+    base.truncate(63 - hash.len() - 1);
+    let base = base.trim_end_matches('-');
+    format!("{base}-{hash}")
+}
+
+fn object_meta(app: &Application, name: &str, decl: &Declaration, trust: &str) -> ObjectMeta {
+    let app_name = super::grant::app_name(app);
+    let namespace = names::namespace_of(app).to_string();
+    let mut labels = BTreeMap::from([
+        (
+            names::LABEL_MANAGED_BY.to_string(),
+            names::MANAGED_BY.to_string(),
+        ),
+        (names::LABEL_APP_NAME.to_string(), app_name),
+        (names::LABEL_APP_NAMESPACE.to_string(), namespace.clone()),
+        (LABEL_GRANT.to_string(), name.to_string()),
+    ]);
+    if let Some(component) = decl.component {
+        labels.insert(names::LABEL_APP_COMPONENT.into(), component.to_string());
+    }
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: Some(namespace),
+        labels: Some(labels),
+        annotations: Some(BTreeMap::from([
+            (ANNOTATION_GRANT_ID.to_string(), decl.id.clone()),
+            (ANNOTATION_TRUST.to_string(), trust.to_string()),
+        ])),
+        owner_references: app.controller_reference().map(|o| vec![o]),
+        ..Default::default()
+    }
+}
+
+/// The grant objects of `set` in apply order: the guard's parameters first, so no deploy binding
+/// exists without them, then each grant's ServiceAccount, Role and RoleBinding. Pure.
+pub fn objects_of(app: &Application, set: &GrantSet) -> Vec<Value> {
+    let mut out = Vec::new();
+    out.extend(guard_params(app, set).map(|cm| typed(&cm)));
+    for grant in &set.grants {
+        out.push(typed(&grant.service_account));
+        out.push(typed(&grant.role));
+        out.push(typed(&grant.role_binding));
+    }
+    out
+}
+
+/// A typed object as a manifest: with apiVersion and kind, without the `null`s of unset options.
+pub fn typed<K: Resource<DynamicType = ()> + Serialize>(object: &K) -> Value {
+    let mut value = strip_nulls(&serde_json::to_value(object).unwrap_or_default());
+    value["apiVersion"] = K::api_version(&()).into();
+    value["kind"] = K::kind(&()).into();
+    value
+}
+
+/// Serialized typed objects carry `null` for unset options; they say nothing about the live object.
+fn strip_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), strip_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(strip_nulls).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Name of an Application's deploy guard parameter ConfigMap.
+pub fn guard_config_map_name(app: &str) -> String {
+    format!("oam-trust.deploy-guard.{app}")
+}
+
+/// The deploy guard's parameters for one Application: for every `deploy` grant, who holds it
+/// (`<grant>.principals`: `user:<name>` and `group:<name>`, comma-separated) and which components it
+/// covers (`<grant>.components`: names, or `*` for the whole Application). Written whenever the
+/// Application has a grant, so a namespace with grants always has parameters for the policy.
+pub fn guard_params(app: &Application, set: &GrantSet) -> Option<ConfigMap> {
+    if set.grants.is_empty() {
+        return None;
+    }
+    let ns = names::namespace_of(app).to_string();
+    let mut data = BTreeMap::from([(GUARD_KEY_APPLICATION.to_string(), app.name_any())]);
+    for grant in set.grants.iter().filter(|g| is_deploy(g)) {
+        let mut principals = vec![format!(
+            "user:system:serviceaccount:{ns}:{}",
+            grant
+                .service_account
+                .metadata
+                .name
+                .as_deref()
+                .unwrap_or(&grant.name)
+        )];
+        principals.extend(grant.agent_groups.iter().map(|g| format!("group:{g}")));
+        data.insert(format!("{}.principals", grant.name), principals.join(","));
+        data.insert(
+            format!("{}.components", grant.name),
+            grant.component.clone().unwrap_or_else(|| "*".into()),
+        );
+    }
+    Some(ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(guard_config_map_name(&app.name_any())),
+            namespace: Some(ns.clone()),
+            labels: Some(BTreeMap::from([
+                (LABEL_DEPLOY_GUARD.to_string(), "params".to_string()),
+                (
+                    names::LABEL_MANAGED_BY.to_string(),
+                    names::MANAGED_BY.to_string(),
+                ),
+                (names::LABEL_APP_NAME.to_string(), app.name_any()),
+                (names::LABEL_APP_NAMESPACE.to_string(), ns),
+            ])),
+            owner_references: app.controller_reference().map(|o| vec![o]),
+            ..Default::default()
+        },
+        data: Some(data),
+        ..Default::default()
+    })
+}
+
+fn is_deploy(grant: &Grant) -> bool {
+    grant.access == Access::Preset(Preset::Deploy)
+}

@@ -1,0 +1,206 @@
+//! The world a grant derivation sees besides the Application: GitLabTrusts, their ceiling
+//! ClusterRoles, namespace labels and the definitions an Application renders with. Pure data.
+//!
+//! There are exactly two constructors: `runtime::world::WorldStores::snapshot` (the cluster's
+//! reflector stores; the controller and the exchange) and `manifest::Manifests::world` (offline files;
+//! `render` and `explain`). Both feed the one derivation, [`World::derive`].
+//!
+//! A namespace the world has no object for means different things in the two: in the cluster it has
+//! no labels (it does not exist, so no trust selects it); offline, the files simply did not include it,
+//! so it is *assumed selected* by every trust's `namespaceSelector` and each declaration that relied on
+//! that assumption carries a warning saying so ([`MissingNamespace`]).
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::ResourceExt;
+
+use super::grant::{GrantInput, GrantSet, derive_grants};
+use crate::api::oam::{
+    Application, ComponentDefinition, PolicyDefinition, TraitDefinition, WorkloadDefinition,
+};
+use crate::api::trust::GitLabTrust;
+use crate::render::{self, Definitions, RenderError, RenderedObject};
+
+/// What a namespace without an object in the world means for the trusts' `namespaceSelector`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MissingNamespace {
+    /// It has no labels (the cluster: a namespace without an object does not exist).
+    #[default]
+    NoLabels,
+    /// It is assumed selected, with a warning on each declaration (offline files that omit it).
+    AssumedSelected,
+}
+
+/// Everything derivation reads besides the Application.
+#[derive(Clone, Debug, Default)]
+pub struct World {
+    /// GitLabTrusts by name.
+    pub trusts: BTreeMap<String, GitLabTrust>,
+    /// Ceiling ClusterRoles by name (those the trusts name; others may be present).
+    pub ceilings: BTreeMap<String, ClusterRole>,
+    /// Namespaces by name.
+    pub namespaces: BTreeMap<String, Arc<Namespace>>,
+    pub missing_namespace: MissingNamespace,
+    pub definitions: DefinitionCatalog,
+}
+
+/// What one Application derives to: its rendered objects and its grants.
+#[derive(Clone, Debug)]
+pub struct Derived {
+    pub rendered: Vec<RenderedObject>,
+    pub grants: GrantSet,
+}
+
+impl World {
+    /// The labels of `namespace`, or `None` when the world has no object for it and
+    /// `missing_namespace` says to assume it selected.
+    pub fn namespace_labels(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        match (self.namespaces.get(namespace), self.missing_namespace) {
+            (Some(ns), _) => Some(ns.labels().clone()),
+            (None, MissingNamespace::NoLabels) => Some(BTreeMap::new()),
+            (None, MissingNamespace::AssumedSelected) => None,
+        }
+    }
+
+    /// Renders `app` with the definitions visible in its namespace.
+    pub fn render(&self, app: &Application) -> Result<Vec<RenderedObject>, RenderError> {
+        let namespace = crate::names::namespace_of(app);
+        render::render_application(app, &self.definitions.visible_in(namespace))
+    }
+
+    /// The grants of `app`, given what it renders to.
+    pub fn grants(&self, app: &Application, rendered: &[RenderedObject]) -> GrantSet {
+        let labels = self.namespace_labels(crate::names::namespace_of(app));
+        derive_grants(&GrantInput {
+            application: app,
+            namespace_labels: labels.as_ref(),
+            trusts: &self.trusts,
+            ceilings: &self.ceilings,
+            rendered,
+        })
+    }
+
+    /// THE derivation: what `app` renders to and the grants its declarations get. The controller
+    /// applies both, the exchange picks among the grants, `render` prints both and `explain` judges
+    /// a token against the grants.
+    pub fn derive(&self, app: &Application) -> Result<Derived, RenderError> {
+        let rendered = self.render(app)?;
+        let grants = self.grants(app, &rendered);
+        Ok(Derived { rendered, grants })
+    }
+}
+
+/// Every definition object the world holds, with the namespace it lives in.
+#[derive(Clone, Debug, Default)]
+pub struct DefinitionCatalog {
+    pub components: Vec<Arc<ComponentDefinition>>,
+    pub traits: Vec<Arc<TraitDefinition>>,
+    pub policies: Vec<Arc<PolicyDefinition>>,
+    pub workloads: Vec<Arc<WorkloadDefinition>>,
+}
+
+impl DefinitionCatalog {
+    /// Whether a definition living in `home` is visible to Applications of `namespace`. Today every
+    /// namespace's definitions are visible, the Application's own namespace taking precedence.
+    fn visible(_home: Option<&str>, _namespace: &str) -> bool {
+        true
+    }
+
+    /// The definitions an Application of `namespace` renders with.
+    pub fn visible_in(&self, namespace: &str) -> Definitions {
+        let mut defs = Definitions::default();
+        // Others first, so the Application's own namespace wins on a name clash.
+        for own in [false, true] {
+            let pick = |home: Option<String>| {
+                (home.as_deref() == Some(namespace)) == own
+                    && Self::visible(home.as_deref(), namespace)
+            };
+            for d in &self.components {
+                if pick(d.namespace()) {
+                    defs.insert_component((**d).clone());
+                }
+            }
+            for d in &self.traits {
+                if pick(d.namespace()) {
+                    defs.insert_trait((**d).clone());
+                }
+            }
+            for d in &self.policies {
+                if pick(d.namespace()) {
+                    defs.insert_policy((**d).clone());
+                }
+            }
+            for d in &self.workloads {
+                if pick(d.namespace()) {
+                    defs.insert_workload((**d).clone());
+                }
+            }
+        }
+        defs
+    }
+
+    /// A key that changes whenever a definition visible in `namespace` changes (uid and
+    /// resourceVersion of each), for caches of derived grants.
+    pub fn version_key(&self, namespace: &str) -> String {
+        let mut key = String::new();
+        let mut add =
+            |home: Option<String>,
+             meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+                if Self::visible(home.as_deref(), namespace) {
+                    key.push_str(meta.uid.as_deref().unwrap_or_default());
+                    key.push('@');
+                    key.push_str(meta.resource_version.as_deref().unwrap_or_default());
+                    key.push(';');
+                }
+            };
+        for d in &self.components {
+            add(d.namespace(), &d.metadata);
+        }
+        for d in &self.traits {
+            add(d.namespace(), &d.metadata);
+        }
+        for d in &self.policies {
+            add(d.namespace(), &d.metadata);
+        }
+        for d in &self.workloads {
+            add(d.namespace(), &d.metadata);
+        }
+        key
+    }
+
+    /// Adds a definition document (`core.oam.dev` ComponentDefinition, TraitDefinition,
+    /// PolicyDefinition or WorkloadDefinition); returns whether it was one.
+    pub fn insert_document(&mut self, doc: &serde_json::Value) -> Result<bool, RenderError> {
+        fn parse<T: serde::de::DeserializeOwned>(
+            doc: &serde_json::Value,
+        ) -> Result<Arc<T>, RenderError> {
+            serde_json::from_value(doc.clone())
+                .map(Arc::new)
+                .map_err(|e| RenderError::InvalidDefinition {
+                    kind: doc["kind"].as_str().unwrap_or_default().to_string(),
+                    name: doc["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    message: e.to_string(),
+                })
+        }
+        let group = doc["apiVersion"]
+            .as_str()
+            .and_then(|v| v.split_once('/'))
+            .map(|(g, _)| g);
+        if group != Some(crate::names::OAM_GROUP) {
+            return Ok(false);
+        }
+        match doc["kind"].as_str().unwrap_or_default() {
+            "ComponentDefinition" => self.components.push(parse(doc)?),
+            "TraitDefinition" => self.traits.push(parse(doc)?),
+            "PolicyDefinition" => self.policies.push(parse(doc)?),
+            "WorkloadDefinition" => self.workloads.push(parse(doc)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,180 @@
+//! The cluster's constructor of `access::World`: reflector stores of every input a derivation reads
+//! (GitLabTrusts, ClusterRoles, Namespaces, definitions), and `snapshot`, which assembles a World from
+//! them. The controller and the exchange each keep one; neither reads these objects another way.
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+
+use super::reflect::{Reflected, guarded};
+use crate::access::{DefinitionCatalog, MissingNamespace, World};
+use crate::api::oam::{ComponentDefinition, PolicyDefinition, TraitDefinition};
+use crate::api::trust::GitLabTrust;
+
+/// Stores of every derivation input. Cheap to clone.
+#[derive(Clone)]
+pub struct WorldStores {
+    pub trusts: Store<GitLabTrust>,
+    pub cluster_roles: Store<ClusterRole>,
+    pub namespaces: Store<Namespace>,
+    pub component_defs: Store<ComponentDefinition>,
+    pub trait_defs: Store<TraitDefinition>,
+    pub policy_defs: Store<PolicyDefinition>,
+}
+
+/// The watch streams that fill the stores, one per kind. Each yields an object only after the store
+/// holds it, so a consumer triggered by an item reads stores that already reflect it. Drive them with
+/// [`WorldStreams::drive`] or hand them to a controller as triggers.
+pub struct WorldStreams {
+    pub trusts: BoxStream<'static, Result<GitLabTrust, watcher::Error>>,
+    pub cluster_roles: BoxStream<'static, Result<ClusterRole, watcher::Error>>,
+    pub namespaces: BoxStream<'static, Result<Namespace, watcher::Error>>,
+    pub component_defs: BoxStream<'static, Result<ComponentDefinition, watcher::Error>>,
+    pub trait_defs: BoxStream<'static, Result<TraitDefinition, watcher::Error>>,
+    pub policy_defs: BoxStream<'static, Result<PolicyDefinition, watcher::Error>>,
+}
+
+fn reflected<K: Reflected>(
+    client: &Client,
+) -> (Store<K>, BoxStream<'static, Result<K, watcher::Error>>) {
+    let (store, writer) = reflector::store();
+    let stream = guarded::<K>(client, watcher::Config::default())
+        .reflect(writer)
+        .touched_objects()
+        .boxed();
+    (store, stream)
+}
+
+impl WorldStreams {
+    /// Runs every stream for the life of the process (errors are logged and retried).
+    pub async fn drive(self) {
+        async fn run<K: Resource<DynamicType = ()>>(
+            s: BoxStream<'static, Result<K, watcher::Error>>,
+        ) {
+            s.for_each(|ev| async move {
+                if let Err(e) = ev {
+                    tracing::warn!(kind = %K::kind(&()), error = %e, "watch error; retrying");
+                }
+            })
+            .await
+        }
+        futures::future::join(
+            futures::future::join3(
+                run(self.trusts),
+                run(self.cluster_roles),
+                run(self.namespaces),
+            ),
+            futures::future::join3(
+                run(self.component_defs),
+                run(self.trait_defs),
+                run(self.policy_defs),
+            ),
+        )
+        .await;
+    }
+}
+
+impl WorldStores {
+    /// The stores and the streams that fill them.
+    pub fn start(client: &Client) -> (WorldStores, WorldStreams) {
+        let (trusts, t) = reflected::<GitLabTrust>(client);
+        let (cluster_roles, r) = reflected::<ClusterRole>(client);
+        let (namespaces, n) = reflected::<Namespace>(client);
+        let (component_defs, c) = reflected::<ComponentDefinition>(client);
+        let (trait_defs, tr) = reflected::<TraitDefinition>(client);
+        let (policy_defs, p) = reflected::<PolicyDefinition>(client);
+        let stores = WorldStores {
+            trusts,
+            cluster_roles,
+            namespaces,
+            component_defs,
+            trait_defs,
+            policy_defs,
+        };
+        let streams = WorldStreams {
+            trusts: t,
+            cluster_roles: r,
+            namespaces: n,
+            component_defs: c,
+            trait_defs: tr,
+            policy_defs: p,
+        };
+        (stores, streams)
+    }
+
+    /// Resolves once every store has listed its objects; false if a store was dropped first.
+    pub async fn ready(&self) -> bool {
+        let (a, b, c, d) = futures::future::join4(
+            self.trusts.wait_until_ready(),
+            self.cluster_roles.wait_until_ready(),
+            self.namespaces.wait_until_ready(),
+            self.component_defs.wait_until_ready(),
+        )
+        .await;
+        let (e, f) = futures::future::join(
+            self.trait_defs.wait_until_ready(),
+            self.policy_defs.wait_until_ready(),
+        )
+        .await;
+        [a, b, c, d, e, f].iter().all(Result::is_ok)
+    }
+
+    /// The world as the stores hold it now. A namespace without an object has no labels.
+    pub fn snapshot(&self) -> World {
+        let trusts: std::collections::BTreeMap<String, GitLabTrust> = self
+            .trusts
+            .state()
+            .into_iter()
+            .map(|t| (t.name_any(), (*t).clone()))
+            .collect();
+        let ceilings = trusts
+            .values()
+            .filter_map(|t| t.spec.ceiling.as_ref())
+            .filter_map(|c| self.cluster_roles.get(&ObjectRef::new(&c.cluster_role_ref)))
+            .map(|cr| (cr.name_any(), (*cr).clone()))
+            .collect();
+        World {
+            trusts,
+            ceilings,
+            namespaces: self
+                .namespaces
+                .state()
+                .into_iter()
+                .map(|n| (n.name_any(), n))
+                .collect(),
+            missing_namespace: MissingNamespace::NoLabels,
+            definitions: DefinitionCatalog {
+                components: self.component_defs.state(),
+                traits: self.trait_defs.state(),
+                policies: self.policy_defs.state(),
+                // WorkloadDefinitions are not watched: built-in types name their workloads.
+                workloads: Vec::new(),
+            },
+        }
+    }
+
+    /// A key that changes whenever a trust or ceiling changes (uid and resourceVersion of each).
+    pub fn trust_key(world: &World) -> String {
+        let mut key = String::new();
+        for (name, t) in &world.trusts {
+            key.push_str(&format!("t:{name}:{};", version(t)));
+        }
+        for (name, c) in &world.ceilings {
+            key.push_str(&format!("c:{name}:{};", version(c)));
+        }
+        key
+    }
+}
+
+/// `uid@resourceVersion` of an object: changes whenever the object does.
+pub fn version<K: Resource>(obj: &K) -> String {
+    format!(
+        "{}@{}",
+        obj.meta().uid.as_deref().unwrap_or_default(),
+        obj.meta().resource_version.as_deref().unwrap_or_default()
+    )
+}
