@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use kube::ResourceExt;
 
-use super::keys::{KeyCache, KeyCacheConfig, KeyCacheError, KeySource};
+use super::cache::{KeyCache, KeyCacheConfig, KeyCacheError, KeySource};
 use crate::api::trust::GitLabTrust;
 
 /// Key caches by trust name; a cache is replaced when its trust's key source changes.

@@ -6,11 +6,10 @@
 //! `DEFAULT_MAX_TOKEN_AGE`); `jti` and the CI claims present. Refusals say what the pipeline author can fix.
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
 use super::keys::{KeySet, KeyType, VerificationKey};
+use super::peek::{JwtParts, PeekError};
 use crate::api::trust::GitLabTrust;
 
 /// Tokens longer than this are refused before parsing (GitLab's are about 1.5 KiB).
@@ -194,13 +193,9 @@ fn malformed(reason: impl Into<String>) -> VerifyError {
     }
 }
 
-fn decode_json_part(part: &str, what: &str) -> Result<Map<String, Value>, VerifyError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| malformed(format!("{what} is not base64url")))?;
-    match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(malformed(format!("{what} is not a JSON object"))),
+impl From<PeekError> for VerifyError {
+    fn from(err: PeekError) -> Self {
+        malformed(err.to_string())
     }
 }
 
@@ -219,15 +214,9 @@ pub fn verify(
             limit: MAX_TOKEN_BYTES,
         });
     }
-    let token = token.trim();
-    let mut parts = token.split('.');
-    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(malformed("expected three dot-separated parts"));
-    };
+    let parts = JwtParts::split(token)?;
 
-    let header = decode_json_part(header_b64, "header")?;
+    let header = parts.header()?;
     let alg = match header.get("alg").and_then(Value::as_str) {
         Some("RS256") => SigningAlgorithm::RS256,
         Some("ES256") => SigningAlgorithm::ES256,
@@ -258,10 +247,9 @@ pub fn verify(
             key_type: key.key_type.as_str(),
         });
     }
-    let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
     let valid = jsonwebtoken::crypto::verify(
-        signature_b64,
-        signing_input.as_bytes(),
+        parts.signature,
+        parts.signing_input().as_bytes(),
         &key.decoding,
         alg.jwt(),
     )
@@ -273,7 +261,8 @@ pub fn verify(
         });
     }
 
-    let claims = decode_json_part(payload_b64, "payload")?;
+    // Only now, with the signature checked, do the claims mean anything.
+    let claims = parts.claims()?;
 
     let issuer = claims.get("iss").and_then(Value::as_str);
     if issuer != Some(spec.issuer.as_str()) {
