@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: formatting and lint gates (Rust and shell), the local control plane, then every test.
-# Starts the control plane itself (building its binaries on first use) and stops it at the end.
+# Starts its own control plane in $OAM_TRUST_TEST_CLUSTER_DIR (default: .cluster-test/ in the checkout,
+# never the demo's .cluster/), fresh on every run, and stops it at the end.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -23,7 +24,9 @@ log "bash -n and shellcheck: ${scripts[*]}"
 for f in "${scripts[@]}"; do bash -n "$f"; done
 shellcheck "${scripts[@]}"  # settings: .shellcheckrc
 
-export OAM_TRUST_CLUSTER_DIR="${OAM_TRUST_CLUSTER_DIR:-$ROOT/.cluster}"
+# Its own cluster directory, so a demo's control plane (.cluster/, or an exported OAM_TRUST_CLUSTER_DIR)
+# is never reused nor stopped by the tests.
+export OAM_TRUST_CLUSTER_DIR="${OAM_TRUST_TEST_CLUSTER_DIR:-$ROOT/.cluster-test}"
 cleanup() {
   local rc=$?
   if (( rc != 0 )); then hack/cluster.sh logs || true; fi
@@ -31,6 +34,8 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
+# Fresh state: a run that was killed before its cleanup must not leave objects to the next one.
+hack/cluster.sh down >/dev/null 2>&1
 hack/cluster.sh up >/dev/null
 export OAM_TRUST_TEST_KUBECONFIG="$OAM_TRUST_CLUSTER_DIR/kubeconfig"
 # shellcheck source=/dev/null  # written by hack/cluster.sh up
