@@ -79,6 +79,7 @@ mkdir -p "$D/demo"
 
 step "Starting dev-issuer: a local OIDC issuer that mints GitLab-shaped CI ID tokens"
 ISSUER_PORT=$(free_port)
+rm -f "$D/demo/issuer.url"  # a reused control plane keeps the last run's, with its old port
 "$OAM" dev-issuer --listen "127.0.0.1:$ISSUER_PORT" --state-dir "$D/demo/issuer" --ca-out "$D/demo/issuer-ca.pem" \
   --audience https://oam-trust.local >"$D/demo/issuer.url" 2>"$D/logs/dev-issuer.log" &
 PIDS+=($!)
