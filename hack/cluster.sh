@@ -98,7 +98,9 @@ up() {
   wait_for "etcd /health" 60 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
 
   log "starting kube-apiserver on https://127.0.0.1:$API_PORT"
-  local p="$D/pki"
+  local p="$D/pki" extra=()
+  # Extra kube-apiserver flags, split on whitespace (no globbing).
+  read -r -a extra <<<"${OAM_TRUST_APISERVER_EXTRA_FLAGS:-}"
   start kube-apiserver "$BIN/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$API_PORT" \
@@ -112,7 +114,7 @@ up() {
     --endpoint-reconciler-type=none \
     --allow-privileged=true \
     --profiling=false \
-    ${OAM_TRUST_APISERVER_EXTRA_FLAGS:-}
+    "${extra[@]}"
   wait_for "kube-apiserver /readyz" 120 curl -fsS --cacert "$p/ca.crt" --cert "$p/admin.crt" --key "$p/admin.key" \
     "https://127.0.0.1:$API_PORT/readyz"
   kubeconfig "$D/kubeconfig" "$p/admin.crt" "$p/admin.key"

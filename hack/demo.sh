@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
 # The whole product on one machine: a local control plane, a dev-issuer playing GitLab, the operator, and
 # a GitLab deploy job played end to end (ID token -> login -> set-image --wait -> allowed and refused
-# actions -> audit trail). Leaves everything running and prints a KUBECONFIG line until Ctrl-C.
+# actions -> audit trail). Then keeps it all running and prints a KUBECONFIG line until Ctrl-C (or SIGTERM),
+# which stops everything it started and exits 0.
 #
-#   hack/demo.sh            # build what is missing, run the demo, keep the cluster up
-#   DEMO_EXIT=1 hack/demo.sh  # same, but stop everything at the end (used by tests)
+#   hack/demo.sh    # build what is missing, run the demo, keep it running until Ctrl-C
+#
+# State lives in $OAM_TRUST_CLUSTER_DIR (default: .cluster/ in the checkout). A control plane that was
+# already up there is reused and left up. When a step fails, the control plane stays up for inspection.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export OAM_TRUST_CLUSTER_DIR="${OAM_TRUST_CLUSTER_DIR:-$ROOT/.cluster}"
 D="$OAM_TRUST_CLUSTER_DIR"
+CLUSTER_SH=hack/cluster.sh
+[[ "$D" == "$ROOT/.cluster" ]] || CLUSTER_SH="OAM_TRUST_CLUSTER_DIR=$D hack/cluster.sh"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 say() { printf '    %s\n' "$*"; }
+die() { echo "$*" >&2; exit 1; }
+wait_until() { # seconds, description, command...: polls the command until it succeeds
+  local secs="$1" what="$2"; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    (( SECONDS < deadline )) || { echo "timed out after ${secs}s waiting for $what" >&2; return 1; }
+    sleep 0.5
+  done
+}
 
 "$ROOT/hack/prerequisites.sh"
 step "Building oam-trust"
@@ -19,27 +33,58 @@ cargo build --quiet --bin oam-trust
 OAM="$ROOT/target/debug/oam-trust"
 [[ -n "${CARGO_TARGET_DIR:-}" ]] && OAM="$CARGO_TARGET_DIR/debug/oam-trust"
 
-step "Starting the local control plane (kube-apiserver, etcd, controller-manager, scheduler, kwok)"
-hack/cluster.sh up >/dev/null
-# shellcheck disable=SC1091
-source "$D/env"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+PIDS=()           # the operator and dev-issuer
+STARTED_CLUSTER=  # set when this run starts the control plane (and so stops it on Ctrl-C)
+STOPPING=         # set by Ctrl-C or SIGTERM
+# shellcheck disable=SC2317  # run from the traps below (shellcheck 0.9 calls trap handlers unreachable when a script ends in exit)
+stop_children() {
+  (( ${#PIDS[@]} )) || return 0
+  kill -TERM "${PIDS[@]}" 2>/dev/null || true
+  local deadline=$((SECONDS + 30))
+  while kill -0 "${PIDS[@]}" 2>/dev/null && (( SECONDS < deadline )); do sleep 0.2; done
+  kill -KILL "${PIDS[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
-  if [[ -n "${DEMO_EXIT:-}" ]]; then hack/cluster.sh down >/dev/null 2>&1 || true; fi
 }
+# shellcheck disable=SC2317  # the EXIT trap
+cleanup() {
+  local rc=$?
+  trap "" INT TERM  # a second Ctrl-C must not cut the shutdown short
+  stop_children
+  if [[ -n "$STOPPING" && -n "$STARTED_CLUSTER" ]]; then
+    say "stopping the local control plane"
+    hack/cluster.sh down >/dev/null 2>&1 || true
+  elif [[ -n "$STOPPING" ]]; then
+    say "the control plane was up before the demo and stays up ($CLUSTER_SH down stops it)"
+  elif (( rc != 0 )); then
+    echo "hack/demo.sh failed; the control plane stays up for inspection: logs in $D/logs," \
+      "'$CLUSTER_SH logs'; '$CLUSTER_SH down' stops it" >&2
+  fi
+}
+# Ctrl-C or SIGTERM stops everything this run started. During the demo that is an interruption (exit
+# 128+signal); once it has played, it is how the demo is meant to end (exit 0, see the last step).
+# shellcheck disable=SC2317  # the INT and TERM traps
+interrupted() { STOPPING=1; exit "$1"; }
+trap 'interrupted 130' INT
+trap 'interrupted 143' TERM
 trap cleanup EXIT
+
+step "Starting the local control plane (kube-apiserver, etcd, controller-manager, scheduler, kwok)"
+hack/cluster.sh status >/dev/null 2>&1 || STARTED_CLUSTER=1
+hack/cluster.sh up >/dev/null
+# shellcheck source=/dev/null  # written by hack/cluster.sh up
+source "$D/env"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 mkdir -p "$D/demo"
 
 step "Starting dev-issuer: a local OIDC issuer that mints GitLab-shaped CI ID tokens"
 ISSUER_PORT=$(free_port)
+rm -f "$D/demo/issuer.url"  # a reused control plane keeps the last run's, with its old port
 "$OAM" dev-issuer --listen "127.0.0.1:$ISSUER_PORT" --state-dir "$D/demo/issuer" --ca-out "$D/demo/issuer-ca.pem" \
   --audience https://oam-trust.local >"$D/demo/issuer.url" 2>"$D/logs/dev-issuer.log" &
 PIDS+=($!)
-for _ in $(seq 1 100); do [[ -s "$D/demo/issuer.url" ]] && break; sleep 0.1; done
+wait_until 120 "dev-issuer to print its URL" test -s "$D/demo/issuer.url" \
+  || { tail -n 20 "$D/logs/dev-issuer.log" >&2; exit 1; }
 ISSUER="$(head -n1 "$D/demo/issuer.url")"
 say "issuer: $ISSUER"
 
@@ -94,9 +139,9 @@ OAM_TRUST_LOG_FORMAT=json "$OAM" run --health-addr "127.0.0.1:$HEALTH_PORT" \
   --exchange-listen "127.0.0.1:$EX_PORT" --exchange-tls-cert "$D/demo/exchange.crt" --exchange-tls-key "$D/demo/exchange.key" \
   >"$D/logs/operator.log" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 1 120); do curl -fsS "http://127.0.0.1:$HEALTH_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.5; done
-curl -fsS "http://127.0.0.1:$HEALTH_PORT/readyz" >/dev/null || { echo "operator not ready; see $D/logs/operator.log" >&2; tail -20 "$D/logs/operator.log" >&2; exit 1; }
-kubectl -n payments wait app/payments --for=jsonpath='{.status.status}'=running --timeout=120s >/dev/null
+wait_until 180 "the operator's /readyz (log: $D/logs/operator.log)" curl -fsS "http://127.0.0.1:$HEALTH_PORT/readyz" \
+  || { tail -n 20 "$D/logs/operator.log" >&2; exit 1; }
+kubectl -n payments wait app/payments --for=jsonpath='{.status.status}'=running --timeout=300s >/dev/null
 kubectl -n payments get app payments
 kubectl -n payments get app payments -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}' | sed 's/^/    /'
 kubectl get glt gitlab-demo
@@ -120,7 +165,7 @@ try() { # expect description command...
   local expect="$1" what="$2"; shift 2
   if out="$("$@" 2>&1)"; then got=allowed; else got=refused; fi
   printf '    %-8s %s\n' "$got" "$what"
-  [[ "$got" == "$expect" ]] || { echo "    unexpected: $out" >&2; exit 1; }
+  [[ "$got" == "$expect" ]] || die "    unexpected: $out"
   [[ "$got" == refused ]] && printf '             %s\n' "$(echo "$out" | tail -n1 | cut -c1-160)"
   return 0
 }
@@ -144,10 +189,17 @@ say "audit log lines (target oam_trust::audit) in $D/logs/operator.log:"
 grep '"oam_trust::audit"' "$D/logs/operator.log" | tail -n 4 | cut -c1-240 | sed 's/^/    /'
 
 step "Done"
-if [[ -n "${DEMO_EXIT:-}" ]]; then say "DEMO_EXIT is set: stopping everything."; exit 0; fi
-say "The cluster, the operator and dev-issuer keep running. In another shell:"
+say "The control plane, the operator and dev-issuer keep running. In another shell:"
 say "  export KUBECONFIG=$KUBECONFIG"
 say "  kubectl get app -A"
-say "Logs: $D/logs/operator.log (JSON), $D/logs/dev-issuer.log; hack/cluster.sh logs for the control plane.
-say "Press Ctrl-C to stop the operator and dev-issuer (hack/cluster.sh down stops the cluster)."
-wait
+say "Operator: health http://127.0.0.1:$HEALTH_PORT/readyz, token exchange https://127.0.0.1:$EX_PORT"
+say "Logs: $D/logs/operator.log (JSON), $D/logs/dev-issuer.log; '$CLUSTER_SH logs' for the control plane."
+if [[ -n "$STARTED_CLUSTER" ]]; then
+  say "Press Ctrl-C to stop them all."
+else
+  say "Press Ctrl-C to stop the operator and dev-issuer (the control plane was up before; '$CLUSTER_SH down' stops it)."
+fi
+trap 'interrupted 0' INT TERM
+# Returns when the operator or dev-issuer exits on its own, which is a failure.
+wait -n "${PIDS[@]}" || true
+die "the operator or dev-issuer exited unexpectedly; see $D/logs/operator.log and $D/logs/dev-issuer.log"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Installs what the scripts need on a fresh Debian machine (openssl, curl, python3) and the Rust
-# components (rustfmt, clippy). Does nothing when all are present.
+# Installs what the scripts need on a fresh Debian machine (openssl, curl, python3, shellcheck for the
+# test command's script lint) and the Rust components (rustfmt, clippy). Does nothing when all are present.
 set -euo pipefail
 missing=()
-for t in openssl curl python3 setsid flock; do command -v "$t" >/dev/null || missing+=("$t"); done
+for t in openssl curl python3 setsid flock shellcheck; do command -v "$t" >/dev/null || missing+=("$t"); done
 if (( ${#missing[@]} )); then
   echo "[prerequisites] installing: ${missing[*]}" >&2
   pkgs=()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command: formatting and lint gates, the local control plane, then every test.
-# Starts the control plane itself (building its binaries on first use) and stops it at the end.
+# The test command: formatting and lint gates (Rust and shell), the local control plane, then every test.
+# Starts its own control plane in $OAM_TRUST_TEST_CLUSTER_DIR (default: .cluster-test/ in the checkout,
+# never the demo's .cluster/), fresh on every run, and stops it at the end.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -11,7 +12,21 @@ log() { echo "[test] $*" >&2; }
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
-export OAM_TRUST_CLUSTER_DIR="${OAM_TRUST_CLUSTER_DIR:-$ROOT/.cluster}"
+# Every shell script of the project: hack/*.sh, the other scripts under hack/ (by shebang), and CI's.
+shebang='^#!.*[/ ](ba)?sh([[:space:]]|$)'
+scripts=()
+for f in hack/* .ci/run; do
+  [[ -f "$f" ]] || continue
+  first=""; IFS= read -r first <"$f" || true
+  if [[ "$f" == *.sh || "$first" =~ $shebang ]]; then scripts+=("$f"); fi
+done
+log "bash -n and shellcheck: ${scripts[*]}"
+for f in "${scripts[@]}"; do bash -n "$f"; done
+shellcheck "${scripts[@]}"  # settings: .shellcheckrc
+
+# Its own cluster directory, so a demo's control plane (.cluster/, or an exported OAM_TRUST_CLUSTER_DIR)
+# is never reused nor stopped by the tests.
+export OAM_TRUST_CLUSTER_DIR="${OAM_TRUST_TEST_CLUSTER_DIR:-$ROOT/.cluster-test}"
 cleanup() {
   local rc=$?
   if (( rc != 0 )); then hack/cluster.sh logs || true; fi
@@ -19,8 +34,11 @@ cleanup() {
   exit "$rc"
 }
 trap cleanup EXIT
+# Fresh state: a run that was killed before its cleanup must not leave objects to the next one.
+hack/cluster.sh down >/dev/null 2>&1
 hack/cluster.sh up >/dev/null
 export OAM_TRUST_TEST_KUBECONFIG="$OAM_TRUST_CLUSTER_DIR/kubeconfig"
+# shellcheck source=/dev/null  # written by hack/cluster.sh up
 source "$OAM_TRUST_CLUSTER_DIR/env"
 
 log "cargo clippy --all-targets -- -D warnings"
