@@ -25,6 +25,39 @@ pub(crate) struct ComponentOutput {
     pub auxiliaries: Vec<(String, Value)>,
 }
 
+/// KubeVela built-in component types oam-trust does not render, and why (a clear error instead
+/// of "unknown type").
+const UNRENDERED_BUILTINS: [(&str, &str); 7] = [
+    (
+        "helmchart",
+        "it installs a Helm chart through KubeVela's FluxCD addon, and oam-trust renders no Helm charts",
+    ),
+    (
+        "addon",
+        "it installs a KubeVela addon from an addon registry, and oam-trust has no addon registry",
+    ),
+    (
+        "module",
+        "it fetches a module from a KubeVela module registry, and oam-trust has no registry",
+    ),
+    (
+        "ref-objects",
+        "it copies objects read from the cluster, and oam-trust renders without reading the cluster; write the objects out with k8s-objects",
+    ),
+    (
+        "config-image-registry",
+        "KubeVela config components are not rendered by oam-trust",
+    ),
+    (
+        "config-helm-repository",
+        "KubeVela config components are not rendered by oam-trust",
+    ),
+    (
+        "config-dex-connector",
+        "KubeVela config components are not rendered by oam-trust",
+    ),
+];
+
 /// Renders a built-in type; `None` when `type_` is not one.
 pub(crate) fn render_builtin(
     type_: &str,
@@ -39,7 +72,15 @@ pub(crate) fn render_builtin(
         "task" => task(ctx, properties),
         "cron-task" => cron_task(ctx, properties),
         "k8s-objects" => k8s_objects(ctx, properties),
-        _ => return None,
+        other => {
+            let (name, reason) = UNRENDERED_BUILTINS.iter().find(|(n, _)| *n == other)?;
+            Err(RenderError::UnsupportedDefinition {
+                scope: ctx.scope.clone(),
+                kind: "KubeVela built-in component type".to_string(),
+                name: name.to_string(),
+                reason: reason.to_string(),
+            })
+        }
     };
     Some(result)
 }

@@ -365,6 +365,14 @@ fn render_component(
             continue;
         }
         let Some(applies) = trait_::applies_to(&t.type_) else {
+            if let Some(reason) = trait_::unrendered_reason(&t.type_) {
+                return Err(RenderError::UnsupportedDefinition {
+                    scope: trait_scope,
+                    kind: "KubeVela built-in trait".to_string(),
+                    name: t.type_.clone(),
+                    reason: reason.to_string(),
+                });
+            }
             return Err(match defs.trait_(&t.type_) {
                 Some(_) => RenderError::UnsupportedDefinition {
                     scope: trait_scope,

@@ -196,6 +196,14 @@ pub(crate) fn plan(
                 Parsed::Ignored
             }
             ACCESS_DECLARATION_TYPE => Parsed::Ignored,
+            "replication" => {
+                return Err(RenderError::UnsupportedDefinition {
+                    scope,
+                    kind: "KubeVela built-in policy".to_string(),
+                    name: "replication".to_string(),
+                    reason: "it replicates components per key for multi-cluster deploy steps, which oam-trust does not run".to_string(),
+                });
+            }
             other if defs.policy(other).is_some() => {
                 return Err(RenderError::UnsupportedDefinition {
                     scope,
@@ -293,7 +301,7 @@ fn topology(
         return Err(p.invalid(
             "clusters",
             format!(
-                "cluster {other:?} is not supported: oam-trust deploys to the local cluster only"
+                "cluster {other:?} is not supported: oam-trust deploys to the local cluster only (multi-cluster topology is not implemented)"
             ),
         ));
     }
@@ -301,7 +309,7 @@ fn topology(
         if p.opt(key).is_some() {
             return Err(p.invalid(
                 key,
-                "cluster selection is not supported: oam-trust deploys to the local cluster only",
+                "cluster selection is not supported: oam-trust deploys to the local cluster only (multi-cluster topology is not implemented)",
             ));
         }
     }

@@ -44,6 +44,38 @@ pub(crate) const BUILTIN_TRAITS: [(&str, &[&str]); 26] = [
     ("json-merge-patch", &["*"]),
 ];
 
+/// KubeVela built-in traits oam-trust does not render, and why.
+const UNRENDERED_BUILTINS: [(&str, &str); 5] = [
+    (
+        "nocalhost",
+        "it configures the Nocalhost development tool, which oam-trust does not integrate",
+    ),
+    (
+        "service-binding",
+        "it is deprecated in KubeVela; use env valueFrom.secretKeyRef on the component instead",
+    ),
+    (
+        "pure-ingress",
+        "it is deprecated in KubeVela; use the gateway trait",
+    ),
+    (
+        "rollout",
+        "it needs KubeVela's rollout controller, which oam-trust does not run",
+    ),
+    (
+        "kruise-rollout",
+        "it needs the OpenKruise Rollout addon, which oam-trust does not install",
+    ),
+];
+
+/// Why a KubeVela built-in trait is not rendered; `None` for every other type.
+pub(crate) fn unrendered_reason(type_: &str) -> Option<&'static str> {
+    UNRENDERED_BUILTINS
+        .iter()
+        .find(|(name, _)| *name == type_)
+        .map(|(_, reason)| *reason)
+}
+
 pub(crate) fn applies_to(type_: &str) -> Option<&'static [&'static str]> {
     BUILTIN_TRAITS
         .iter()
