@@ -453,11 +453,9 @@ fn trait_hpa_creates_an_autoscaling_v2_hpa() {
         hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
         70
     );
-    // hpa.cue takes the memory metric's type from `mem` but its value, and the value's key, from
-    // `cpu` (here Utilization 70): rendered as KubeVela renders it.
     assert_eq!(
         hpa["spec"]["metrics"][1]["resource"]["target"],
-        json!({"type": "AverageValue", "averageUtilization": 70})
+        json!({"type": "AverageValue", "averageValue": "500Mi"})
     );
 }
 
@@ -1448,7 +1446,7 @@ fn one_trait(component: &str, trait_yaml: &str) -> Result<Vec<Value>, RenderErro
 }
 
 #[test]
-fn trait_affinity_defaults_operators_and_drops_required_namespaces_as_kubevela() {
+fn trait_affinity_defaults_operators_and_keeps_what_is_given() {
     let objects = one_trait(
         "worker",
         "{type: affinity, properties: {podAntiAffinity: {required: [{topologyKey: zone, namespaces: [a], labelSelector: {matchExpressions: [{key: app}]}}]}, nodeAffinity: {required: {nodeSelectorTerms: [{matchFields: [{key: f, values: [v]}]}]}}, tolerations: [{key: k}]}}",
@@ -1457,7 +1455,7 @@ fn trait_affinity_defaults_operators_and_drops_required_namespaces_as_kubevela()
     let pod = &objects[0]["spec"]["template"]["spec"];
     assert_eq!(
         pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"],
-        json!([{"labelSelector": {"matchExpressions": [{"key": "app", "operator": "In"}]}, "topologyKey": "zone"}])
+        json!([{"labelSelector": {"matchExpressions": [{"key": "app", "operator": "In"}]}, "namespaces": ["a"], "topologyKey": "zone"}])
     );
     assert_eq!(
         pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"],
@@ -1505,13 +1503,12 @@ fn trait_securitycontext_and_podsecuritycontext_defaults() {
     );
     let err = one_trait(
         "worker",
-        "{type: podsecuritycontext, properties: {seccompProfile: {type: RuntimeDefault}}}",
+        "{type: podsecuritycontext, properties: {seccompProfile: {type: Strict}}}",
     )
     .unwrap_err();
     assert_eq!(
         err.to_string(),
-        r#"component "w": trait "podsecuritycontext": field "seccompProfile.localhostProfile": required parameter is missing"#,
-        "required by podsecuritycontext.cue"
+        r#"component "w": trait "podsecuritycontext": field "seccompProfile.type": "Strict" is not one of RuntimeDefault, Unconfined, Localhost"#
     );
 }
 
@@ -1550,13 +1547,22 @@ fn trait_container_ports_and_hostalias() {
         json!([{"containerPort": 53, "protocol": "UDP", "hostPort": 53, "hostIP": "10.0.0.1"}])
     );
     let objects = render(&load(&app(
-        "    - name: w\n      type: webservice\n      properties: {image: x, hostAliases: [{ip: 10.0.0.1, hostnames: [a]}]}\n      traits: [{type: hostalias, properties: {hostAliases: [{ip: 10.0.0.1, hostnames: [b]}, {ip: 10.0.0.2, hostnames: [c]}]}}]\n",
+        "    - name: w\n      type: webservice\n      properties: {image: x, hostAliases: [{ip: 10.0.0.1, hostnames: [a]}]}\n      traits: [{type: hostalias, properties: {hostAliases: [{ip: 10.0.0.1, hostnames: [b, a]}, {ip: 10.0.0.2, hostnames: [c]}, {ip: 10.0.0.2, hostnames: [c]}]}}]\n",
     )))
     .unwrap();
     assert_eq!(
         objects[0]["spec"]["template"]["spec"]["hostAliases"],
-        json!([{"ip": "10.0.0.1", "hostnames": ["b"]}, {"ip": "10.0.0.2", "hostnames": ["c"]}]),
-        "merged by ip"
+        json!([{"ip": "10.0.0.1", "hostnames": ["a", "b"]}, {"ip": "10.0.0.2", "hostnames": ["c"]}]),
+        "merged by ip, each hostname once"
+    );
+    let err = one_trait(
+        "worker",
+        "{type: hostalias, properties: {hostAliases: [{hostnames: [cache.internal]}]}}",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"component "w": trait "hostalias": field "hostAliases[0].ip": a host alias needs an ip: cache.internal"#
     );
 }
 
@@ -1579,15 +1585,18 @@ fn trait_k8s_update_strategy_follows_target_kind() {
         on_delete[0]["spec"].get("strategy").is_none(),
         "a Deployment has no OnDelete"
     );
-    let err = one_trait(
-        "webservice",
-        "{type: k8s-update-strategy, properties: {strategy: {type: RollingUpdate}}}",
-    )
-    .unwrap_err();
+    let defaults = one_trait("webservice", "{type: k8s-update-strategy}").unwrap();
     assert_eq!(
-        err.to_string(),
-        r#"component "w": trait "k8s-update-strategy": field "strategy.rollingStrategy": required parameter is missing"#
+        defaults[0]["spec"]["strategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+        "a rolling update needs no parameters"
     );
+    let recreate = one_trait(
+        "webservice",
+        "{type: k8s-update-strategy, properties: {strategy: {type: Recreate, rollingStrategy: {maxSurge: \"1\"}}}}",
+    )
+    .unwrap();
+    assert_eq!(recreate[0]["spec"]["strategy"], json!({"type": "Recreate"}));
 }
 
 #[test]

@@ -572,6 +572,33 @@ fn sidecar(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderE
         }
         c.insert("volumeMounts".into(), Value::Array(mounts));
     }
+    if let Some(ports) = p.opt_list("ports")? {
+        let mut out = Vec::new();
+        for mut port in ports {
+            let mut sp = Map::new();
+            let number = port
+                .int_in("containerPort", 1, 65535, None)?
+                .ok_or_else(|| port.missing("containerPort"))?;
+            sp.insert("containerPort".into(), number.into());
+            sp.insert(
+                "protocol".into(),
+                port.enum_or("protocol", &["TCP", "UDP", "SCTP"], "TCP")?
+                    .into(),
+            );
+            if let Some(name) = port.opt_str("name")? {
+                sp.insert("name".into(), name.into());
+            }
+            if let Some(host_port) = port.int_in("hostPort", 1, 65535, None)? {
+                sp.insert("hostPort".into(), host_port.into());
+            }
+            if let Some(ip) = port.opt_str("hostIP")? {
+                sp.insert("hostIP".into(), ip.into());
+            }
+            port.finish()?;
+            out.push(Value::Object(sp));
+        }
+        c.insert("ports".into(), Value::Array(out));
+    }
     for probe in ["livenessProbe", "readinessProbe"] {
         if let Some(pp) = p.opt_object(probe)? {
             c.insert(probe.into(), health_probe(pp)?);
@@ -705,7 +732,9 @@ fn storage(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderE
         }
         for key in ["dataSourceRef", "dataSource", "selector"] {
             if let Some(raw) = v.opt_raw_object(key)? {
-                spec[key] = raw.clone();
+                // storage.cue writes `selector` to spec.dataSource (a KubeVela bug, kept).
+                let target = if key == "selector" { "dataSource" } else { key };
+                spec[target] = raw.clone();
             }
         }
         v.finish()?;
@@ -820,8 +849,16 @@ fn storage(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderE
         volumes.push(json!({ "name": volume, "hostPath": { "path": host, "type": type_ } }));
     }
     let pod = pod_spec(p, workload)?;
+    // The patch always carries these lists, so they exist (maybe empty) after the trait.
+    containers(p, pod, "volumes")?;
     {
         let main = first_container(p, pod)?;
+        for key in ["env", "volumeDevices", "volumeMounts"] {
+            let entry = main.entry(key.to_string()).or_insert_with(|| json!([]));
+            if !entry.is_array() {
+                *entry = json!([]);
+            }
+        }
         for m in mounts {
             upsert_by(main, "volumeMounts", "name", m);
         }
@@ -861,41 +898,36 @@ fn replica_bounds(p: &mut Params) -> Result<(i64, i64), RenderError> {
 }
 
 /// `hpa`: an `autoscaling/v2` HorizontalPodAutoscaler on cpu (and optionally memory, pod metrics).
-/// As in hpa.cue, `value` defaults to 50 whatever the type, and the memory metric takes its type
-/// from `mem` but its value (and the value's key) from `cpu`.
+/// `value` defaults to 50 whatever the type (hpa.cue), so `{type: AverageValue}` targets 50.
 fn hpa(p: &mut Params, ctx: &ComponentContext) -> Result<TraitOutputs, RenderError> {
     let (min, max) = replica_bounds(p)?;
     let target = scale_target(p, ctx)?;
     let mut metrics = Vec::new();
-    let target_of = |q: Option<Params>| -> Result<(String, Value), RenderError> {
-        let Some(mut q) = q else {
-            return Ok(("Utilization".to_string(), json!(50)));
+    let resource_metric = |name: &str, q: Option<Params>| -> Result<Value, RenderError> {
+        let (type_, value) = match q {
+            None => ("Utilization".to_string(), json!(50)),
+            Some(mut q) => {
+                let type_ = q
+                    .enum_or("type", &["Utilization", "AverageValue"], "Utilization")?
+                    .to_string();
+                let value = q.opt_quantity("value")?.unwrap_or(json!(50));
+                q.finish()?;
+                (type_, value)
+            }
         };
-        let type_ = q
-            .enum_or("type", &["Utilization", "AverageValue"], "Utilization")?
-            .to_string();
-        let value = q.opt_quantity("value")?.unwrap_or(json!(50));
-        q.finish()?;
-        Ok((type_, value))
-    };
-    let (cpu_type, cpu_value) = target_of(p.opt_object("cpu")?)?;
-    let value_key = |type_: &str| {
-        if type_ == "Utilization" {
+        let value_key = if type_ == "Utilization" {
             "averageUtilization"
         } else {
             "averageValue"
-        }
-    };
-    metrics.push(json!({
-        "type": "Resource",
-        "resource": { "name": "cpu", "target": { "type": cpu_type, value_key(&cpu_type): cpu_value } },
-    }));
-    if let Some(mem) = p.opt_object("mem")? {
-        let (mem_type, _) = target_of(Some(mem))?;
-        metrics.push(json!({
+        };
+        Ok(json!({
             "type": "Resource",
-            "resource": { "name": "memory", "target": { "type": mem_type, value_key(&cpu_type): cpu_value } },
-        }));
+            "resource": { "name": name, "target": { "type": type_, value_key: value } },
+        }))
+    };
+    metrics.push(resource_metric("cpu", p.opt_object("cpu")?)?);
+    if let Some(mem) = p.opt_object("mem")? {
+        metrics.push(resource_metric("memory", Some(mem))?);
     }
     for mut m in p.list_or_empty("podCustomMetrics")? {
         let name = m.str("name")?;
@@ -1168,9 +1200,8 @@ fn label_selector(mut p: Params, operators: &[&str]) -> Result<Value, RenderErro
 const SELECTOR_OPERATORS: [&str; 4] = ["In", "NotIn", "Exists", "DoesNotExist"];
 const NODE_OPERATORS: [&str; 6] = ["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"];
 
-/// `#podAffinityTerm`. `required` terms lose `namespaces`: affinity.cue copies a `namespace` field
-/// its schema does not have, so KubeVela never renders them there.
-fn pod_affinity_term(mut p: Params, keep_namespaces: bool) -> Result<Value, RenderError> {
+/// `#podAffinityTerm`: `labelSelector`, `namespaces`, `topologyKey`, `namespaceSelector`.
+fn pod_affinity_term(mut p: Params) -> Result<Value, RenderError> {
     let mut out = Map::new();
     if let Some(sel) = p.opt_object("labelSelector")? {
         out.insert(
@@ -1178,8 +1209,7 @@ fn pod_affinity_term(mut p: Params, keep_namespaces: bool) -> Result<Value, Rend
             label_selector(sel, &SELECTOR_OPERATORS)?,
         );
     }
-    let namespaces = p.opt_str_list("namespaces")?;
-    if keep_namespaces && let Some(ns) = namespaces {
+    if let Some(ns) = p.opt_str_list("namespaces")? {
         out.insert("namespaces".into(), json!(ns));
     }
     out.insert("topologyKey".into(), p.str("topologyKey")?.into());
@@ -1203,7 +1233,7 @@ fn pod_affinity(mut p: Params) -> Result<Value, RenderError> {
     if let Some(required) = p.opt_list("required")? {
         let terms = required
             .into_iter()
-            .map(|t| pod_affinity_term(t, false))
+            .map(pod_affinity_term)
             .collect::<Result<Vec<_>, _>>()?;
         out.insert(
             "requiredDuringSchedulingIgnoredDuringExecution".into(),
@@ -1217,7 +1247,7 @@ fn pod_affinity(mut p: Params) -> Result<Value, RenderError> {
             let term = t
                 .opt_object("podAffinityTerm")?
                 .ok_or_else(|| t.missing("podAffinityTerm"))?;
-            terms.push(json!({ "weight": w, "podAffinityTerm": pod_affinity_term(term, true)? }));
+            terms.push(json!({ "weight": w, "podAffinityTerm": pod_affinity_term(term)? }));
             t.finish()?;
         }
         out.insert(
@@ -1423,7 +1453,7 @@ fn security_context(
     Ok(Vec::new())
 }
 
-/// `{type: RuntimeDefault|Unconfined|Localhost, localhostProfile}` (both required, as in the CUE).
+/// `{type: RuntimeDefault|Unconfined|Localhost, localhostProfile?}`.
 fn security_profile(mut p: Params) -> Result<Value, RenderError> {
     let types = ["RuntimeDefault", "Unconfined", "Localhost"];
     let type_ = p.str("type")?;
@@ -1433,9 +1463,12 @@ fn security_profile(mut p: Params) -> Result<Value, RenderError> {
             format!("{type_:?} is not one of {}", types.join(", ")),
         ));
     }
-    let profile = p.str("localhostProfile")?;
+    let mut out = json!({ "type": type_ });
+    if let Some(profile) = p.opt_str("localhostProfile")? {
+        out["localhostProfile"] = profile.into();
+    }
     p.finish()?;
-    Ok(json!({ "type": type_, "localhostProfile": profile }))
+    Ok(out)
 }
 
 /// `podsecuritycontext`: the pod's `securityContext` (`runAsNonRoot` defaults to true).
@@ -1585,24 +1618,48 @@ fn lifecycle(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, Rende
     Ok(Vec::new())
 }
 
-/// `hostalias`: host aliases on the pod, merged by `ip`.
+/// `hostalias`: host aliases on the pod, merged by `ip`: an IP the pod (or an earlier entry)
+/// already has gains the new hostnames, each listed once.
 fn hostalias(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderError> {
-    let mut aliases = Vec::new();
+    let mut aliases: Vec<(String, Vec<String>)> = Vec::new();
     for mut a in p
         .opt_list("hostAliases")?
         .ok_or_else(|| p.missing("hostAliases"))?
     {
-        let ip = a.str("ip")?;
-        let hostnames = a
-            .opt_str_list("hostnames")?
-            .ok_or_else(|| a.missing("hostnames"))?;
+        let hostnames = a.opt_str_list("hostnames")?.unwrap_or_default();
+        let Some(ip) = a.opt_str("ip")? else {
+            return Err(a.invalid(
+                "ip",
+                format!("a host alias needs an ip: {}", hostnames.join(", ")),
+            ));
+        };
         a.finish()?;
-        aliases.push(json!({ "ip": ip, "hostnames": hostnames }));
+        aliases.push((ip.to_string(), hostnames));
     }
     let pod = pod_spec(p, workload)?;
-    containers(p, pod, "hostAliases")?;
-    for alias in aliases {
-        upsert_by(pod, "hostAliases", "ip", alias);
+    let list = containers(p, pod, "hostAliases")?;
+    for (ip, hostnames) in aliases {
+        let index = match list
+            .iter()
+            .position(|e| e["ip"].as_str() == Some(ip.as_str()))
+        {
+            Some(i) => i,
+            None => {
+                list.push(json!({ "ip": ip, "hostnames": [] }));
+                list.len() - 1
+            }
+        };
+        let entry = &mut list[index];
+        if !entry["hostnames"].is_array() {
+            entry["hostnames"] = json!([]);
+        }
+        if let Some(names) = entry["hostnames"].as_array_mut() {
+            for h in hostnames {
+                if !names.iter().any(|n| n.as_str() == Some(h.as_str())) {
+                    names.push(h.into());
+                }
+            }
+        }
     }
     Ok(Vec::new())
 }
@@ -1643,11 +1700,14 @@ fn container_ports(
         let mut base_keys = Vec::new();
         for b in base.iter().flatten() {
             let number = b["containerPort"].as_i64().unwrap_or_default();
+            // A port without a protocol is matched as TCP and left without one.
             let protocol = b["protocol"].as_str().unwrap_or("TCP");
             let k = key(protocol, number);
             let mut out = Map::new();
             out.insert("containerPort".into(), number.into());
-            out.insert("protocol".into(), protocol.into());
+            if let Some(p) = b.get("protocol") {
+                out.insert("protocol".into(), p.clone());
+            }
             if let Some(name) = b.get("name") {
                 out.insert("name".into(), name.clone());
             }
@@ -1715,10 +1775,8 @@ fn update_strategy(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs,
     }
     let mut strategy = json!({ "type": type_ });
     if type_ == "RollingUpdate" {
-        // The CUE reads rollingStrategy unconditionally here: without it KubeVela fails too.
-        let Some((surge, unavailable, partition)) = rolling else {
-            return Err(p.missing("strategy.rollingStrategy"));
-        };
+        let (surge, unavailable, partition) =
+            rolling.unwrap_or_else(|| ("25%".to_string(), "25%".to_string(), 0));
         strategy["rollingUpdate"] = if kind == "StatefulSet" {
             json!({ "partition": partition })
         } else {
