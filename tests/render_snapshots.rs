@@ -862,8 +862,9 @@ fn error_kube_schematic_parameters() {
         r#"component "c": field "replicas": expected number, got string "2""#
     );
     assert_eq!(
-        warnings(&load(&with("{image: x, cpu: 1}"))),
-        [r#"component "c": field "cpu" is not declared by the definition and was ignored"#]
+        render_err(&with("{image: x, cpu: 1}")).to_string(),
+        r#"component "c": field "cpu": unsupported parameter, not declared by the definition"#,
+        "KubeVela refuses undeclared parameters of a kube schematic (resolveKubeParameters)"
     );
 }
 

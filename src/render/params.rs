@@ -313,6 +313,18 @@ impl<'a> Params<'a> {
         Ok(self.opt_list(key)?.unwrap_or_default())
     }
 
+    /// Rejects the first key that was never read. For `kube` schematics, whose undeclared
+    /// parameters KubeVela refuses ("unsupported parameter"), unlike its CUE templates.
+    pub fn finish_strict(self) -> Result<(), RenderError> {
+        match self.map.keys().find(|k| !self.seen.contains(&k.as_str())) {
+            Some(key) => Err(RenderError::UndeclaredParameter {
+                scope: self.scope.to_string(),
+                field: self.field(key),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Reports every key that was never read: the definition does not declare it, so it is
     /// ignored (as KubeVela ignores it) and named in a warning.
     pub fn finish(self) -> Result<(), RenderError> {
