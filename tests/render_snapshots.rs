@@ -644,6 +644,29 @@ fn malformed_properties_never_panic() {
         "namespace",
         "components",
         "selector",
+        "podAffinity",
+        "podAntiAffinity",
+        "nodeAffinity",
+        "tolerations",
+        "constraints",
+        "operations",
+        "strategy",
+        "probes",
+        "postStart",
+        "preStop",
+        "httpGet",
+        "tcpSocket",
+        "exec",
+        "grpc",
+        "seccompProfile",
+        "appArmorProfile",
+        "dropCapabilities",
+        "targetKind",
+        "rules",
+        "keepLegacyResource",
+        "enable",
+        "metadata",
+        "spec",
     ];
     let components = [
         "webservice",
@@ -655,6 +678,7 @@ fn malformed_properties_never_panic() {
         "k8s-objects",
     ];
     let traits = oam_trust::render::builtin_trait_types();
+    let policies = oam_trust::render::builtin_policy_types();
     let mut checked = 0;
     for shape in &shapes {
         for key in keys {
@@ -667,7 +691,7 @@ fn malformed_properties_never_panic() {
                     "spec": {
                         "components": [{"name": "c", "type": comp_type, "properties": props,
                                         "traits": [{"type": trait_type, "properties": props}]}],
-                        "policies": [{"name": "p", "type": if checked % 2 == 0 { "override" } else { "topology" }, "properties": props}],
+                        "policies": [{"name": "p", "type": policies[checked % policies.len()], "properties": props}],
                     }
                 });
                 let app: oam_trust::api::oam::Application = serde_json::from_value(app).unwrap();

@@ -832,30 +832,37 @@ mod name_pattern {
         pub fn is_match(&self, text: &str) -> bool {
             let chars: Vec<char> = text.chars().collect();
             self.0.iter().any(|b| {
-                let starts = if b.anchored_start {
-                    0..=0
+                let from = matches_from(&b.pieces, &chars, b.anchored_end);
+                if b.anchored_start {
+                    from[0]
                 } else {
-                    0..=chars.len()
-                };
-                starts
-                    .into_iter()
-                    .any(|s| here(&b.pieces, &chars[s..], b.anchored_end))
+                    from.into_iter().any(|m| m)
+                }
             })
         }
     }
 
-    fn here(pieces: &[Piece], text: &[char], anchored_end: bool) -> bool {
-        let Some((piece, rest)) = pieces.split_first() else {
-            return !anchored_end || text.is_empty();
-        };
-        let max = if piece.many { text.len() } else { 1 };
-        let mut n = 0;
-        while n < max && n < text.len() && piece.atom.matches(text[n]) {
-            n += 1;
+    /// For each start position, whether `pieces` match there. Dynamic programming over (piece,
+    /// position): time linear in pattern length times text length, so no pattern an
+    /// Application author writes can make matching backtrack exponentially.
+    fn matches_from(pieces: &[Piece], text: &[char], anchored_end: bool) -> Vec<bool> {
+        let n = text.len();
+        // `next[j]`: the pieces after the current one match `text[j..]`.
+        let mut next: Vec<bool> = (0..=n).map(|j| !anchored_end || j == n).collect();
+        for piece in pieces.iter().rev() {
+            let mut cur = vec![false; n + 1];
+            for j in (0..=n).rev() {
+                let here = j < n && piece.atom.matches(text[j]);
+                cur[j] = match (piece.min, piece.many) {
+                    (0, true) => next[j] || (here && cur[j + 1]),
+                    (1, true) => here && (cur[j + 1] || next[j + 1]),
+                    (0, false) => next[j] || (here && next[j + 1]),
+                    _ => here && next[j + 1],
+                };
+            }
+            next = cur;
         }
-        (piece.min..=n)
-            .rev()
-            .any(|k| here(rest, &text[k..], anchored_end))
+        next
     }
 }
 
@@ -887,6 +894,12 @@ mod tests {
         assert!(matches("ap.", "apx"));
         assert!(!matches("^[^a]", "abc"));
         assert!(name_pattern::Regex::compile("(api)").is_err());
+        assert!(matches("a+b?c", "xaaac"));
+        assert!(!matches("^a+$", ""));
+        assert!(matches("^a+$", "aaa"));
+        // Linear time: a pattern made to backtrack answers at once.
+        let evil = "a*".repeat(40) + "b";
+        assert!(!matches(&evil, &"a".repeat(250)));
     }
 
     #[test]
