@@ -25,6 +25,39 @@ pub(crate) struct ComponentOutput {
     pub auxiliaries: Vec<(String, Value)>,
 }
 
+/// KubeVela built-in component types oam-trust does not render, and why (a clear error instead
+/// of "unknown type").
+const UNRENDERED_BUILTINS: [(&str, &str); 7] = [
+    (
+        "helmchart",
+        "it installs a Helm chart through KubeVela's FluxCD addon, and oam-trust renders no Helm charts",
+    ),
+    (
+        "addon",
+        "it installs a KubeVela addon from an addon registry, and oam-trust has no addon registry",
+    ),
+    (
+        "module",
+        "it fetches a module from a KubeVela module registry, and oam-trust has no registry",
+    ),
+    (
+        "ref-objects",
+        "it copies objects read from the cluster, and oam-trust renders without reading the cluster; write the objects out with k8s-objects",
+    ),
+    (
+        "config-image-registry",
+        "KubeVela config components are not rendered by oam-trust",
+    ),
+    (
+        "config-helm-repository",
+        "KubeVela config components are not rendered by oam-trust",
+    ),
+    (
+        "config-dex-connector",
+        "KubeVela config components are not rendered by oam-trust",
+    ),
+];
+
 /// Renders a built-in type; `None` when `type_` is not one.
 pub(crate) fn render_builtin(
     type_: &str,
@@ -39,7 +72,15 @@ pub(crate) fn render_builtin(
         "task" => task(ctx, properties),
         "cron-task" => cron_task(ctx, properties),
         "k8s-objects" => k8s_objects(ctx, properties),
-        _ => return None,
+        other => {
+            let (name, reason) = UNRENDERED_BUILTINS.iter().find(|(n, _)| *n == other)?;
+            Err(RenderError::UnsupportedDefinition {
+                scope: ctx.scope.clone(),
+                kind: "KubeVela built-in component type".to_string(),
+                name: name.to_string(),
+                reason: reason.to_string(),
+            })
+        }
     };
     Some(result)
 }
@@ -86,27 +127,39 @@ fn pod_controller(
     let legacy_port = p.int_in("port", 1, 65535, None)?;
     let mut container_ports = Vec::new();
     let mut service_ports = Vec::new();
+    let daemon = controller == PodController::DaemonSet;
     if let Some(ports) = p.opt_list("ports")? {
         for mut port in ports {
             let number = port
                 .int_in("port", 1, 65535, None)?
                 .ok_or_else(|| port.missing("port"))?;
-            let container_port = port
-                .int_in("containerPort", 1, 65535, None)?
-                .unwrap_or(number);
+            // daemon.cue declares no containerPort, and names ports without a protocol suffix.
+            let container_port = if daemon {
+                None
+            } else {
+                port.int_in("containerPort", 1, 65535, None)?
+            };
+            let target = container_port.unwrap_or(number);
             let protocol = port.enum_or("protocol", &["TCP", "UDP", "SCTP"], "TCP")?;
             let name = match port.opt_str("name")? {
                 Some(n) => n.to_string(),
-                None => port_name(number, protocol),
+                None if daemon => port_name(number, "TCP"),
+                None => port_name(target, protocol),
             };
             let expose = port.bool_or("expose", false)?;
-            let node_port = port.int_in("nodePort", 1, 65535, None)?;
+            let node_port = if daemon {
+                None
+            } else {
+                port.int_in("nodePort", 1, 65535, None)?
+            };
             port.finish()?;
-            container_ports.push(
-                json!({ "containerPort": container_port, "name": name, "protocol": protocol }),
-            );
+            container_ports
+                .push(json!({ "containerPort": target, "name": name, "protocol": protocol }));
             if expose {
-                let mut sp = json!({ "name": name, "port": number, "protocol": protocol, "targetPort": container_port });
+                let mut sp = json!({ "name": name, "port": number, "targetPort": target });
+                if !daemon {
+                    sp["protocol"] = protocol.into();
+                }
                 if let (Some(np), "NodePort") = (node_port, expose_type) {
                     sp["nodePort"] = np.into();
                 }
@@ -253,10 +306,11 @@ fn task(
     let annotations = p.opt_str_map("annotations")?;
     p.finish()?;
     Ok(ComponentOutput {
+        // task.cue names the Job `<application>-<component>` (KubeVela v1.10.3 and later).
         workload: json!({
             "apiVersion": "batch/v1",
             "kind": "Job",
-            "metadata": { "name": ctx.component },
+            "metadata": { "name": format!("{}-{}", ctx.app_name, ctx.component) },
             "spec": {
                 "parallelism": count,
                 "completions": count,
@@ -343,7 +397,9 @@ fn cron_task(
     })
 }
 
-/// `k8s-objects`: `objects[0]` is the workload, `objects[i]` the output `objects-<i>`.
+/// `k8s-objects`: `objects[0]` is the workload, `objects[i]` the output `objects-<i>`. The workload
+/// without a name is named after the component; a later object without one gets KubeVela's
+/// generated name (see `name_unnamed`). An object's own `metadata.namespace` is kept.
 fn k8s_objects(
     ctx: &ComponentContext,
     properties: Option<&Value>,
@@ -360,7 +416,7 @@ fn k8s_objects(
     let mut rendered = Vec::with_capacity(objects.len());
     for (i, object) in objects.iter().enumerate() {
         let field = format!("objects[{i}]");
-        check_object(&p, &field, object, i == 0)?;
+        check_object(&p, &field, object)?;
         rendered.push(object.clone());
     }
     p.finish()?;
@@ -376,14 +432,9 @@ fn k8s_objects(
     })
 }
 
-/// A raw Kubernetes object: `apiVersion` and `kind` strings, an object `metadata`, and a name
-/// unless it is the workload (which is named after the component).
-pub(crate) fn check_object(
-    p: &Params,
-    field: &str,
-    object: &Value,
-    is_workload: bool,
-) -> Result<(), RenderError> {
+/// A raw Kubernetes object: `apiVersion` and `kind` strings, and an object `metadata` whose
+/// `name`, if any, is a string.
+pub(crate) fn check_object(p: &Params, field: &str, object: &Value) -> Result<(), RenderError> {
     let Value::Object(map) = object else {
         return Err(p.type_error(field, "object", object));
     };
@@ -395,12 +446,9 @@ pub(crate) fn check_object(
         }
     }
     match map.get("metadata") {
-        None | Some(Value::Null) if is_workload => {}
-        None | Some(Value::Null) => return Err(p.missing(&format!("{field}.metadata.name"))),
+        None | Some(Value::Null) => {}
         Some(Value::Object(meta)) => match meta.get("name") {
-            Some(Value::String(s)) if !s.is_empty() => {}
-            None | Some(Value::Null) if is_workload => {}
-            None | Some(Value::Null) => return Err(p.missing(&format!("{field}.metadata.name"))),
+            Some(Value::String(_)) | None | Some(Value::Null) => {}
             Some(other) => {
                 return Err(p.type_error(&format!("{field}.metadata.name"), "string", other));
             }

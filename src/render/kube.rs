@@ -88,7 +88,7 @@ pub(crate) fn render(
             })?;
         }
     }
-    p.finish()?;
+    p.finish_strict()?;
     Ok(ComponentOutput {
         workload,
         auxiliaries: Vec::new(),

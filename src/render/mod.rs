@@ -7,6 +7,7 @@
 mod component;
 mod definition;
 mod error;
+mod json_patch;
 mod kube;
 mod params;
 mod pod;
@@ -21,6 +22,9 @@ pub use definition::{
     Definitions, builtin_component_types, builtin_policy_types, builtin_trait_types,
 };
 pub use error::RenderError;
+pub use policy::{
+    ApplyOnceRule, GarbageCollectRule, ResourcePolicies, ResourceUpdateRule, RuleSelector,
+};
 
 use crate::api::oam::{Application, ApplicationComponent};
 use crate::names::{
@@ -53,6 +57,46 @@ impl RenderedObject {
     }
 }
 
+/// Something KubeVela accepts silently that the user most likely wants to know about: a property
+/// the definition does not declare (ignored), or a trait on a workload its `appliesToWorkloads`
+/// does not list (applied anyway). Never a reason to refuse the Application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenderWarning {
+    /// A bounded category for condition reasons and Event reasons: `UndeclaredParameter` or
+    /// `TraitNotApplicable`.
+    pub reason: &'static str,
+    /// `component "api": trait "scaler"`: where the problem is.
+    pub scope: String,
+    pub message: String,
+}
+
+impl RenderWarning {
+    pub(crate) fn undeclared(scope: &str, field: &str) -> Self {
+        Self {
+            reason: "UndeclaredParameter",
+            scope: scope.to_string(),
+            message: format!("field {field:?} is not declared by the definition and was ignored"),
+        }
+    }
+}
+
+impl std::fmt::Display for RenderWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.scope, self.message)
+    }
+}
+
+/// Everything one render produces: the objects, the warnings, and the resource policies
+/// (`garbage-collect`, `apply-once`, …) the applier must honour for those objects.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rendering {
+    pub objects: Vec<RenderedObject>,
+    pub warnings: Vec<RenderWarning>,
+    pub policies: ResourcePolicies,
+    /// Component name -> component type after overrides (what `componentTypes` selectors match).
+    pub component_types: BTreeMap<String, String>,
+}
+
 /// What a component's templates may read (KubeVela's `context.*`).
 pub(crate) struct ComponentContext<'a> {
     pub app_name: &'a str,
@@ -65,10 +109,33 @@ pub(crate) struct ComponentContext<'a> {
 
 /// Renders `app` against the built-ins and `defs`. The Application's namespace is
 /// `metadata.namespace` (default `default`); ownerReferences are left to the controller.
+/// The objects only; `render` also returns warnings and resource policies.
 pub fn render_application(
     app: &Application,
     defs: &Definitions,
 ) -> Result<Vec<RenderedObject>, RenderError> {
+    render(app, defs).map(|r| r.objects)
+}
+
+/// Renders `app` and reports what it ignored (`warnings`) and the resource policies it declares.
+pub fn render(app: &Application, defs: &Definitions) -> Result<Rendering, RenderError> {
+    let (result, warnings) = params::collect_warnings(|| render_objects(app, defs));
+    let (objects, policies, component_types) = result?;
+    Ok(Rendering {
+        objects,
+        warnings,
+        policies,
+        component_types,
+    })
+}
+
+type RenderedParts = (
+    Vec<RenderedObject>,
+    ResourcePolicies,
+    BTreeMap<String, String>,
+);
+
+fn render_objects(app: &Application, defs: &Definitions) -> Result<RenderedParts, RenderError> {
     let app_name = app
         .metadata
         .name
@@ -99,7 +166,8 @@ pub fn render_application(
         }
     }
     let common = CommonMetadata::of(app, app_name, app_namespace);
-    let placements = policy::plan(app, defs, app_namespace)?;
+    let (placements, resource_policies) = policy::plan(app, defs, app_namespace)?;
+    let mut component_types = BTreeMap::new();
 
     struct Entry {
         order: usize,
@@ -116,7 +184,8 @@ pub fn render_application(
                 .iter()
                 .position(|c| c.name == component.name)
                 .unwrap_or(app.spec.components.len() + position);
-            for object in render_component(&common, component, &placement.namespace, defs)? {
+            component_types.insert(component.name.clone(), component.type_.clone());
+            for object in render_component(&common, component, placement, defs)? {
                 let key = object_key(&object.object);
                 if let Some(existing) = objects.get(&key)
                     && existing.placement == placement_index
@@ -158,7 +227,11 @@ pub fn render_application(
                 b.object.namespace(),
             ))
     });
-    Ok(out.into_iter().map(|e| e.object).collect())
+    Ok((
+        out.into_iter().map(|e| e.object).collect(),
+        resource_policies,
+        component_types,
+    ))
 }
 
 /// Labels and annotations every object of the Application gets.
@@ -168,6 +241,8 @@ struct CommonMetadata<'a> {
     /// The Application's own labels and annotations, minus the filtered keys (KubeVela copies them).
     app_labels: Map<String, Value>,
     app_annotations: Map<String, Value>,
+    /// Annotation keys removed from every object, its own included (as KubeVela does).
+    filtered_annotations: Vec<String>,
 }
 
 impl<'a> CommonMetadata<'a> {
@@ -180,7 +255,16 @@ impl<'a> CommonMetadata<'a> {
                 .unwrap_or_default()
         };
         let filtered_labels = listed("filter.oam.dev/label-keys");
-        let filtered_annotations = listed("filter.oam.dev/annotation-keys");
+        let mut filtered_annotations = listed("filter.oam.dev/annotation-keys");
+        filtered_annotations.extend(
+            [
+                "filter.oam.dev/annotation-keys",
+                "filter.oam.dev/label-keys",
+                "app.oam.dev/inplace-upgrade",
+                "kubectl.kubernetes.io/last-applied-configuration",
+            ]
+            .map(String::from),
+        );
         let app_labels = app
             .metadata
             .labels
@@ -192,12 +276,7 @@ impl<'a> CommonMetadata<'a> {
             .collect();
         let app_annotations = annotations
             .iter()
-            .filter(|(k, _)| {
-                !k.starts_with("filter.oam.dev/")
-                    && *k != "app.oam.dev/inplace-upgrade"
-                    && *k != "kubectl.kubernetes.io/last-applied-configuration"
-                    && !filtered_annotations.contains(k)
-            })
+            .filter(|(k, _)| !k.starts_with("filter.oam.dev/") && !filtered_annotations.contains(k))
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect();
         Self {
@@ -205,6 +284,7 @@ impl<'a> CommonMetadata<'a> {
             app_namespace,
             app_labels,
             app_annotations,
+            filtered_annotations,
         }
     }
 }
@@ -212,9 +292,10 @@ impl<'a> CommonMetadata<'a> {
 fn render_component(
     common: &CommonMetadata,
     component: &ApplicationComponent,
-    namespace: &str,
+    placement: &policy::Placement,
     defs: &Definitions,
 ) -> Result<Vec<RenderedObject>, RenderError> {
+    let namespace = placement.namespace.as_str();
     let scope = format!("component {:?}", component.name);
     let ctx = ComponentContext {
         app_name: common.app_name,
@@ -284,6 +365,14 @@ fn render_component(
             continue;
         }
         let Some(applies) = trait_::applies_to(&t.type_) else {
+            if let Some(reason) = trait_::unrendered_reason(&t.type_) {
+                return Err(RenderError::UnsupportedDefinition {
+                    scope: trait_scope,
+                    kind: "KubeVela built-in trait".to_string(),
+                    name: t.type_.clone(),
+                    reason: reason.to_string(),
+                });
+            }
             return Err(match defs.trait_(&t.type_) {
                 Some(_) => RenderError::UnsupportedDefinition {
                     scope: trait_scope,
@@ -299,10 +388,15 @@ fn render_component(
             });
         };
         if !applies.iter().any(|a| *a == "*" || *a == resource) {
-            return Err(RenderError::TraitNotApplicable {
-                scope: trait_scope,
-                workload: resource,
-                applies_to: applies.join(", "),
+            // KubeVela does not enforce appliesToWorkloads when rendering (its own daemon example
+            // puts `expose` on a DaemonSet): apply the trait, and say so.
+            params::warn(RenderWarning {
+                reason: "TraitNotApplicable",
+                scope: trait_scope.clone(),
+                message: format!(
+                    "applied to workload {resource:?}, which the trait does not list (applies to: {})",
+                    applies.join(", ")
+                ),
             });
         }
         let outputs = match trait_::render_builtin(
@@ -328,13 +422,15 @@ fn render_component(
     }
 
     let mut out = Vec::with_capacity(1 + output.auxiliaries.len() + trait_objects.len());
-    let labelled = |object: Value, extra: &[(&str, &str)]| -> Result<RenderedObject, RenderError> {
-        let object = finalize(object, common, &component.name, namespace, extra, &scope)?;
-        Ok(RenderedObject {
-            component: Some(component.name.clone()),
-            object,
-        })
-    };
+    let labelled =
+        |mut object: Value, extra: &[(&str, &str)]| -> Result<RenderedObject, RenderError> {
+            name_unnamed(&mut object, &component.name, extra);
+            let object = finalize(object, common, &component.name, placement, extra, &scope)?;
+            Ok(RenderedObject {
+                component: Some(component.name.clone()),
+                object,
+            })
+        };
     out.push(labelled(
         workload,
         &[
@@ -365,15 +461,52 @@ fn render_component(
     Ok(out)
 }
 
-/// Sets namespace, labels and annotations on a rendered object.
+/// An output without `metadata.name` gets KubeVela's generated form
+/// `<component>-<trait type, lowercased>-<hash of the object>` (`GenTraitNameCompatible`). The
+/// hash is ours (FNV-32a of the object's canonical JSON, encoded with KubeVela's safe alphabet):
+/// stable across renders, but not byte-equal to KubeVela's spew-based hash.
+fn name_unnamed(object: &mut Value, component: &str, extra: &[(&str, &str)]) {
+    if object["metadata"]["name"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty())
+    {
+        return;
+    }
+    let trait_type = extra
+        .iter()
+        .find(|(k, _)| *k == LABEL_TRAIT_TYPE)
+        .map(|(_, v)| v.to_lowercase())
+        .unwrap_or_else(|| "trait".to_string());
+    let canonical = serde_json::to_string(object).unwrap_or_default();
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in canonical.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let encoded: String = hash
+        .to_string()
+        .bytes()
+        .map(|b| SAFE[usize::from(b) % SAFE.len()] as char)
+        .collect();
+    if !object["metadata"].is_object() {
+        object["metadata"] = Value::Object(Map::new());
+    }
+    object["metadata"]["name"] = Value::from(format!("{component}-{trait_type}-{encoded}"));
+}
+
+/// Sets namespace, labels and annotations on a rendered object, the way KubeVela's appfile does:
+/// an explicit `metadata.namespace` is kept unless a topology policy names the namespace; the
+/// Application's labels and annotations win over the object's own, and the OAM labels over both.
 fn finalize(
     mut object: Value,
     common: &CommonMetadata,
     component: &str,
-    namespace: &str,
+    placement: &policy::Placement,
     extra: &[(&str, &str)],
     scope: &str,
 ) -> Result<Value, RenderError> {
+    let namespace = placement.namespace.as_str();
     let kind = object["kind"].as_str().unwrap_or_default().to_string();
     let cluster_scoped =
         is_cluster_scoped(object["apiVersion"].as_str().unwrap_or_default(), &kind);
@@ -392,23 +525,31 @@ fn finalize(
         metadata.remove("namespace");
     } else {
         match metadata.get("namespace") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(ns)) if ns == namespace => {}
+            None | Some(Value::Null | Value::String(_)) => {}
             Some(other) => {
                 return Err(RenderError::InvalidApplication {
                     scope: scope.to_string(),
                     message: format!(
-                        "{kind} {name:?} sets metadata.namespace {other}, but the application renders into namespace {namespace:?}"
+                        "{kind} {name:?}: metadata.namespace must be a string, got {other}"
                     ),
                 });
             }
         }
-        metadata.insert("namespace".into(), namespace.into());
+        let explicit = metadata
+            .get("namespace")
+            .and_then(Value::as_str)
+            .filter(|ns| !ns.is_empty() && !placement.forced)
+            .map(str::to_string);
+        metadata.insert(
+            "namespace".into(),
+            explicit.unwrap_or_else(|| namespace.to_string()).into(),
+        );
     }
-    let mut labels = common.app_labels.clone();
-    if let Some(Value::Object(own)) = metadata.get("labels") {
-        labels.extend(own.clone());
-    }
+    let mut labels = match metadata.get("labels") {
+        Some(Value::Object(own)) => own.clone(),
+        _ => Map::new(),
+    };
+    labels.extend(common.app_labels.clone());
     for (k, v) in [
         (LABEL_APP_NAME, common.app_name),
         (LABEL_APP_NAMESPACE, common.app_namespace),
@@ -421,12 +562,19 @@ fn finalize(
         labels.insert(k.to_string(), v.into());
     }
     metadata.insert("labels".into(), Value::Object(labels));
-    if !common.app_annotations.is_empty() {
-        let mut annotations = common.app_annotations.clone();
-        if let Some(Value::Object(own)) = metadata.get("annotations") {
-            annotations.extend(own.clone());
+    let own_annotations = match metadata.get("annotations") {
+        Some(Value::Object(own)) => Some(own.clone()),
+        _ => None,
+    };
+    if own_annotations.is_some() || !common.app_annotations.is_empty() {
+        let mut annotations = own_annotations.unwrap_or_default();
+        annotations.extend(common.app_annotations.clone());
+        annotations.retain(|k, _| !common.filtered_annotations.contains(k));
+        if annotations.is_empty() {
+            metadata.remove("annotations");
+        } else {
+            metadata.insert("annotations".into(), Value::Object(annotations));
         }
-        metadata.insert("annotations".into(), Value::Object(annotations));
     }
     Ok(object)
 }

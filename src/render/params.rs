@@ -1,8 +1,43 @@
 //! Typed, path-aware reading of free-form `properties`: every read records the key, so `finish`
-//! can reject what the definition does not declare, and every error names the exact field.
+//! can report what the definition does not declare, and every error names the exact field.
+//!
+//! KubeVela ignores properties its CUE templates do not declare; so do we, but each one becomes a
+//! `RenderWarning` so a typo is still visible. Warnings are gathered for the duration of one
+//! `collect_warnings` call on the current thread (rendering is synchronous and never nested).
+use std::cell::RefCell;
+
 use serde_json::{Map, Value};
 
+use super::RenderWarning;
 use super::error::{RenderError, describe};
+
+thread_local! {
+    static WARNINGS: RefCell<Option<Vec<RenderWarning>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`, returning its result and every warning raised while it ran.
+pub(crate) fn collect_warnings<T>(f: impl FnOnce() -> T) -> (T, Vec<RenderWarning>) {
+    let outer = WARNINGS.with(|w| w.borrow_mut().replace(Vec::new()));
+    let result = f();
+    let warnings = WARNINGS.with(|w| {
+        let mut slot = w.borrow_mut();
+        let mine = slot.take().unwrap_or_default();
+        *slot = outer;
+        mine
+    });
+    (result, warnings)
+}
+
+/// Records a warning for the enclosing `collect_warnings` (dropped when there is none).
+pub(crate) fn warn(warning: RenderWarning) {
+    WARNINGS.with(|w| {
+        if let Some(list) = w.borrow_mut().as_mut()
+            && !list.contains(&warning)
+        {
+            list.push(warning);
+        }
+    });
+}
 
 static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
 
@@ -278,8 +313,9 @@ impl<'a> Params<'a> {
         Ok(self.opt_list(key)?.unwrap_or_default())
     }
 
-    /// Rejects every key that was never read: the definition does not declare it.
-    pub fn finish(self) -> Result<(), RenderError> {
+    /// Rejects the first key that was never read. For `kube` schematics, whose undeclared
+    /// parameters KubeVela refuses ("unsupported parameter"), unlike its CUE templates.
+    pub fn finish_strict(self) -> Result<(), RenderError> {
         match self.map.keys().find(|k| !self.seen.contains(&k.as_str())) {
             Some(key) => Err(RenderError::UndeclaredParameter {
                 scope: self.scope.to_string(),
@@ -287,6 +323,15 @@ impl<'a> Params<'a> {
             }),
             None => Ok(()),
         }
+    }
+
+    /// Reports every key that was never read: the definition does not declare it, so it is
+    /// ignored (as KubeVela ignores it) and named in a warning.
+    pub fn finish(self) -> Result<(), RenderError> {
+        for key in self.map.keys().filter(|k| !self.seen.contains(&k.as_str())) {
+            warn(RenderWarning::undeclared(self.scope, &self.field(key)));
+        }
+        Ok(())
     }
 }
 

@@ -12,10 +12,10 @@ const D: &str = "deployments.apps";
 const S: &str = "statefulsets.apps";
 const DS: &str = "daemonsets.apps";
 const J: &str = "jobs.batch";
-const CJ: &str = "cronjobs.batch";
 
 /// Built-in traits and the workloads they apply to (KubeVela's `appliesToWorkloads`; `*` = all).
-pub(crate) const BUILTIN_TRAITS: [(&str, &[&str]); 15] = [
+/// A trait on another workload is applied all the same, with a warning, as KubeVela does.
+pub(crate) const BUILTIN_TRAITS: [(&str, &[&str]); 26] = [
     ("scaler", &[D, S]),
     ("labels", &["*"]),
     ("annotations", &["*"]),
@@ -29,9 +29,52 @@ pub(crate) const BUILTIN_TRAITS: [(&str, &[&str]); 15] = [
     ("cpuscaler", &[D, S]),
     ("command", &[D, S, DS, J]),
     ("container-image", &[D, S, DS, J]),
-    ("resource", &[D, S, DS, J, CJ]),
+    ("resource", &[D, S, DS, J]),
     ("service-account", &[D, S, DS, J]),
+    ("affinity", &[D, S, DS, J]),
+    ("topologyspreadconstraints", &[D, S, DS, J]),
+    ("securitycontext", &[D, S, DS, J]),
+    ("podsecuritycontext", &[D, S, DS, J]),
+    ("startup-probe", &[D, S, DS, J]),
+    ("lifecycle", &[D, S, DS, J]),
+    ("hostalias", &[D, S, DS, J]),
+    ("container-ports", &[D, S, DS, J]),
+    ("k8s-update-strategy", &[D, S, DS]),
+    ("json-patch", &["*"]),
+    ("json-merge-patch", &["*"]),
 ];
+
+/// KubeVela built-in traits oam-trust does not render, and why.
+const UNRENDERED_BUILTINS: [(&str, &str); 5] = [
+    (
+        "nocalhost",
+        "it configures the Nocalhost development tool, which oam-trust does not integrate",
+    ),
+    (
+        "service-binding",
+        "it is deprecated in KubeVela; use env valueFrom.secretKeyRef on the component instead",
+    ),
+    (
+        "pure-ingress",
+        "it is deprecated in KubeVela; use the gateway trait",
+    ),
+    (
+        "rollout",
+        "it needs KubeVela's rollout controller, which oam-trust does not run",
+    ),
+    (
+        "kruise-rollout",
+        "it needs the OpenKruise Rollout addon, which oam-trust does not install",
+    ),
+];
+
+/// Why a KubeVela built-in trait is not rendered; `None` for every other type.
+pub(crate) fn unrendered_reason(type_: &str) -> Option<&'static str> {
+    UNRENDERED_BUILTINS
+        .iter()
+        .find(|(name, _)| *name == type_)
+        .map(|(_, reason)| *reason)
+}
 
 pub(crate) fn applies_to(type_: &str) -> Option<&'static [&'static str]> {
     BUILTIN_TRAITS
@@ -61,7 +104,7 @@ pub(crate) fn render_builtin(
             "expose" => expose(&mut p, ctx)?,
             "gateway" => gateway(&mut p, ctx)?,
             "sidecar" => sidecar(&mut p, workload)?,
-            "init-container" => init_container(&mut p, workload)?,
+            "init-container" => init_container(&mut p, ctx, workload)?,
             "storage" => storage(&mut p, workload)?,
             "hpa" => hpa(&mut p, ctx)?,
             "cpuscaler" => cpuscaler(&mut p, ctx)?,
@@ -69,6 +112,17 @@ pub(crate) fn render_builtin(
             "container-image" => container_image(&mut p, ctx, workload)?,
             "resource" => resource(&mut p, workload)?,
             "service-account" => service_account(&mut p, ctx, workload)?,
+            "affinity" => affinity(&mut p, workload)?,
+            "topologyspreadconstraints" => topology_spread_constraints(&mut p, workload)?,
+            "securitycontext" => security_context(&mut p, ctx, workload)?,
+            "podsecuritycontext" => pod_security_context(&mut p, workload)?,
+            "startup-probe" => startup_probe(&mut p, ctx, workload)?,
+            "lifecycle" => lifecycle(&mut p, workload)?,
+            "hostalias" => hostalias(&mut p, workload)?,
+            "container-ports" => container_ports(&mut p, ctx, workload)?,
+            "k8s-update-strategy" => update_strategy(&mut p, workload)?,
+            "json-patch" => json_patch(&mut p, workload)?,
+            "json-merge-patch" => json_merge_patch(&mut p, workload)?,
             _ => unreachable_type(scope, type_)?,
         };
         p.finish()?;
@@ -157,6 +211,23 @@ fn upsert_by(map: &mut Map<String, Value>, list: &str, key: &str, item: Value) {
     }
 }
 
+/// `+patchKey`: the item with the same `key` gets `item`'s fields (its other fields stay);
+/// otherwise `item` is appended.
+fn merge_by(items: &mut Vec<Value>, key: &str, item: Value) {
+    match items
+        .iter_mut()
+        .find(|i| i.get(key).is_some() && i[key] == item[key])
+    {
+        Some(Value::Object(existing)) => {
+            if let Value::Object(fields) = item {
+                existing.extend(fields);
+            }
+        }
+        Some(other) => *other = item,
+        None => items.push(item),
+    }
+}
+
 fn scaler(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderError> {
     let replicas = p
         .int_in("replicas", 0, i64::from(i32::MAX), Some(1))?
@@ -221,10 +292,21 @@ fn each_container<'a>(
     p: &mut Params<'a>,
     ctx: &ComponentContext,
     workload: &mut Value,
+    patch: impl FnMut(&mut Params<'a>, &mut Map<String, Value>) -> Result<(), RenderError>,
+) -> Result<(), RenderError> {
+    each_container_in(p, ctx, workload, "containers", patch)
+}
+
+/// `each_container` with the list under `list_key` (`startup-probe` calls it `probes`).
+fn each_container_in<'a>(
+    p: &mut Params<'a>,
+    ctx: &ComponentContext,
+    workload: &mut Value,
+    list_key: &'a str,
     mut patch: impl FnMut(&mut Params<'a>, &mut Map<String, Value>) -> Result<(), RenderError>,
 ) -> Result<(), RenderError> {
-    let mut targets = if p.has("containers") {
-        p.opt_list("containers")?.unwrap_or_default()
+    let mut targets = if p.has(list_key) {
+        p.opt_list(list_key)?.unwrap_or_default()
     } else {
         Vec::new()
     };
@@ -407,14 +489,13 @@ fn gateway(p: &mut Params, ctx: &ComponentContext) -> Result<TraitOutputs, Rende
     let mut outputs = Vec::new();
     let output_suffix = suffix.map(|s| format!("-{s}")).unwrap_or_default();
     if existing_service.is_none() {
-        let mut ports: Vec<Value> = Vec::new();
-        for (_, port) in &routes {
-            if !ports.iter().any(|p| p["port"] == *port) {
-                ports.push(
-                    json!({ "name": port_name(*port, "TCP"), "port": port, "targetPort": port }),
-                );
-            }
-        }
+        // gateway.cue lists one Service port per path, even when two paths share a port.
+        let ports: Vec<Value> = routes
+            .iter()
+            .map(|(_, port)| {
+                json!({ "name": port_name(*port, "TCP"), "port": port, "targetPort": port })
+            })
+            .collect();
         outputs.push((
             format!("service{output_suffix}"),
             json!({
@@ -491,19 +572,50 @@ fn sidecar(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderE
         }
         c.insert("volumeMounts".into(), Value::Array(mounts));
     }
+    if let Some(ports) = p.opt_list("ports")? {
+        let mut out = Vec::new();
+        for mut port in ports {
+            let mut sp = Map::new();
+            let number = port
+                .int_in("containerPort", 1, 65535, None)?
+                .ok_or_else(|| port.missing("containerPort"))?;
+            sp.insert("containerPort".into(), number.into());
+            sp.insert(
+                "protocol".into(),
+                port.enum_or("protocol", &["TCP", "UDP", "SCTP"], "TCP")?
+                    .into(),
+            );
+            if let Some(name) = port.opt_str("name")? {
+                sp.insert("name".into(), name.into());
+            }
+            if let Some(host_port) = port.int_in("hostPort", 1, 65535, None)? {
+                sp.insert("hostPort".into(), host_port.into());
+            }
+            if let Some(ip) = port.opt_str("hostIP")? {
+                sp.insert("hostIP".into(), ip.into());
+            }
+            port.finish()?;
+            out.push(Value::Object(sp));
+        }
+        c.insert("ports".into(), Value::Array(out));
+    }
     for probe in ["livenessProbe", "readinessProbe"] {
         if let Some(pp) = p.opt_object(probe)? {
             c.insert(probe.into(), health_probe(pp)?);
         }
     }
     let pod = pod_spec(p, workload)?;
-    containers(p, pod, "containers")?;
-    upsert_by(pod, "containers", "name", Value::Object(c));
+    // `+patchKey=name`: a container of the same name is merged with the sidecar, not replaced.
+    merge_by(containers(p, pod, "containers")?, "name", Value::Object(c));
     Ok(Vec::new())
 }
 
 /// `init-container`: an init container sharing an emptyDir with the main container.
-fn init_container(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderError> {
+fn init_container(
+    p: &mut Params,
+    ctx: &ComponentContext,
+    workload: &mut Value,
+) -> Result<TraitOutputs, RenderError> {
     let name = p.str("name")?;
     let image = p.str("image")?;
     let pull = p.str_or("imagePullPolicy", "IfNotPresent")?;
@@ -531,14 +643,28 @@ fn init_container(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, 
         init["env"] = Value::Array(env);
     }
     let pod = pod_spec(p, workload)?;
+    // init-container.cue patches the container named after the component, not the first one.
+    let main = containers(p, pod, "containers")?
+        .iter_mut()
+        .find_map(|c| match c {
+            Value::Object(m) if m.get("name").and_then(Value::as_str) == Some(ctx.component) => {
+                Some(m)
+            }
+            _ => None,
+        })
+        .ok_or_else(|| {
+            workload_error(
+                p,
+                &format!("the workload has no container named {:?}", ctx.component),
+            )
+        })?;
     upsert_by(
-        first_container(p, pod)?,
+        main,
         "volumeMounts",
         "name",
         json!({ "name": mount_name, "mountPath": app_mount }),
     );
-    containers(p, pod, "initContainers")?;
-    upsert_by(pod, "initContainers", "name", init);
+    merge_by(containers(p, pod, "initContainers")?, "name", init);
     upsert_by(
         pod,
         "volumes",
@@ -606,7 +732,9 @@ fn storage(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderE
         }
         for key in ["dataSourceRef", "dataSource", "selector"] {
             if let Some(raw) = v.opt_raw_object(key)? {
-                spec[key] = raw.clone();
+                // storage.cue writes `selector` to spec.dataSource (a KubeVela bug, kept).
+                let target = if key == "selector" { "dataSource" } else { key };
+                spec[target] = raw.clone();
             }
         }
         v.finish()?;
@@ -633,6 +761,8 @@ fn storage(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderE
             "secretKey",
         ),
     ] {
+        let mut env_single = Vec::new();
+        let mut env_multi = Vec::new();
         for mut v in p.list_or_empty(kind)? {
             let name = v.str("name")?;
             let volume = format!("{prefix}-{name}");
@@ -657,16 +787,21 @@ fn storage(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderE
                 }
                 volumes.push(json!({ "name": volume, kind: source }));
             }
-            let mut to_env = Vec::new();
-            if let Some(single) = v.opt_object("mountToEnv")? {
-                to_env.push(single);
-            }
-            to_env.extend(v.list_or_empty("mountToEnvs")?);
-            for mut e in to_env {
+            // storage.cue lists every item's mountToEnv first, then every item's mountToEnvs.
+            let to_env = |e: &mut Params| -> Result<Value, RenderError> {
                 let env_name = e.str("envName")?;
                 let key = e.str(key_key)?;
+                Ok(
+                    json!({ "name": env_name, "valueFrom": { ref_key: { "name": name, "key": key } } }),
+                )
+            };
+            if let Some(mut single) = v.opt_object("mountToEnv")? {
+                env_single.push(to_env(&mut single)?);
+                single.finish()?;
+            }
+            for mut e in v.list_or_empty("mountToEnvs")? {
+                env_multi.push(to_env(&mut e)?);
                 e.finish()?;
-                env.push(json!({ "name": env_name, "valueFrom": { ref_key: { "name": name, "key": key } } }));
             }
             let data = v.opt_str_map("data")?;
             let string_data = if kind == "secret" {
@@ -675,7 +810,8 @@ fn storage(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderE
                 None
             };
             v.finish()?;
-            if !mount_only && (data.is_some() || string_data.is_some()) {
+            // An output whenever mountOnly is false, with or without data.
+            if !mount_only {
                 let mut object = json!({
                     "apiVersion": "v1",
                     "kind": if kind == "secret" { "Secret" } else { "ConfigMap" },
@@ -690,6 +826,8 @@ fn storage(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderE
                 outputs.push((format!("{prefix}-{name}"), object));
             }
         }
+        env.extend(env_single);
+        env.extend(env_multi);
     }
     for mut v in p.list_or_empty("emptyDir")? {
         let name = v.str("name")?;
@@ -711,8 +849,16 @@ fn storage(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderE
         volumes.push(json!({ "name": volume, "hostPath": { "path": host, "type": type_ } }));
     }
     let pod = pod_spec(p, workload)?;
+    // The patch always carries these lists, so they exist (maybe empty) after the trait.
+    containers(p, pod, "volumes")?;
     {
         let main = first_container(p, pod)?;
+        for key in ["env", "volumeDevices", "volumeMounts"] {
+            let entry = main.entry(key.to_string()).or_insert_with(|| json!([]));
+            if !entry.is_array() {
+                *entry = json!([]);
+            }
+        }
         for m in mounts {
             upsert_by(main, "volumeMounts", "name", m);
         }
@@ -752,24 +898,19 @@ fn replica_bounds(p: &mut Params) -> Result<(i64, i64), RenderError> {
 }
 
 /// `hpa`: an `autoscaling/v2` HorizontalPodAutoscaler on cpu (and optionally memory, pod metrics).
+/// `value` defaults to 50 whatever the type (hpa.cue), so `{type: AverageValue}` targets 50.
 fn hpa(p: &mut Params, ctx: &ComponentContext) -> Result<TraitOutputs, RenderError> {
     let (min, max) = replica_bounds(p)?;
     let target = scale_target(p, ctx)?;
     let mut metrics = Vec::new();
-    let cpu = p.opt_object("cpu")?;
     let resource_metric = |name: &str, q: Option<Params>| -> Result<Value, RenderError> {
         let (type_, value) = match q {
-            None => ("Utilization", json!(50)),
+            None => ("Utilization".to_string(), json!(50)),
             Some(mut q) => {
-                let type_ = q.enum_or("type", &["Utilization", "AverageValue"], "Utilization")?;
-                let value = if type_ == "Utilization" {
-                    json!(
-                        q.int_in("value", 1, i64::from(i32::MAX), Some(50))?
-                            .unwrap_or(50)
-                    )
-                } else {
-                    q.opt_quantity("value")?.ok_or_else(|| q.missing("value"))?
-                };
+                let type_ = q
+                    .enum_or("type", &["Utilization", "AverageValue"], "Utilization")?
+                    .to_string();
+                let value = q.opt_quantity("value")?.unwrap_or(json!(50));
                 q.finish()?;
                 (type_, value)
             }
@@ -779,11 +920,12 @@ fn hpa(p: &mut Params, ctx: &ComponentContext) -> Result<TraitOutputs, RenderErr
         } else {
             "averageValue"
         };
-        Ok(
-            json!({ "type": "Resource", "resource": { "name": name, "target": { "type": type_, value_key: value } } }),
-        )
+        Ok(json!({
+            "type": "Resource",
+            "resource": { "name": name, "target": { "type": type_, value_key: value } },
+        }))
     };
-    metrics.push(resource_metric("cpu", cpu)?);
+    metrics.push(resource_metric("cpu", p.opt_object("cpu")?)?);
     if let Some(mem) = p.opt_object("mem")? {
         metrics.push(resource_metric("memory", Some(mem))?);
     }
@@ -830,7 +972,9 @@ fn cpuscaler(p: &mut Params, ctx: &ComponentContext) -> Result<TraitOutputs, Ren
     )])
 }
 
-/// `command`: replace `command`/`args`, or edit the existing args with `addArgs`/`delArgs`.
+/// `command`: replace `command`/`args`, or edit the existing args with `addArgs`/`delArgs`. As in
+/// command.cue the target's `args` is always rewritten: `args`, else the existing args minus
+/// `delArgs`, followed by the `addArgs` not already there (so `[]` when there were none).
 fn command(
     p: &mut Params,
     ctx: &ComponentContext,
@@ -842,23 +986,32 @@ fn command(
         let add = item.opt_str_list("addArgs")?;
         let del = item.opt_str_list("delArgs")?;
         if args.is_some() && (add.is_some() || del.is_some()) {
-            return Err(item.invalid("args", "args cannot be combined with addArgs or delArgs"));
+            return Err(item.invalid(
+                "args",
+                "cannot set addArgs/delArgs and args at the same time",
+            ));
         }
         if let Some(command) = command {
             container.insert("command".into(), json!(command));
         }
-        if let Some(args) = args {
-            container.insert("args".into(), json!(args));
-        } else if add.is_some() || del.is_some() {
-            let del = del.unwrap_or_default();
-            let mut current: Vec<Value> = match container.get("args") {
-                Some(Value::Array(a)) => a.clone(),
+        let del = del.unwrap_or_default();
+        let base: Vec<String> = match args {
+            Some(args) => args,
+            None => match container.get("args") {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
                 _ => Vec::new(),
-            };
-            current.retain(|a| !a.as_str().is_some_and(|s| del.iter().any(|d| d == s)));
-            current.extend(add.unwrap_or_default().into_iter().map(Value::from));
-            container.insert("args".into(), Value::Array(current));
-        }
+            },
+        };
+        let mut out: Vec<String> = base.iter().filter(|a| !del.contains(a)).cloned().collect();
+        out.extend(
+            add.unwrap_or_default()
+                .into_iter()
+                .filter(|a| !del.contains(a) && !base.contains(a)),
+        );
+        container.insert("args".into(), json!(out));
         Ok(())
     })?;
     Ok(Vec::new())
@@ -886,7 +1039,9 @@ fn container_image(
     Ok(Vec::new())
 }
 
-/// `resource`: requests and limits on every container (`cpu`/`memory` set both alike).
+/// `resource`: requests and limits on every container. Top-level `cpu` and `memory` apply only
+/// when both are set and neither `requests` nor `limits` is; `requests`/`limits` (each defaulting
+/// to cpu 1, memory 2048Mi) replace the container's maps (`retainKeys`).
 fn resource(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderError> {
     let cpu = p.opt_quantity("cpu")?;
     let memory = p.opt_quantity("memory")?;
@@ -901,15 +1056,12 @@ fn resource(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, Render
     };
     let requests = section("requests", p)?;
     let limits = section("limits", p)?;
-    let (requests, limits) = if requests.is_some() || limits.is_some() {
-        if cpu.is_some() || memory.is_some() {
-            return Err(p.invalid("cpu", "cpu/memory cannot be combined with requests/limits"));
+    let (requests, limits) = match (cpu, memory) {
+        (Some(cpu), Some(memory)) if requests.is_none() && limits.is_none() => {
+            let both = json!({ "cpu": cpu, "memory": memory });
+            (Some(both.clone()), Some(both))
         }
-        (requests, limits)
-    } else {
-        let both =
-            json!({ "cpu": cpu.unwrap_or(json!(1)), "memory": memory.unwrap_or(json!("2048Mi")) });
-        (Some(both.clone()), Some(both))
+        _ => (requests, limits),
     };
     let pod = pod_spec(p, workload)?;
     for container in containers(p, pod, "containers")? {
@@ -923,15 +1075,8 @@ fn resource(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, Render
             *resources = json!({});
         }
         for (key, values) in [("requests", &requests), ("limits", &limits)] {
-            let Some(Value::Object(values)) = values else {
-                continue;
-            };
-            let target = &mut resources[key];
-            if !target.is_object() {
-                *target = json!({});
-            }
-            if let Value::Object(target) = target {
-                target.extend(values.clone());
+            if let Some(values) = values {
+                resources[key] = values.clone();
             }
         }
     }
@@ -992,7 +1137,8 @@ fn service_account(
             json!({
                 "apiVersion": rbac, "kind": "RoleBinding", "metadata": { "name": name },
                 "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name },
-                "subjects": subject,
+                // service-account.cue gives the RoleBinding's subject no namespace.
+                "subjects": [{ "kind": "ServiceAccount", "name": name }],
             }),
         ));
     }
@@ -1012,4 +1158,657 @@ fn service_account(
         ));
     }
     Ok(outputs)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scheduling, security, probes and raw patches (affinity.cue, securitycontext.cue, …).
+
+/// Inserts `fields` into the object at `key` of `map` (created if absent): a CUE patch unifies
+/// into what the workload already has.
+fn merge_into(map: &mut Map<String, Value>, key: &str, fields: Map<String, Value>) {
+    let entry = map.entry(key.to_string()).or_insert_with(|| json!({}));
+    if !entry.is_object() {
+        *entry = json!({});
+    }
+    if let Value::Object(target) = entry {
+        target.extend(fields);
+    }
+}
+
+/// `#labelSelector`: `matchLabels`, `matchExpressions[{key, operator=In, values?}]`.
+fn label_selector(mut p: Params, operators: &[&str]) -> Result<Value, RenderError> {
+    let mut out = Map::new();
+    if let Some(labels) = p.opt_str_map("matchLabels")? {
+        out.insert("matchLabels".into(), Value::Object(labels));
+    }
+    if let Some(exprs) = p.opt_list("matchExpressions")? {
+        let mut list = Vec::new();
+        for mut e in exprs {
+            let mut expr = json!({ "key": e.str("key")?, "operator": e.enum_or("operator", operators, "In")? });
+            if let Some(values) = e.opt_str_list("values")? {
+                expr["values"] = json!(values);
+            }
+            e.finish()?;
+            list.push(expr);
+        }
+        out.insert("matchExpressions".into(), Value::Array(list));
+    }
+    p.finish()?;
+    Ok(Value::Object(out))
+}
+
+const SELECTOR_OPERATORS: [&str; 4] = ["In", "NotIn", "Exists", "DoesNotExist"];
+const NODE_OPERATORS: [&str; 6] = ["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"];
+
+/// `#podAffinityTerm`: `labelSelector`, `namespaces`, `topologyKey`, `namespaceSelector`.
+fn pod_affinity_term(mut p: Params) -> Result<Value, RenderError> {
+    let mut out = Map::new();
+    if let Some(sel) = p.opt_object("labelSelector")? {
+        out.insert(
+            "labelSelector".into(),
+            label_selector(sel, &SELECTOR_OPERATORS)?,
+        );
+    }
+    if let Some(ns) = p.opt_str_list("namespaces")? {
+        out.insert("namespaces".into(), json!(ns));
+    }
+    out.insert("topologyKey".into(), p.str("topologyKey")?.into());
+    if let Some(sel) = p.opt_object("namespaceSelector")? {
+        out.insert(
+            "namespaceSelector".into(),
+            label_selector(sel, &SELECTOR_OPERATORS)?,
+        );
+    }
+    p.finish()?;
+    Ok(Value::Object(out))
+}
+
+fn weight(p: &mut Params) -> Result<i64, RenderError> {
+    p.int_in("weight", 1, 100, None)?
+        .ok_or_else(|| p.missing("weight"))
+}
+
+fn pod_affinity(mut p: Params) -> Result<Value, RenderError> {
+    let mut out = Map::new();
+    if let Some(required) = p.opt_list("required")? {
+        let terms = required
+            .into_iter()
+            .map(pod_affinity_term)
+            .collect::<Result<Vec<_>, _>>()?;
+        out.insert(
+            "requiredDuringSchedulingIgnoredDuringExecution".into(),
+            Value::Array(terms),
+        );
+    }
+    if let Some(preferred) = p.opt_list("preferred")? {
+        let mut terms = Vec::new();
+        for mut t in preferred {
+            let w = weight(&mut t)?;
+            let term = t
+                .opt_object("podAffinityTerm")?
+                .ok_or_else(|| t.missing("podAffinityTerm"))?;
+            terms.push(json!({ "weight": w, "podAffinityTerm": pod_affinity_term(term)? }));
+            t.finish()?;
+        }
+        out.insert(
+            "preferredDuringSchedulingIgnoredDuringExecution".into(),
+            Value::Array(terms),
+        );
+    }
+    p.finish()?;
+    Ok(Value::Object(out))
+}
+
+/// `#nodeSelectorTerm`: `matchExpressions` / `matchFields`, operator default `In`.
+fn node_selector_term(mut p: Params) -> Result<Value, RenderError> {
+    let mut out = Map::new();
+    for key in ["matchExpressions", "matchFields"] {
+        if let Some(items) = p.opt_list(key)? {
+            let mut list = Vec::new();
+            for mut e in items {
+                let mut expr = json!({ "key": e.str("key")?, "operator": e.enum_or("operator", &NODE_OPERATORS, "In")? });
+                if let Some(values) = e.opt_str_list("values")? {
+                    expr["values"] = json!(values);
+                }
+                e.finish()?;
+                list.push(expr);
+            }
+            out.insert(key.into(), Value::Array(list));
+        }
+    }
+    p.finish()?;
+    Ok(Value::Object(out))
+}
+
+/// `affinity`: pod (anti-)affinity, node affinity and tolerations on the pod spec.
+fn affinity(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderError> {
+    let mut affinity = Map::new();
+    for key in ["podAffinity", "podAntiAffinity"] {
+        if let Some(a) = p.opt_object(key)? {
+            affinity.insert(key.into(), pod_affinity(a)?);
+        }
+    }
+    if let Some(mut node) = p.opt_object("nodeAffinity")? {
+        let mut out = Map::new();
+        if let Some(mut required) = node.opt_object("required")? {
+            let terms = required
+                .opt_list("nodeSelectorTerms")?
+                .ok_or_else(|| required.missing("nodeSelectorTerms"))?
+                .into_iter()
+                .map(node_selector_term)
+                .collect::<Result<Vec<_>, _>>()?;
+            required.finish()?;
+            out.insert(
+                "requiredDuringSchedulingIgnoredDuringExecution".into(),
+                json!({ "nodeSelectorTerms": terms }),
+            );
+        }
+        if let Some(preferred) = node.opt_list("preferred")? {
+            let mut terms = Vec::new();
+            for mut t in preferred {
+                let w = weight(&mut t)?;
+                let pref = t
+                    .opt_object("preference")?
+                    .ok_or_else(|| t.missing("preference"))?;
+                terms.push(json!({ "weight": w, "preference": node_selector_term(pref)? }));
+                t.finish()?;
+            }
+            out.insert(
+                "preferredDuringSchedulingIgnoredDuringExecution".into(),
+                Value::Array(terms),
+            );
+        }
+        node.finish()?;
+        affinity.insert("nodeAffinity".into(), Value::Object(out));
+    }
+    let mut tolerations = None;
+    if let Some(items) = p.opt_list("tolerations")? {
+        let mut list = Vec::new();
+        for mut t in items {
+            let mut out = Map::new();
+            if let Some(key) = t.opt_str("key")? {
+                out.insert("key".into(), key.into());
+            }
+            if let Some(effect) = t.opt_str("effect")? {
+                let effects = ["NoSchedule", "PreferNoSchedule", "NoExecute"];
+                if !effects.contains(&effect) {
+                    return Err(t.invalid(
+                        "effect",
+                        format!("{effect:?} is not one of {}", effects.join(", ")),
+                    ));
+                }
+                out.insert("effect".into(), effect.into());
+            }
+            if let Some(value) = t.opt_str("value")? {
+                out.insert("value".into(), value.into());
+            }
+            out.insert(
+                "operator".into(),
+                t.enum_or("operator", &["Equal", "Exists"], "Equal")?.into(),
+            );
+            if let Some(secs) = t.opt_int("tolerationSeconds")? {
+                out.insert("tolerationSeconds".into(), secs.into());
+            }
+            t.finish()?;
+            list.push(Value::Object(out));
+        }
+        tolerations = Some(list);
+    }
+    let pod = pod_spec(p, workload)?;
+    if !affinity.is_empty() {
+        merge_into(pod, "affinity", affinity);
+    }
+    if let Some(t) = tolerations {
+        pod.insert("tolerations".into(), Value::Array(t));
+    }
+    Ok(Vec::new())
+}
+
+/// `topologyspreadconstraints`: the pod spec's `topologySpreadConstraints`.
+fn topology_spread_constraints(
+    p: &mut Params,
+    workload: &mut Value,
+) -> Result<TraitOutputs, RenderError> {
+    let mut constraints = Vec::new();
+    for mut c in p
+        .opt_list("constraints")?
+        .ok_or_else(|| p.missing("constraints"))?
+    {
+        let mut out = Map::new();
+        let skew = c.opt_int("maxSkew")?.ok_or_else(|| c.missing("maxSkew"))?;
+        out.insert("maxSkew".into(), skew.into());
+        out.insert("topologyKey".into(), c.str("topologyKey")?.into());
+        out.insert(
+            "whenUnsatisfiable".into(),
+            c.enum_or(
+                "whenUnsatisfiable",
+                &["DoNotSchedule", "ScheduleAnyway"],
+                "DoNotSchedule",
+            )?
+            .into(),
+        );
+        let selector = c
+            .opt_object("labelSelector")?
+            .ok_or_else(|| c.missing("labelSelector"))?;
+        out.insert(
+            "labelSelector".into(),
+            label_selector(selector, &SELECTOR_OPERATORS)?,
+        );
+        for key in ["nodeAffinityPolicy", "nodeTaintsPolicy"] {
+            if c.has(key) {
+                out.insert(
+                    key.into(),
+                    c.enum_or(key, &["Honor", "Ignore"], "Honor")?.into(),
+                );
+            }
+        }
+        if let Some(min) = c.opt_int("minDomains")? {
+            out.insert("minDomains".into(), min.into());
+        }
+        if let Some(keys) = c.opt_str_list("matchLabelKeys")? {
+            out.insert("matchLabelKeys".into(), json!(keys));
+        }
+        c.finish()?;
+        constraints.push(Value::Object(out));
+    }
+    pod_spec(p, workload)?.insert(
+        "topologySpreadConstraints".into(),
+        Value::Array(constraints),
+    );
+    Ok(Vec::new())
+}
+
+/// `securitycontext`: a container's `securityContext` (non-root and unprivileged by default).
+fn security_context(
+    p: &mut Params,
+    ctx: &ComponentContext,
+    workload: &mut Value,
+) -> Result<TraitOutputs, RenderError> {
+    each_container(p, ctx, workload, |item, container| {
+        let mut capabilities = Map::new();
+        if let Some(add) = item.opt_str_list("addCapabilities")? {
+            capabilities.insert("add".into(), json!(add));
+        }
+        if let Some(drop) = item.opt_str_list("dropCapabilities")? {
+            capabilities.insert("drop".into(), json!(drop));
+        }
+        let mut sc = Map::new();
+        sc.insert("capabilities".into(), Value::Object(capabilities));
+        for key in ["runAsUser", "runAsGroup"] {
+            if let Some(id) = item.opt_int(key)? {
+                sc.insert(key.into(), id.into());
+            }
+        }
+        for (key, default) in [
+            ("allowPrivilegeEscalation", false),
+            ("readOnlyRootFilesystem", false),
+            ("privileged", false),
+            ("runAsNonRoot", true),
+        ] {
+            sc.insert(key.into(), item.bool_or(key, default)?.into());
+        }
+        merge_into(container, "securityContext", sc);
+        Ok(())
+    })?;
+    Ok(Vec::new())
+}
+
+/// `{type: RuntimeDefault|Unconfined|Localhost, localhostProfile?}`.
+fn security_profile(mut p: Params) -> Result<Value, RenderError> {
+    let types = ["RuntimeDefault", "Unconfined", "Localhost"];
+    let type_ = p.str("type")?;
+    if !types.contains(&type_) {
+        return Err(p.invalid(
+            "type",
+            format!("{type_:?} is not one of {}", types.join(", ")),
+        ));
+    }
+    let mut out = json!({ "type": type_ });
+    if let Some(profile) = p.opt_str("localhostProfile")? {
+        out["localhostProfile"] = profile.into();
+    }
+    p.finish()?;
+    Ok(out)
+}
+
+/// `podsecuritycontext`: the pod's `securityContext` (`runAsNonRoot` defaults to true).
+fn pod_security_context(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderError> {
+    let mut sc = Map::new();
+    for key in ["appArmorProfile", "seccompProfile"] {
+        if let Some(profile) = p.opt_object(key)? {
+            sc.insert(key.into(), security_profile(profile)?);
+        }
+    }
+    for key in ["fsGroup", "runAsGroup", "runAsUser"] {
+        if let Some(id) = p.opt_int(key)? {
+            sc.insert(key.into(), id.into());
+        }
+    }
+    sc.insert(
+        "runAsNonRoot".into(),
+        p.bool_or("runAsNonRoot", true)?.into(),
+    );
+    merge_into(pod_spec(p, workload)?, "securityContext", sc);
+    Ok(Vec::new())
+}
+
+/// `httpGet` of a probe or lifecycle handler; `scheme` gets `default_scheme` when given.
+fn http_get(mut p: Params, default_scheme: Option<&'static str>) -> Result<Value, RenderError> {
+    let mut out = Map::new();
+    if let Some(path) = p.opt_str("path")? {
+        out.insert("path".into(), path.into());
+    }
+    let port = p
+        .int_in("port", 1, 65535, None)?
+        .ok_or_else(|| p.missing("port"))?;
+    out.insert("port".into(), port.into());
+    if let Some(host) = p.opt_str("host")? {
+        out.insert("host".into(), host.into());
+    }
+    let scheme = match default_scheme {
+        Some(d) => Some(p.enum_or("scheme", &["HTTP", "HTTPS"], d)?),
+        None if p.has("scheme") => Some(p.enum_or("scheme", &["HTTP", "HTTPS"], "HTTP")?),
+        None => None,
+    };
+    if let Some(scheme) = scheme {
+        out.insert("scheme".into(), scheme.into());
+    }
+    if let Some(headers) = p.opt_list("httpHeaders")? {
+        let mut list = Vec::new();
+        for mut h in headers {
+            list.push(json!({ "name": h.str("name")?, "value": h.str("value")? }));
+            h.finish()?;
+        }
+        out.insert("httpHeaders".into(), Value::Array(list));
+    }
+    p.finish()?;
+    Ok(Value::Object(out))
+}
+
+fn exec_handler(mut p: Params) -> Result<Value, RenderError> {
+    let command = p
+        .opt_str_list("command")?
+        .ok_or_else(|| p.missing("command"))?;
+    p.finish()?;
+    Ok(json!({ "command": command }))
+}
+
+fn tcp_socket(mut p: Params) -> Result<Value, RenderError> {
+    let port = p
+        .opt_int_or_string("port")?
+        .ok_or_else(|| p.missing("port"))?;
+    let mut out = json!({ "port": port });
+    if let Some(host) = p.opt_str("host")? {
+        out["host"] = host.into();
+    }
+    p.finish()?;
+    Ok(out)
+}
+
+/// `startup-probe`: a container's `startupProbe` (one container, or several under `probes`).
+fn startup_probe(
+    p: &mut Params,
+    ctx: &ComponentContext,
+    workload: &mut Value,
+) -> Result<TraitOutputs, RenderError> {
+    each_container_in(p, ctx, workload, "probes", |item, container| {
+        let mut probe = Map::new();
+        if let Some(exec) = item.opt_object("exec")? {
+            probe.insert("exec".into(), exec_handler(exec)?);
+        }
+        if let Some(get) = item.opt_object("httpGet")? {
+            probe.insert("httpGet".into(), http_get(get, None)?);
+        }
+        if let Some(mut grpc) = item.opt_object("grpc")? {
+            let port = grpc.opt_int("port")?.ok_or_else(|| grpc.missing("port"))?;
+            let mut g = json!({ "port": port });
+            if let Some(service) = grpc.opt_str("service")? {
+                g["service"] = service.into();
+            }
+            grpc.finish()?;
+            probe.insert("grpc".into(), g);
+        }
+        if let Some(tcp) = item.opt_object("tcpSocket")? {
+            probe.insert("tcpSocket".into(), tcp_socket(tcp)?);
+        }
+        for (key, default) in [
+            ("initialDelaySeconds", 0),
+            ("periodSeconds", 10),
+            ("timeoutSeconds", 1),
+            ("successThreshold", 1),
+            ("failureThreshold", 3),
+        ] {
+            probe.insert(key.into(), item.int_or(key, default)?.into());
+        }
+        if let Some(grace) = item.opt_int("terminationGracePeriodSeconds")? {
+            probe.insert("terminationGracePeriodSeconds".into(), grace.into());
+        }
+        container.insert("startupProbe".into(), Value::Object(probe));
+        Ok(())
+    })?;
+    Ok(Vec::new())
+}
+
+/// `lifecycle`: `postStart` / `preStop` handlers on every container of the pod.
+fn lifecycle(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderError> {
+    let mut hooks = Map::new();
+    for key in ["postStart", "preStop"] {
+        let Some(mut h) = p.opt_object(key)? else {
+            continue;
+        };
+        let mut handler = Map::new();
+        if let Some(exec) = h.opt_object("exec")? {
+            handler.insert("exec".into(), exec_handler(exec)?);
+        }
+        if let Some(get) = h.opt_object("httpGet")? {
+            handler.insert("httpGet".into(), http_get(get, Some("HTTP"))?);
+        }
+        if let Some(tcp) = h.opt_object("tcpSocket")? {
+            handler.insert("tcpSocket".into(), tcp_socket(tcp)?);
+        }
+        h.finish()?;
+        hooks.insert(key.into(), Value::Object(handler));
+    }
+    let pod = pod_spec(p, workload)?;
+    for container in containers(p, pod, "containers")? {
+        if let Value::Object(c) = container {
+            merge_into(c, "lifecycle", hooks.clone());
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// `hostalias`: host aliases on the pod, merged by `ip`: an IP the pod (or an earlier entry)
+/// already has gains the new hostnames, each listed once.
+fn hostalias(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderError> {
+    let mut aliases: Vec<(String, Vec<String>)> = Vec::new();
+    for mut a in p
+        .opt_list("hostAliases")?
+        .ok_or_else(|| p.missing("hostAliases"))?
+    {
+        let hostnames = a.opt_str_list("hostnames")?.unwrap_or_default();
+        let Some(ip) = a.opt_str("ip")? else {
+            return Err(a.invalid(
+                "ip",
+                format!("a host alias needs an ip: {}", hostnames.join(", ")),
+            ));
+        };
+        a.finish()?;
+        aliases.push((ip.to_string(), hostnames));
+    }
+    let pod = pod_spec(p, workload)?;
+    let list = containers(p, pod, "hostAliases")?;
+    for (ip, hostnames) in aliases {
+        let index = match list
+            .iter()
+            .position(|e| e["ip"].as_str() == Some(ip.as_str()))
+        {
+            Some(i) => i,
+            None => {
+                list.push(json!({ "ip": ip, "hostnames": [] }));
+                list.len() - 1
+            }
+        };
+        let entry = &mut list[index];
+        if !entry["hostnames"].is_array() {
+            entry["hostnames"] = json!([]);
+        }
+        if let Some(names) = entry["hostnames"].as_array_mut() {
+            for h in hostnames {
+                if !names.iter().any(|n| n.as_str() == Some(h.as_str())) {
+                    names.push(h.into());
+                }
+            }
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// `container-ports`: host ports on a container's ports, matched by protocol and containerPort;
+/// ports the container lacks are added (container-ports.cue rebuilds the list).
+fn container_ports(
+    p: &mut Params,
+    ctx: &ComponentContext,
+    workload: &mut Value,
+) -> Result<TraitOutputs, RenderError> {
+    each_container(p, ctx, workload, |item, container| {
+        let mut wanted = Vec::new();
+        for mut port in item.list_or_empty("ports")? {
+            let number = port
+                .int_in("containerPort", 1, 65535, None)?
+                .ok_or_else(|| port.missing("containerPort"))?;
+            let protocol = port.enum_or("protocol", &["TCP", "UDP", "SCTP"], "TCP")?;
+            let host_port = port.int_in("hostPort", 1, 65535, None)?;
+            let host_ip = port.opt_str("hostIP")?;
+            port.finish()?;
+            wanted.push((number, protocol, host_port, host_ip));
+        }
+        let key = |protocol: &str, number: i64| format!("{}{number}", protocol.to_lowercase());
+        let host = |out: &mut Map<String, Value>, host_port: Option<i64>, host_ip: Option<&str>| {
+            if let Some(hp) = host_port {
+                out.insert("hostPort".into(), hp.into());
+            }
+            if let Some(ip) = host_ip {
+                out.insert("hostIP".into(), ip.into());
+            }
+        };
+        let base: Option<Vec<Value>> = match container.get("ports") {
+            Some(Value::Array(ports)) => Some(ports.clone()),
+            _ => None,
+        };
+        let mut ports = Vec::new();
+        let mut base_keys = Vec::new();
+        for b in base.iter().flatten() {
+            let number = b["containerPort"].as_i64().unwrap_or_default();
+            // A port without a protocol is matched as TCP and left without one.
+            let protocol = b["protocol"].as_str().unwrap_or("TCP");
+            let k = key(protocol, number);
+            let mut out = Map::new();
+            out.insert("containerPort".into(), number.into());
+            if let Some(p) = b.get("protocol") {
+                out.insert("protocol".into(), p.clone());
+            }
+            if let Some(name) = b.get("name") {
+                out.insert("name".into(), name.clone());
+            }
+            if let Some((_, _, hp, ip)) = wanted.iter().find(|(n, pr, _, _)| key(pr, *n) == k) {
+                host(&mut out, *hp, *ip);
+            }
+            base_keys.push(k);
+            ports.push(Value::Object(out));
+        }
+        for (number, protocol, hp, ip) in &wanted {
+            if base_keys.contains(&key(protocol, *number)) {
+                continue;
+            }
+            let mut out = Map::new();
+            out.insert("containerPort".into(), (*number).into());
+            out.insert("protocol".into(), (*protocol).into());
+            host(&mut out, *hp, *ip);
+            ports.push(Value::Object(out));
+        }
+        container.insert("ports".into(), Value::Array(ports));
+        Ok(())
+    })?;
+    Ok(Vec::new())
+}
+
+/// `k8s-update-strategy`: the Deployment's `strategy` or the StatefulSet's / DaemonSet's
+/// `updateStrategy`, chosen by `targetKind` as in the CUE (not by the workload's kind).
+fn update_strategy(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderError> {
+    p.str_or("targetAPIVersion", "apps/v1")?;
+    let kind = p.enum_or(
+        "targetKind",
+        &["Deployment", "StatefulSet", "DaemonSet"],
+        "Deployment",
+    )?;
+    let (type_, rolling) = match p.opt_object("strategy")? {
+        None => ("RollingUpdate", None),
+        Some(mut s) => {
+            let type_ = s.enum_or(
+                "type",
+                &["RollingUpdate", "Recreate", "OnDelete"],
+                "RollingUpdate",
+            )?;
+            let rolling = match s.opt_object("rollingStrategy")? {
+                Some(mut r) => {
+                    let v = (
+                        r.str_or("maxSurge", "25%")?.to_string(),
+                        r.str_or("maxUnavailable", "25%")?.to_string(),
+                        r.int_or("partition", 0)?,
+                    );
+                    r.finish()?;
+                    Some(v)
+                }
+                None => None,
+            };
+            s.finish()?;
+            (type_, rolling)
+        }
+    };
+    let (key, skipped) = match kind {
+        "Deployment" => ("strategy", "OnDelete"),
+        _ => ("updateStrategy", "Recreate"),
+    };
+    if type_ == skipped {
+        return Ok(Vec::new());
+    }
+    let mut strategy = json!({ "type": type_ });
+    if type_ == "RollingUpdate" {
+        let (surge, unavailable, partition) =
+            rolling.unwrap_or_else(|| ("25%".to_string(), "25%".to_string(), 0));
+        strategy["rollingUpdate"] = if kind == "StatefulSet" {
+            json!({ "partition": partition })
+        } else {
+            json!({ "maxSurge": surge, "maxUnavailable": unavailable })
+        };
+    }
+    match workload.get_mut("spec") {
+        Some(Value::Object(spec)) => {
+            spec.insert(key.into(), strategy);
+        }
+        _ => workload["spec"] = json!({ key: strategy }),
+    }
+    Ok(Vec::new())
+}
+
+/// `json-patch`: RFC 6902 operations on the workload.
+fn json_patch(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderError> {
+    let operations = match p.opt("operations") {
+        None => return Err(p.missing("operations")),
+        Some(Value::Array(ops)) => ops,
+        Some(other) => return Err(p.type_error("operations", "array of objects", other)),
+    };
+    if let Some((i, op)) = operations.iter().enumerate().find(|(_, o)| !o.is_object()) {
+        return Err(p.type_error(&format!("operations[{i}]"), "object", op));
+    }
+    super::json_patch::apply(workload, operations).map_err(|e| p.invalid("operations", e))?;
+    Ok(Vec::new())
+}
+
+/// `json-merge-patch`: the properties are an RFC 7386 merge patch of the workload.
+fn json_merge_patch(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderError> {
+    let patch: Map<String, Value> = p.entries().map(|(k, v)| (k.clone(), v.clone())).collect();
+    super::policy::merge_patch(workload, &Value::Object(patch));
+    Ok(Vec::new())
 }
