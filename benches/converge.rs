@@ -121,6 +121,7 @@ fn start_operator(config: Config, metrics: Arc<Metrics>) {
             instance: Some("bench".into()),
             leader_elect: false,
             lease_namespace: "default".into(),
+            definitions_namespace: oam_trust::names::DEFAULT_DEFINITIONS_NAMESPACE.into(),
             lease_name: "oam-trust-bench".into(),
             exchange: Default::default(),
         };

@@ -42,6 +42,9 @@ pub struct ExplainArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
     pub output: ExplainFormat,
+    /// The system definitions namespace (as `render --definitions-namespace`).
+    #[arg(long, default_value = crate::names::DEFAULT_DEFINITIONS_NAMESPACE)]
+    pub definitions_namespace: String,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,6 +235,7 @@ pub fn explain_command(args: ExplainArgs) -> anyhow::Result<()> {
         .with_context(|| format!("{}: invalid GitLabTrust", args.trust.display()))?
         .with_context(|| format!("{}: no GitLabTrust found", args.trust.display()))?;
     let mut manifests = Manifests::default();
+    manifests.catalog.system_namespace = args.definitions_namespace.clone();
     for path in &args.files {
         manifests.add_path(path)?;
     }

@@ -12,13 +12,14 @@ use crate::api::oam::Application;
 use crate::render::Definitions;
 
 /// Everything found in a set of manifests, by role.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Manifests {
     /// Applications, in file and document order.
     pub applications: Vec<Application>,
     /// ComponentDefinitions, TraitDefinitions, PolicyDefinitions, WorkloadDefinitions, by name.
     pub definitions: Definitions,
-    /// The same definitions with the namespaces they name (what `world` renders with).
+    /// The same definitions with the namespaces they name (what `world` renders with). Its system
+    /// namespace is `vela-system` unless set (`--definitions-namespace`).
     pub catalog: DefinitionCatalog,
     /// Every other document (GitLabTrust, ClusterRole …), kept for the commands that need them.
     pub others: Vec<Document>,
@@ -29,6 +30,17 @@ pub struct Manifests {
 pub struct Document {
     pub source: String,
     pub value: Value,
+}
+
+impl Default for Manifests {
+    fn default() -> Self {
+        Manifests {
+            applications: Vec::new(),
+            definitions: Definitions::default(),
+            catalog: DefinitionCatalog::new(crate::names::DEFAULT_DEFINITIONS_NAMESPACE),
+            others: Vec::new(),
+        }
+    }
 }
 
 impl Manifests {
@@ -250,6 +262,10 @@ pub struct RenderArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "yaml")]
     pub output: OutputFormat,
+    /// The system definitions namespace: definitions there (or naming no namespace) apply to every
+    /// Application; definitions in another namespace only to that namespace's.
+    #[arg(long, default_value = crate::names::DEFAULT_DEFINITIONS_NAMESPACE)]
+    pub definitions_namespace: String,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -261,6 +277,7 @@ pub enum OutputFormat {
 /// Renders every Application in `args.files` and prints the objects to stdout.
 pub fn render_command(args: RenderArgs) -> anyhow::Result<()> {
     let mut manifests = Manifests::default();
+    manifests.catalog.system_namespace = args.definitions_namespace.clone();
     for path in args.files.iter().chain(&args.definitions) {
         manifests.add_path(path)?;
     }
@@ -284,6 +301,13 @@ pub fn render_all(manifests: &Manifests) -> anyhow::Result<(Vec<Value>, Vec<Stri
     let mut objects = Vec::new();
     for app in &manifests.applications {
         let name = app.metadata.name.as_deref().unwrap_or_default();
+        notes.extend(
+            world
+                .definitions
+                .invisible_to(app)
+                .into_iter()
+                .map(|n| format!("note: application {name:?}: {n}")),
+        );
         let derived = world
             .derive(app)
             .with_context(|| format!("application {name:?}"))?;

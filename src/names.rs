@@ -30,6 +30,9 @@ pub const AUXILIARY_WORKLOAD: &str = "AuxiliaryWorkload";
 /// Trait and policy type of access declarations: rendering accepts and skips them.
 pub const GITLAB_ACCESS: &str = "gitlab-access";
 
+/// Where system definitions live (KubeVela's): visible to Applications of every namespace.
+pub const DEFAULT_DEFINITIONS_NAMESPACE: &str = "vela-system";
+
 /// The namespace of an object that names none (what the API server defaults it to).
 pub const DEFAULT_NAMESPACE: &str = "default";
 

@@ -14,7 +14,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use oam_trust::api::oam::Application;
 use oam_trust::api::trust::GitLabTrust;
@@ -60,10 +60,53 @@ async fn install_deploy_guard(client: &Client) {
                     other => panic!("unexpected kind {other} in deploy-guard.yaml"),
                 }
             }
-            // The policy's compiled form reaches the admission plugin asynchronously.
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            // The policy reaches the admission plugin asynchronously: probe until it refuses.
+            await_deploy_guard(client).await;
         })
         .await;
+}
+
+/// Polls until the deploy guard judges requests: a guarded identity's label edit of a probe
+/// Application is refused (a dry run, so nothing changes).
+async fn await_deploy_guard(client: &Client) {
+    support::install_crds(client).await;
+    let ns = support::namespace(client, "guard-probe").await;
+    let params: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "oam-trust.deploy-guard.probe",
+                     "labels": {"oam-trust.dev/deploy-guard": "params"}},
+        "data": {"application": "probe", "g.principals": "user:gitlab:ci_job:probe", "g.components": "web"}
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &params)
+        .await
+        .unwrap();
+    support::apply_app(
+        client,
+        &ns,
+        json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": "probe"},
+               "spec": {"components": [{"name": "web", "type": "webservice", "properties": {"image": "nginx"}}]}}),
+    )
+    .await;
+    let probe = support::impersonating("gitlab:ci_job:probe", &["system:masters"]).await;
+    let apps = Api::<Application>::namespaced(probe, &ns);
+    let dry = PatchParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let refused = support::eventually(Duration::from_secs(30), || {
+        let apps = apps.clone();
+        let dry = dry.clone();
+        async move {
+            let edit = Patch::Merge(json!({"metadata": {"labels": {"probe": "edited"}}}));
+            matches!(apps.patch("probe", &dry, &edit).await, Err(kube::Error::Api(s)) if s.message.contains("deploy job may change only"))
+        }
+    })
+    .await;
+    assert!(
+        refused,
+        "the deploy guard did not start judging requests within 30 s"
+    );
 }
 
 /// Everything one access test works in: a selected namespace with an applier, a trust and its ceiling
@@ -168,18 +211,6 @@ fn application(name: &str, components: Value, policies: Value) -> Value {
 
 fn access(trust: &str, subjects: Value, access: Value) -> Value {
     json!({"trust": trust, "subjects": subjects, "access": access, "ttl": "10m"})
-}
-
-async fn apply_app(client: &Client, ns: &str, app: Value) {
-    let app: Application = serde_json::from_value(app).expect("test Application deserializes");
-    Api::<Application>::namespaced(client.clone(), ns)
-        .patch(
-            &app.name_any(),
-            &PatchParams::apply("test-user").force(),
-            &Patch::Apply(&app),
-        )
-        .await
-        .expect("the API server accepts the Application");
 }
 
 /// The access conditions (type, status, reason, message), sorted by type.
@@ -404,7 +435,7 @@ async fn assert_denied_elsewhere(token: &Client, s: &Scene, app: &str, creates: 
 async fn preset_scene(s: &Scene, preset: &str) -> String {
     let policy = json!([{"name": "ci", "type": "gitlab-access",
         "properties": access(&s.trust, json!([{"projectId": "1450", "namespaceId": "72"}]), json!(preset))}]);
-    apply_app(
+    support::apply_app(
         &s.client,
         &s.ns,
         application(
@@ -417,7 +448,7 @@ async fn preset_scene(s: &Scene, preset: &str) -> String {
         ),
     )
     .await;
-    apply_app(
+    support::apply_app(
         &s.client,
         &s.ns,
         application(
@@ -689,7 +720,7 @@ async fn deploy_guard_allows_only_the_covered_components_image() {
     let grant = json!([{"type": "gitlab-access", "properties": access(&s.trust, json!([{"projectId": "1450"}]), json!("deploy"))},
         {"type": "scaler", "properties": {"replicas": 1}}]);
     let policies = json!([{"name": "topo", "type": "topology", "properties": {"namespace": s.ns}}]);
-    apply_app(
+    support::apply_app(
         &s.client,
         &s.ns,
         application(
@@ -850,7 +881,7 @@ async fn agent_ci_job_identity_gets_exactly_the_grant() {
     let s = scene("acc-agent", true).await;
     let grant = json!([{"type": "gitlab-access", "properties": access(&s.trust,
         json!([{"projectId": "1450", "ref": "main"}, {"namespaceId": "72"}]), json!("deploy"))}]);
-    apply_app(
+    support::apply_app(
         &s.client,
         &s.ns,
         application(
@@ -863,7 +894,7 @@ async fn agent_ci_job_identity_gets_exactly_the_grant() {
         ),
     )
     .await;
-    apply_app(
+    support::apply_app(
         &s.client,
         &s.ns,
         application(
@@ -999,7 +1030,7 @@ async fn removing_a_declaration_or_the_application_revokes() {
         }
         Value::Array(p)
     };
-    apply_app(
+    support::apply_app(
         &s.client,
         &s.ns,
         application(
@@ -1029,7 +1060,7 @@ async fn removing_a_declaration_or_the_application_revokes() {
         200
     );
 
-    apply_app(
+    support::apply_app(
         &s.client,
         &s.ns,
         application(
@@ -1118,7 +1149,7 @@ async fn refused_declarations_get_their_reason_and_no_rbac_objects() {
         {"name": "greedy", "type": "gitlab-access", "properties": access(t, json!([{"projectId": "1450"}]),
             json!({"rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}))}
     ]);
-    apply_app(
+    support::apply_app(
         &s.client,
         &s.ns,
         application("shop", json!([web("web", "nginx:1", json!([]))]), policies),
@@ -1156,7 +1187,7 @@ async fn refused_declarations_get_their_reason_and_no_rbac_objects() {
     // A namespace the trust does not select.
     let unselected = support::app_namespace(&s.client, "acc-unselected", "admin").await;
     let policy = json!([{"name": "ci", "type": "gitlab-access", "properties": access(t, json!([{"projectId": "1450"}]), json!("read"))}]);
-    apply_app(
+    support::apply_app(
         &s.client,
         &unselected,
         application("shop", json!([web("web", "nginx:1", json!([]))]), policy),
@@ -1207,7 +1238,7 @@ async fn refused_declarations_get_their_reason_and_no_rbac_objects() {
 async fn path_only_subject_is_granted_with_a_warning() {
     let s = scene("acc-path", false).await;
     let policy = json!([{"name": "ci", "type": "gitlab-access", "properties": access(&s.trust, json!([{"projectPath": "platform/web"}]), json!("read"))}]);
-    apply_app(
+    support::apply_app(
         &s.client,
         &s.ns,
         application("shop", json!([web("web", "nginx:1", json!([]))]), policy),
@@ -1470,6 +1501,8 @@ fn config_examples_render_with_their_grants() {
             "Deployment",
             "Service",
             "Deployment",
+            // The deploy guard's parameters: written by the operator before any grant's RBAC.
+            "ConfigMap",
             "ServiceAccount",
             "Role",
             "RoleBinding",

@@ -15,32 +15,8 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-async fn apply(client: &Client, ns: &str, app: Value) {
-    let app: Application = serde_json::from_value(app).expect("test Application deserializes");
-    Api::<Application>::namespaced(client.clone(), ns)
-        .patch(
-            &app.name_any(),
-            &PatchParams::apply("test-user").force(),
-            &Patch::Apply(&app),
-        )
-        .await
-        .expect("the API server accepts the Application");
-}
-
 fn app(name: &str, components: Value) -> Value {
     json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": name}, "spec": {"components": components}})
-}
-
-/// Waits until the Application's status satisfies `pred`; panics with the last status otherwise.
-async fn wait_status(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&Application) -> bool,
-) -> Application {
-    let api = Api::<Application>::namespaced(client.clone(), ns);
-    support::wait_for(&api, name, &format!("{ns}: {what}"), WAIT, pred).await
 }
 
 fn condition<'a>(
@@ -83,14 +59,14 @@ async fn quick_start_application_runs_with_labels_owner_and_status() {
     support::operator().await;
     let client = support::admin().await;
     let ns = support::app_namespace(&client, "app-run", "admin").await;
-    apply(
+    support::apply_app(
         &client,
         &ns,
         app("first-vela-app", json!([web("express-server", 2)])),
     )
     .await;
 
-    let a = wait_status(
+    let a = support::wait_app(
         &client,
         &ns,
         "first-vela-app",
@@ -152,12 +128,12 @@ async fn trait_change_scales_and_removed_parts_are_pruned() {
     let client = support::admin().await;
     let ns = support::app_namespace(&client, "app-prune", "admin").await;
     let worker = json!({"name": "jobs", "type": "worker", "properties": {"image": "busybox"}});
-    apply(&client, &ns, app("shop", json!([web("front", 1), worker]))).await;
-    wait_status(&client, &ns, "shop", "running", support::app_running).await;
+    support::apply_app(&client, &ns, app("shop", json!([web("front", 1), worker]))).await;
+    support::wait_app(&client, &ns, "shop", "running", support::app_running).await;
     assert!(deployment(&client, &ns, "jobs").await.is_some());
 
-    apply(&client, &ns, app("shop", json!([web("front", 3), worker]))).await;
-    let a = wait_status(&client, &ns, "shop", "scaled to 3", |a| {
+    support::apply_app(&client, &ns, app("shop", json!([web("front", 3), worker]))).await;
+    let a = support::wait_app(&client, &ns, "shop", "scaled to 3", |a| {
         support::app_running(a)
             && a.status.as_ref().unwrap().services[0].message.as_deref() == Some("Ready:3/3")
     })
@@ -175,7 +151,7 @@ async fn trait_change_scales_and_removed_parts_are_pruned() {
 
     // Drop the worker component and the expose port: both objects go.
     let front_unexposed = json!({"name": "front", "type": "webservice", "properties": {"image": "oamdev/hello-world:v1"}});
-    apply(&client, &ns, app("shop", json!([front_unexposed]))).await;
+    support::apply_app(&client, &ns, app("shop", json!([front_unexposed]))).await;
     assert!(
         gone(Api::<Deployment>::namespaced(client.clone(), &ns), "jobs").await,
         "the removed component's Deployment was pruned"
@@ -184,7 +160,7 @@ async fn trait_change_scales_and_removed_parts_are_pruned() {
         gone(Api::<Service>::namespaced(client.clone(), &ns), "front").await,
         "the Service of the removed port was pruned"
     );
-    let a = wait_status(
+    let a = support::wait_app(
         &client,
         &ns,
         "shop",
@@ -200,8 +176,8 @@ async fn hand_edits_and_deletions_are_reverted() {
     support::operator().await;
     let client = support::admin().await;
     let ns = support::app_namespace(&client, "app-drift", "admin").await;
-    apply(&client, &ns, app("drift", json!([web("api", 2)]))).await;
-    wait_status(&client, &ns, "drift", "running", support::app_running).await;
+    support::apply_app(&client, &ns, app("drift", json!([web("api", 2)]))).await;
+    support::wait_app(&client, &ns, "drift", "running", support::app_running).await;
 
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
     deployments
@@ -237,8 +213,8 @@ async fn deleting_the_application_cascades_through_the_garbage_collector() {
     support::operator().await;
     let client = support::admin().await;
     let ns = support::app_namespace(&client, "app-delete", "admin").await;
-    apply(&client, &ns, app("temp", json!([web("temp-web", 1)]))).await;
-    wait_status(&client, &ns, "temp", "running", support::app_running).await;
+    support::apply_app(&client, &ns, app("temp", json!([web("temp-web", 1)]))).await;
+    support::wait_app(&client, &ns, "temp", "running", support::app_running).await;
     Api::<Application>::namespaced(client.clone(), &ns)
         .delete("temp", &DeleteParams::default())
         .await
@@ -262,7 +238,7 @@ async fn invalid_applications_report_the_reason_and_apply_nothing() {
     support::operator().await;
     let client = support::admin().await;
     let ns = support::app_namespace(&client, "app-invalid", "admin").await;
-    apply(
+    support::apply_app(
         &client,
         &ns,
         app(
@@ -273,14 +249,14 @@ async fn invalid_applications_report_the_reason_and_apply_nothing() {
     .await;
     let bad_trait = json!({"name": "api", "type": "webservice", "properties": {"image": "nginx"},
         "traits": [{"type": "scaler", "properties": {"replicas": "three"}}]});
-    apply(
+    support::apply_app(
         &client,
         &ns,
         app("bad-field", json!([web("fine", 1), bad_trait])),
     )
     .await;
 
-    let a = wait_status(&client, &ns, "unknown-type", "Parsed=False", |a| {
+    let a = support::wait_app(&client, &ns, "unknown-type", "Parsed=False", |a| {
         condition(a, "Parsed").is_some()
     })
     .await;
@@ -290,7 +266,7 @@ async fn invalid_applications_report_the_reason_and_apply_nothing() {
         ("False", "RenderError")
     );
     assert!(c.message.contains("no-such-type"), "{}", c.message);
-    let a = wait_status(&client, &ns, "bad-field", "Parsed=False", |a| {
+    let a = support::wait_app(&client, &ns, "bad-field", "Parsed=False", |a| {
         condition(a, "Parsed").is_some()
     })
     .await;
@@ -333,13 +309,13 @@ async fn the_applier_identity_bounds_what_an_application_can_create() {
         "metadata": {"name": format!("escalate-{ns}")}, "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]});
     let sneaky =
         json!({"name": "sneaky", "type": "k8s-objects", "properties": {"objects": [cluster_role]}});
-    apply(
+    support::apply_app(
         &client,
         &ns,
         app("escalate", json!([web("innocent", 1), sneaky])),
     )
     .await;
-    let a = wait_status(&client, &ns, "escalate", "Applied=False", |a| {
+    let a = support::wait_app(&client, &ns, "escalate", "Applied=False", |a| {
         condition(a, "Applied").is_some()
     })
     .await;
@@ -371,8 +347,8 @@ async fn the_applier_identity_bounds_what_an_application_can_create() {
     let mut cross = app("cross", json!([web("elsewhere", 1)]));
     cross["spec"]["policies"] =
         json!([{"name": "there", "type": "topology", "properties": {"namespace": other}}]);
-    apply(&client, &ns, cross).await;
-    let a = wait_status(&client, &ns, "cross", "Applied=False", |a| {
+    support::apply_app(&client, &ns, cross).await;
+    let a = support::wait_app(&client, &ns, "cross", "Applied=False", |a| {
         condition(a, "Applied").is_some()
     })
     .await;
@@ -402,8 +378,8 @@ async fn objects_in_other_namespaces_are_cleaned_up_by_the_finalizer() {
     let mut placed = app("placed", json!([web("remote", 1)]));
     placed["spec"]["policies"] =
         json!([{"name": "target", "type": "topology", "properties": {"namespace": target}}]);
-    apply(&client, &ns, placed).await;
-    let a = wait_status(&client, &ns, "placed", "running", support::app_running).await;
+    support::apply_app(&client, &ns, placed).await;
+    let a = support::wait_app(&client, &ns, "placed", "running", support::app_running).await;
     assert!(
         a.finalizers()
             .contains(&"oam-trust.dev/cleanup".to_string())
@@ -443,8 +419,8 @@ async fn unschedulable_pods_leave_the_application_unhealthy_with_the_reason() {
     let client = support::admin().await;
     let ns = support::app_namespace(&client, "app-unhealthy", "admin").await;
     let huge = json!({"name": "greedy", "type": "webservice", "properties": {"image": "nginx", "cpu": "500"}});
-    apply(&client, &ns, app("greedy", json!([huge]))).await;
-    let a = wait_status(&client, &ns, "greedy", "unhealthy with a reason", |a| {
+    support::apply_app(&client, &ns, app("greedy", json!([huge]))).await;
+    let a = support::wait_app(&client, &ns, "greedy", "unhealthy with a reason", |a| {
         support::app_phase(a) == "unhealthy"
             && a.status
                 .as_ref()
@@ -485,7 +461,7 @@ async fn changing_a_component_definition_re_renders_its_applications() {
     defs.patch("greeting", &pp, &Patch::Apply(def("hello")))
         .await
         .unwrap();
-    apply(
+    support::apply_app(
         &client,
         &ns,
         app(
@@ -494,7 +470,7 @@ async fn changing_a_component_definition_re_renders_its_applications() {
         ),
     )
     .await;
-    wait_status(&client, &ns, "hi", "running", support::app_running).await;
+    support::wait_app(&client, &ns, "hi", "running", support::app_running).await;
     let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
     let data = cms.get("card").await.unwrap().data.unwrap();
     assert_eq!(
@@ -526,7 +502,7 @@ async fn two_hundred_applications_in_one_namespace_all_converge() {
         let client = client.clone();
         let ns = ns.clone();
         async move {
-            apply(
+            support::apply_app(
                 &client,
                 &ns,
                 app(
@@ -600,14 +576,14 @@ async fn an_application_whose_cleanup_is_refused_waits_in_deleting_until_allowed
     let mut placed = app("sticky", json!([web("far", 1)]));
     placed["spec"]["policies"] =
         json!([{"name": "t", "type": "topology", "properties": {"namespace": target}}]);
-    apply(&client, &ns, placed).await;
-    wait_status(&client, &ns, "sticky", "running", support::app_running).await;
+    support::apply_app(&client, &ns, placed).await;
+    support::wait_app(&client, &ns, "sticky", "running", support::app_running).await;
 
     Api::<Application>::namespaced(client.clone(), &ns)
         .delete("sticky", &DeleteParams::default())
         .await
         .unwrap();
-    wait_status(&client, &ns, "sticky", "phase deleting", |a| {
+    support::wait_app(&client, &ns, "sticky", "phase deleting", |a| {
         support::app_phase(a) == "deleting"
     })
     .await;

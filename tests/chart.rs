@@ -46,12 +46,12 @@ const USED: &[(&str, &str, &str, &str)] = &[
     ("oam-trust.dev", "gitlabtrusts", "list", "trust controller; reflectors"),
     ("oam-trust.dev", "gitlabtrusts", "watch", "trust controller; reflectors"),
     ("oam-trust.dev", "gitlabtrusts/status", "patch", "trust.rs: key status"),
-    ("", "namespaces", "get", "access.rs: namespace labels for a trust's namespaceSelector"),
-    ("", "namespaces", "list", "federation::grants reflector; access watch"),
-    ("", "namespaces", "watch", "federation::grants reflector; access watch"),
-    ("rbac.authorization.k8s.io", "clusterroles", "get", "access.rs: the ceiling a trust names"),
-    ("rbac.authorization.k8s.io", "clusterroles", "list", "federation::grants reflector; ceiling watch"),
-    ("rbac.authorization.k8s.io", "clusterroles", "watch", "federation::grants reflector; ceiling watch"),
+    ("", "namespaces", "list", "runtime::world stores (namespace labels for a trust's namespaceSelector)"),
+    ("", "namespaces", "watch", "runtime::world stores (namespace labels for a trust's namespaceSelector)"),
+    ("rbac.authorization.k8s.io", "clusterroles", "list", "runtime::world stores (ceilings); rendered-object watch"),
+    ("rbac.authorization.k8s.io", "clusterroles", "watch", "runtime::world stores (ceilings); rendered-object watch"),
+    ("rbac.authorization.k8s.io", "clusterrolebindings", "list", "rendered-object watch"),
+    ("rbac.authorization.k8s.io", "clusterrolebindings", "watch", "rendered-object watch"),
     ("apps", "deployments", "get", "workload health (Applier::get)"),
     ("apps", "deployments", "list", "rendered-object watch"),
     ("apps", "deployments", "watch", "rendered-object watch"),
@@ -933,29 +933,6 @@ async fn install_and_run() -> Installed {
     }
 }
 
-async fn apply_app(client: &Client, ns: &str, app: Value) {
-    let app: Application = serde_json::from_value(app).unwrap();
-    Api::<Application>::namespaced(client.clone(), ns)
-        .patch(
-            &app.name_any(),
-            &PatchParams::apply("chart-test").force(),
-            &Patch::Apply(&app),
-        )
-        .await
-        .expect("the API server accepts the Application");
-}
-
-async fn wait_app(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&Application) -> bool,
-) -> Application {
-    let api = Api::<Application>::namespaced(client.clone(), ns);
-    support::wait_for(&api, name, &format!("{ns}: {what}"), WAIT, pred).await
-}
-
 async fn events_with_reason(client: &Client, ns: &str, reason: &str) -> Vec<Event> {
     Api::<Event>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
@@ -981,8 +958,8 @@ async fn under_the_charts_rbac_applications_run_status_is_written_and_events_rec
         json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
             "metadata": {"name": "shop"}, "spec": {"components": components}})
     };
-    apply_app(&admin, &ns, app(json!([web(true)]))).await;
-    let a = wait_app(&admin, &ns, "shop", "running", support::app_running).await;
+    support::apply_app(&admin, &ns, app(json!([web(true)]))).await;
+    let a = support::wait_app(&admin, &ns, "shop", "running", support::app_running).await;
     let status = a.status.unwrap();
     assert_eq!(status.services[0].message.as_deref(), Some("Ready:2/2"));
     let kinds: Vec<&str> = status
@@ -1002,7 +979,7 @@ async fn under_the_charts_rbac_applications_run_status_is_written_and_events_rec
     assert!(managed_fields.contains(&"oam-trust".to_string()));
 
     // Pruning deletes as the applier and records an Event.
-    apply_app(&admin, &ns, app(json!([web(false)]))).await;
+    support::apply_app(&admin, &ns, app(json!([web(false)]))).await;
     let services = Api::<Service>::namespaced(admin.clone(), &ns);
     assert!(
         support::eventually(WAIT, || {
@@ -1012,7 +989,7 @@ async fn under_the_charts_rbac_applications_run_status_is_written_and_events_rec
         .await,
         "the unexposed port's Service was pruned"
     );
-    wait_app(
+    support::wait_app(
         &admin,
         &ns,
         "shop",
@@ -1029,14 +1006,14 @@ async fn under_the_charts_rbac_applications_run_status_is_written_and_events_rec
     );
 
     // A render failure: status condition and a Warning Event, nothing applied.
-    apply_app(
+    support::apply_app(
         &admin,
         &ns,
         json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": "broken"},
             "spec": {"components": [{"name": "x", "type": "no-such-type"}]}}),
     )
     .await;
-    let a = wait_app(&admin, &ns, "broken", "render error", |a| {
+    let a = support::wait_app(&admin, &ns, "broken", "render error", |a| {
         a.status.as_ref().is_some_and(|s| {
             s.conditions
                 .iter()
@@ -1072,7 +1049,7 @@ async fn the_operator_impersonates_only_the_listed_appliers() {
         .create(&PostParams::default(), &rb)
         .await
         .unwrap();
-    apply_app(
+    support::apply_app(
         &admin,
         &ns,
         json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
@@ -1080,7 +1057,7 @@ async fn the_operator_impersonates_only_the_listed_appliers() {
             "spec": {"components": [{"name": "web", "type": "webservice", "properties": {"image": "nginx"}}]}}),
     )
     .await;
-    let a = wait_app(&admin, &ns, "other", "apply refused", |a| {
+    let a = support::wait_app(&admin, &ns, "other", "apply refused", |a| {
         a.status.as_ref().is_some_and(|s| {
             s.conditions
                 .iter()
@@ -1337,7 +1314,7 @@ async fn under_the_charts_rbac_access_declarations_become_grants_within_the_char
             "trust": trust, "subjects": [{"projectId": "1450", "namespaceId": "72"}],
             "access": preset, "ttl": "10m"}})
     };
-    apply_app(
+    support::apply_app(
         &admin,
         &ns,
         json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": "shop"},
@@ -1348,7 +1325,7 @@ async fn under_the_charts_rbac_access_declarations_become_grants_within_the_char
             }}),
     )
     .await;
-    let a = wait_app(&admin, &ns, "shop", "access granted", |a| {
+    let a = support::wait_app(&admin, &ns, "shop", "access granted", |a| {
         a.status.as_ref().is_some_and(|s| {
             s.observed_generation == a.metadata.generation
                 && s.conditions.iter().any(|c| {
@@ -1492,7 +1469,7 @@ async fn under_the_charts_rbac_a_deploy_job_exchanges_its_id_token_once() {
         .await
         .expect("the API server accepts the GitLabTrust");
     // A deploy declaration for the dev issuer's default job: project 1450, ref main (protected).
-    apply_app(
+    support::apply_app(
         &admin,
         &ns,
         json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": "shop"},
@@ -1505,7 +1482,7 @@ async fn under_the_charts_rbac_a_deploy_job_exchanges_its_id_token_once() {
             }}),
     )
     .await;
-    wait_app(&admin, &ns, "shop", "access granted", |a| {
+    support::wait_app(&admin, &ns, "shop", "access granted", |a| {
         a.status.as_ref().is_some_and(|s| {
             s.conditions.iter().any(|c| {
                 c.type_ == "AccessReady"

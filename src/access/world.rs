@@ -93,19 +93,103 @@ impl World {
 }
 
 /// Every definition object the world holds, with the namespace it lives in.
+///
+/// Definitions resolve as in KubeVela: an Application sees the definitions of its own namespace and
+/// of the system definitions namespace (`--definitions-namespace`, default `vela-system`), its own
+/// namespace's winning on a name clash, and never another tenant's. Offline, a definition that names
+/// no namespace counts as a system one.
 #[derive(Clone, Debug, Default)]
 pub struct DefinitionCatalog {
     pub components: Vec<Arc<ComponentDefinition>>,
     pub traits: Vec<Arc<TraitDefinition>>,
     pub policies: Vec<Arc<PolicyDefinition>>,
     pub workloads: Vec<Arc<WorkloadDefinition>>,
+    /// The system definitions namespace (empty: only definitions without a namespace are system ones).
+    pub system_namespace: String,
 }
 
 impl DefinitionCatalog {
-    /// Whether a definition living in `home` is visible to Applications of `namespace`. Today every
-    /// namespace's definitions are visible, the Application's own namespace taking precedence.
-    fn visible(_home: Option<&str>, _namespace: &str) -> bool {
-        true
+    /// An empty catalog whose system definitions live in `system_namespace`.
+    pub fn new(system_namespace: impl Into<String>) -> Self {
+        DefinitionCatalog {
+            system_namespace: system_namespace.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Whether a definition living in `home` is visible to Applications of `namespace`.
+    pub fn visible(&self, home: Option<&str>, namespace: &str) -> bool {
+        match home {
+            None | Some("") => true,
+            Some(h) => h == namespace || h == self.system_namespace,
+        }
+    }
+
+    /// What renders a component of `type_` in `namespace`: `ComponentDefinition <ns>/<name>` when a
+    /// visible definition has that name (the namespace's own first), else `built-in <type>`.
+    pub fn component_origin(&self, type_: &str, namespace: &str) -> String {
+        let visible: Vec<&Arc<ComponentDefinition>> = self
+            .components
+            .iter()
+            .filter(|d| d.metadata.name.as_deref() == Some(type_))
+            .filter(|d| self.visible(d.metadata.namespace.as_deref(), namespace))
+            .collect();
+        let own = visible
+            .iter()
+            .find(|d| d.metadata.namespace.as_deref() == Some(namespace));
+        match own.or(visible.first()) {
+            Some(d) => format!(
+                "ComponentDefinition {}/{type_}",
+                d.metadata
+                    .namespace
+                    .as_deref()
+                    .unwrap_or(&self.system_namespace)
+            ),
+            None => format!("built-in {type_}"),
+        }
+    }
+
+    /// Definitions named like a type `app` uses that live in a namespace it cannot see: what
+    /// `render` notes on stderr, since a user who wrote them probably meant them to apply.
+    pub fn invisible_to(&self, app: &Application) -> Vec<String> {
+        let namespace = crate::names::namespace_of(app);
+        let components: Vec<&str> = app
+            .spec
+            .components
+            .iter()
+            .map(|c| c.type_.as_str())
+            .collect();
+        let traits: Vec<&str> = app
+            .spec
+            .components
+            .iter()
+            .flat_map(|c| c.traits.iter().map(|t| t.type_.as_str()))
+            .collect();
+        let policies: Vec<&str> = app.spec.policies.iter().map(|p| p.type_.as_str()).collect();
+        let mut out = Vec::new();
+        let mut check = |kind: &str,
+                         meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+                         used: &[&str]| {
+            let name = meta.name.as_deref().unwrap_or_default();
+            if used.contains(&name) && !self.visible(meta.namespace.as_deref(), namespace) {
+                out.push(format!(
+                    "{kind} {}/{name} is ignored: an Application in namespace {namespace:?} sees definitions \
+                     of its own namespace and of {:?} only",
+                    meta.namespace.as_deref().unwrap_or_default(),
+                    self.system_namespace
+                ));
+            }
+        };
+        for d in &self.components {
+            check("ComponentDefinition", &d.metadata, &components);
+        }
+        for d in &self.traits {
+            check("TraitDefinition", &d.metadata, &traits);
+        }
+        for d in &self.policies {
+            check("PolicyDefinition", &d.metadata, &policies);
+        }
+        out
     }
 
     /// The definitions an Application of `namespace` renders with.
@@ -115,7 +199,7 @@ impl DefinitionCatalog {
         for own in [false, true] {
             let pick = |home: Option<String>| {
                 (home.as_deref() == Some(namespace)) == own
-                    && Self::visible(home.as_deref(), namespace)
+                    && self.visible(home.as_deref(), namespace)
             };
             for d in &self.components {
                 if pick(d.namespace()) {
@@ -148,7 +232,7 @@ impl DefinitionCatalog {
         let mut add =
             |home: Option<String>,
              meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-                if Self::visible(home.as_deref(), namespace) {
+                if self.visible(home.as_deref(), namespace) {
                     key.push_str(meta.uid.as_deref().unwrap_or_default());
                     key.push('@');
                     key.push_str(meta.resource_version.as_deref().unwrap_or_default());

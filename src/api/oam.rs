@@ -114,6 +114,10 @@ pub struct ApplicationComponentStatus {
     pub cluster: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_definition: Option<WorkloadGvk>,
+    /// What rendered the component: `built-in <type>`, or `ComponentDefinition <namespace>/<name>`
+    /// (the Application's own namespace, or the system definitions namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
     pub healthy: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_healthy: Option<bool>,

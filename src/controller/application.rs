@@ -131,20 +131,35 @@ pub struct Built {
     /// The grant objects in apply order: the deploy guard's parameters, then each grant's
     /// ServiceAccount, Role and RoleBinding.
     pub grant_objects: Vec<Value>,
+    /// Per component: what renders it (`built-in <type>` or `ComponentDefinition <ns>/<name>`).
+    pub definitions: BTreeMap<String, String>,
 }
 
 /// Step 2: renders and derives, with no IO.
 pub fn build(app: &Application, world: &World) -> Built {
+    let definitions = app
+        .spec
+        .components
+        .iter()
+        .map(|c| {
+            let origin = world
+                .definitions
+                .component_origin(&c.type_, names::namespace_of(app));
+            (c.name.clone(), origin)
+        })
+        .collect();
     match world.derive(app) {
         Ok(derived) => Built {
             grant_objects: crate::access::objects::objects_of(app, &derived.grants),
             rendered: Ok(derived.rendered),
             grants: derived.grants,
+            definitions,
         },
         Err(e) => Built {
             rendered: Err(e),
             grants: GrantSet::default(),
             grant_objects: Vec::new(),
+            definitions,
         },
     }
 }
@@ -226,7 +241,10 @@ async fn apply(ctx: &Context, app: &Application, built: &Built) -> Outcome {
             }
         }
     }
-    let services = component_health(app, ctx, &user, rendered).await;
+    let mut services = component_health(app, ctx, &user, rendered).await;
+    for service in &mut services {
+        service.definition = built.definitions.get(&service.name).cloned();
+    }
     Outcome {
         access: Some(access),
         applied: Some(applied),
@@ -510,6 +528,7 @@ async fn component_health(
             namespace,
             cluster: Some("local".into()),
             workload_definition: gvk,
+            definition: None,
             healthy: health.healthy,
             workload_healthy: Some(health.healthy),
             message: Some(health.message),

@@ -50,13 +50,15 @@ pub struct Controllers {
     pub became_leader: Pin<Box<dyn Stream<Item = ()> + Send>>,
     pub concurrency: u16,
     pub instance: Option<String>,
+    /// The system definitions namespace (`--definitions-namespace`).
+    pub definitions_namespace: String,
     /// Set once every store has listed its objects.
     pub synced: Arc<AtomicBool>,
 }
 
 /// Runs the Application and GitLabTrust controllers until SIGINT/SIGTERM.
 pub async fn run(c: Controllers) -> anyhow::Result<()> {
-    let (world, streams) = WorldStores::start(&c.client);
+    let (world, streams) = WorldStores::start(&c.client, &c.definitions_namespace);
     let reporter = Reporter {
         controller: names::FIELD_MANAGER.into(),
         instance: c.instance.clone(),

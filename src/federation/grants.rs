@@ -29,8 +29,11 @@ pub struct GrantIndex {
 
 impl GrantIndex {
     /// The stores and the future that keeps them filled (run it for the life of the service).
-    pub fn start(client: &Client) -> (GrantIndex, impl Future<Output = ()> + Send + use<>) {
-        let (world, streams) = WorldStores::start(client);
+    pub fn start(
+        client: &Client,
+        definitions_namespace: &str,
+    ) -> (GrantIndex, impl Future<Output = ()> + Send + use<>) {
+        let (world, streams) = WorldStores::start(client, definitions_namespace);
         let (applications, apps) = reflect::<Application>(client);
         let index = GrantIndex {
             world,

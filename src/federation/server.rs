@@ -152,6 +152,8 @@ pub struct ExchangeOptions {
     /// When set, the reaper (the backstop that deletes expired binding Secrets) runs only while this
     /// gate is open, i.e. on the leader. Each replica still revokes the tokens it issued at their TTL.
     pub reap_gate: Option<crate::runtime::leader::WriteGate>,
+    /// The system definitions namespace (`--definitions-namespace`).
+    pub definitions_namespace: String,
 }
 
 impl ExchangeServer {
@@ -202,7 +204,7 @@ impl ExchangeServer {
         let listener = ExchangeListener::new(tcp, tls_config)?;
         let local_addr = axum::serve::Listener::local_addr(&listener)?;
 
-        let (index, watches) = GrantIndex::start(&client);
+        let (index, watches) = GrantIndex::start(&client, &options.definitions_namespace);
         let reporter = Reporter {
             controller: "oam-trust-exchange".into(),
             instance: options.instance.clone(),

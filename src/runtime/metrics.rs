@@ -34,6 +34,9 @@ pub struct Metrics {
     reconcile_seconds: Family<ControllerLabel, Histogram>,
     objects_applied: Counter,
     api_requests: Family<MethodLabel, Counter>,
+    /// `METHOD path` of every write, when asked for (`Metrics::recording_writes`): lets a test say
+    /// which object a write touched. Never exported.
+    writes: Option<std::sync::Arc<Mutex<Vec<String>>>>,
 }
 
 impl Default for Metrics {
@@ -71,6 +74,7 @@ impl Default for Metrics {
             reconcile_seconds,
             objects_applied,
             api_requests,
+            writes: None,
         }
     }
 }
@@ -97,21 +101,54 @@ impl Metrics {
         self.objects_applied.inc_by(n as u64);
     }
 
+    /// Metrics that also keep `METHOD path` of every write request (`written`), for tests.
+    pub fn recording_writes() -> Self {
+        Metrics {
+            writes: Some(Default::default()),
+            ..Metrics::default()
+        }
+    }
+
+    /// `METHOD path` of every write so far (empty unless built with `recording_writes`).
+    pub fn written(&self) -> Vec<String> {
+        self.writes
+            .as_ref()
+            .map(|w| w.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    /// The layer that counts each request by method (and records writes when asked to).
+    fn count_layer(
+        &self,
+    ) -> tower::util::MapRequestLayer<
+        impl Fn(axum::http::Request<kube::client::Body>) -> axum::http::Request<kube::client::Body>
+        + Clone
+        + use<>,
+    > {
+        let counter = self.api_requests.clone();
+        let writes = self.writes.clone();
+        tower::util::MapRequestLayer::new(move |req: axum::http::Request<kube::client::Body>| {
+            counter
+                .get_or_create(&MethodLabel {
+                    method: method_label(req.method()),
+                })
+                .inc();
+            if let Some(writes) = &writes
+                && req.method() != axum::http::Method::GET
+            {
+                writes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(format!("{} {}", req.method(), req.uri().path()));
+            }
+            req
+        })
+    }
+
     /// A client for `config` whose every request is counted by method in `oam_trust_api_requests_total`.
     pub fn counted_client(&self, config: kube::Config) -> kube::Result<kube::Client> {
-        let counter = self.api_requests.clone();
-        let layer = tower::util::MapRequestLayer::new(
-            move |req: axum::http::Request<kube::client::Body>| {
-                counter
-                    .get_or_create(&MethodLabel {
-                        method: method_label(req.method()),
-                    })
-                    .inc();
-                req
-            },
-        );
         Ok(kube::client::ClientBuilder::try_from(config)?
-            .with_layer(&layer)
+            .with_layer(&self.count_layer())
             .build())
     }
 
@@ -122,17 +159,7 @@ impl Metrics {
         config: kube::Config,
         gate: super::leader::WriteGate,
     ) -> kube::Result<kube::Client> {
-        let counter = self.api_requests.clone();
-        let count = tower::util::MapRequestLayer::new(
-            move |req: axum::http::Request<kube::client::Body>| {
-                counter
-                    .get_or_create(&MethodLabel {
-                        method: method_label(req.method()),
-                    })
-                    .inc();
-                req
-            },
-        );
+        let count = self.count_layer();
         let guard =
             tower::filter::FilterLayer::new(move |req: axum::http::Request<kube::client::Body>| {
                 if req.method() == axum::http::Method::GET || gate.is_open() {

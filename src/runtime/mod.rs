@@ -44,6 +44,11 @@ pub struct RunArgs {
     /// Namespace of the leader-election Lease (the operator's own namespace in a cluster).
     #[arg(long, env = "OAM_TRUST_LEASE_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
+    /// The system definitions namespace: its ComponentDefinitions, TraitDefinitions and
+    /// PolicyDefinitions are visible to Applications of every namespace (KubeVela's `vela-system`).
+    /// Definitions in any other namespace apply to that namespace's Applications only.
+    #[arg(long, env = "OAM_TRUST_DEFINITIONS_NAMESPACE", default_value = crate::names::DEFAULT_DEFINITIONS_NAMESPACE)]
+    pub definitions_namespace: String,
     /// Name of the leader-election Lease.
     #[arg(long, env = "OAM_TRUST_LEASE_NAME", default_value = "oam-trust")]
     pub lease_name: String,
@@ -128,6 +133,7 @@ pub async fn run_with_metrics(
         became_leader: Box::pin(leadership_gained(&leadership)),
         concurrency: args.concurrency,
         instance: args.instance.clone(),
+        definitions_namespace: args.definitions_namespace.clone(),
         synced: readiness.controllers.clone(),
     });
     let exchange = crate::federation::serve(
@@ -140,6 +146,7 @@ pub async fn run_with_metrics(
             audit_sink: None,
             instance: args.instance.clone(),
             reap_gate: Some(gate.clone()),
+            definitions_namespace: args.definitions_namespace.clone(),
         },
         readiness.exchange.clone(),
     );

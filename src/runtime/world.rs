@@ -24,6 +24,8 @@ pub struct WorldStores {
     pub component_defs: Store<ComponentDefinition>,
     pub trait_defs: Store<TraitDefinition>,
     pub policy_defs: Store<PolicyDefinition>,
+    /// The system definitions namespace: its definitions are visible to every namespace.
+    pub definitions_namespace: String,
 }
 
 /// The watch streams that fill the stores, one per kind. Each yields an object only after the store
@@ -80,7 +82,7 @@ impl WorldStreams {
 
 impl WorldStores {
     /// The stores and the streams that fill them.
-    pub fn start(client: &Client) -> (WorldStores, WorldStreams) {
+    pub fn start(client: &Client, definitions_namespace: &str) -> (WorldStores, WorldStreams) {
         let (trusts, t) = reflected::<GitLabTrust>(client);
         let (cluster_roles, r) = reflected::<ClusterRole>(client);
         let (namespaces, n) = reflected::<Namespace>(client);
@@ -94,6 +96,7 @@ impl WorldStores {
             component_defs,
             trait_defs,
             policy_defs,
+            definitions_namespace: definitions_namespace.to_string(),
         };
         let streams = WorldStreams {
             trusts: t,
@@ -153,6 +156,7 @@ impl WorldStores {
                 policies: self.policy_defs.state(),
                 // WorkloadDefinitions are not watched: built-in types name their workloads.
                 workloads: Vec::new(),
+                system_namespace: self.definitions_namespace.clone(),
             },
         }
     }

@@ -85,6 +85,7 @@ pub async fn start_exchange(
             audit_sink: Some(sink),
             instance: Some("exchange-test".into()),
             reap_gate: None,
+            definitions_namespace: oam_trust::names::DEFAULT_DEFINITIONS_NAMESPACE.into(),
         },
     )
     .await

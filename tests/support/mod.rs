@@ -255,6 +255,7 @@ pub async fn operator() {
                     // operator died without releasing its own).
                     leader_elect: true,
                     lease_namespace: "default".into(),
+                    definitions_namespace: oam_trust::names::DEFAULT_DEFINITIONS_NAMESPACE.into(),
                     lease_name: format!("oam-trust-tests-{}", std::process::id()),
                     exchange: Default::default(),
                 };
@@ -336,4 +337,38 @@ pub fn app_phase(a: &oam_trust::api::oam::Application) -> &str {
 pub fn app_running(a: &oam_trust::api::oam::Application) -> bool {
     app_phase(a) == "running"
         && a.status.as_ref().and_then(|s| s.observed_generation) == a.metadata.generation
+}
+
+/// The default wait for an Application to reach a state.
+pub const APP_WAIT: Duration = Duration::from_secs(60);
+
+/// Server-side applies an Application as a user would (`kubectl apply --server-side`).
+pub async fn apply_app(client: &Client, ns: &str, app: serde_json::Value) {
+    let app: oam_trust::api::oam::Application =
+        serde_json::from_value(app).expect("test Application deserializes");
+    let name = app
+        .metadata
+        .name
+        .clone()
+        .expect("test Application has a name");
+    Api::<oam_trust::api::oam::Application>::namespaced(client.clone(), ns)
+        .patch(
+            &name,
+            &PatchParams::apply("test-user").force(),
+            &Patch::Apply(&app),
+        )
+        .await
+        .expect("the API server accepts the Application");
+}
+
+/// Waits (up to [`APP_WAIT`]) until the Application satisfies `pred`; panics with its last status.
+pub async fn wait_app(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&oam_trust::api::oam::Application) -> bool,
+) -> oam_trust::api::oam::Application {
+    let api = Api::<oam_trust::api::oam::Application>::namespaced(client.clone(), ns);
+    wait_for(&api, name, &format!("{ns}: {what}"), APP_WAIT, pred).await
 }

@@ -1,0 +1,170 @@
+//! A resync of unchanged Applications sends zero write requests: an operator that starts on a cluster
+//! where everything already holds (rendered objects, grants, status) reconciles every Application and
+//! writes nothing. Read from the operator's own request counter, on the real control plane.
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use oam_trust::api::trust::GitLabTrust;
+use oam_trust::runtime::metrics::Metrics;
+use oam_trust::runtime::{RunArgs, run_with_metrics};
+use serde_json::json;
+
+const APPS: usize = 8;
+
+fn args() -> RunArgs {
+    RunArgs {
+        health_addr: "127.0.0.1:0".parse().unwrap(),
+        concurrency: 4,
+        instance: Some("resync".into()),
+        // No Lease: its renewals are writes, and this test counts every write the operator makes.
+        leader_elect: false,
+        lease_namespace: "default".into(),
+        definitions_namespace: oam_trust::names::DEFAULT_DEFINITIONS_NAMESPACE.into(),
+        lease_name: "unused".into(),
+        exchange: Default::default(),
+    }
+}
+
+/// Runs an operator on this test's runtime with its own counters; abort the handle to stop it.
+async fn start_operator(metrics: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
+    let config = support::admin_config().await;
+    tokio::spawn(async move {
+        if let Err(e) = run_with_metrics(config, args(), metrics).await {
+            panic!("the operator under test stopped: {e:#}");
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_restart_over_unchanged_applications_writes_nothing() {
+    let admin = support::admin().await;
+    support::install_crds(&admin).await;
+    let ns = support::app_namespace(&admin, "resync", "admin").await;
+    let pp = PatchParams::apply("oam-trust-tests").force();
+    Api::<Namespace>::all(admin.clone())
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"oam-trust.dev/resync": ns}}})),
+        )
+        .await
+        .unwrap();
+    let ceiling = format!("ceiling-{ns}");
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": ceiling},
+        "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch", "update", "patch"]}]
+    }))
+    .unwrap();
+    Api::<ClusterRole>::all(admin.clone())
+        .patch(&ceiling, &pp, &Patch::Apply(&role))
+        .await
+        .unwrap();
+    let trust = format!("trust-{ns}");
+    Api::<GitLabTrust>::all(admin.clone())
+        .patch(
+            &trust,
+            &pp,
+            &Patch::Apply(json!({
+                "apiVersion": "oam-trust.dev/v1alpha1", "kind": "GitLabTrust", "metadata": {"name": trust},
+                "spec": {"issuer": "https://gitlab.example.com", "audiences": ["https://oam-trust.test"],
+                         "jwks": {"static": r#"{"keys":[]}"#},
+                         "namespaceSelector": {"matchLabels": {"oam-trust.dev/resync": ns}},
+                         "allow": [{"namespaceId": "72"}], "ceiling": {"clusterRoleRef": ceiling}}
+            })),
+        )
+        .await
+        .unwrap();
+    for i in 0..APPS {
+        // Half declare access, so grant objects and the guard's parameters are resynced too.
+        let policies = if i % 2 == 0 {
+            json!([{"name": "deploy", "type": "gitlab-access", "properties": {"trust": trust,
+                "subjects": [{"projectId": format!("{}", 100 + i), "namespaceId": "72"}], "access": "deploy"}}])
+        } else {
+            json!([])
+        };
+        support::apply_app(
+            &admin,
+            &ns,
+            json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+                   "metadata": {"name": format!("app-{i}")},
+                   "spec": {"components": [{"name": format!("web-{i}"), "type": "webservice",
+                              "properties": {"image": "nginx", "ports": [{"port": 80, "expose": true}]},
+                              "traits": [{"type": "scaler", "properties": {"replicas": 2}}]}],
+                            "policies": policies}}),
+        )
+        .await;
+    }
+
+    let first = start_operator(Arc::new(Metrics::default())).await;
+    for i in 0..APPS {
+        support::wait_app(
+            &admin,
+            &ns,
+            &format!("app-{i}"),
+            "running with its grants",
+            |a| {
+                support::app_running(a)
+                    && (i % 2 == 1
+                        || a.status.as_ref().is_some_and(|s| {
+                            s.conditions
+                                .iter()
+                                .any(|c| c.type_ == "AccessReady" && c.status == "True")
+                        }))
+            },
+        )
+        .await;
+    }
+    first.abort();
+    let _ = first.await;
+
+    let metrics = Arc::new(Metrics::recording_writes());
+    let second = start_operator(metrics.clone()).await;
+    let reconciled = support::eventually(Duration::from_secs(60), || {
+        let m = metrics.clone();
+        async move { m.reconciles("application") >= APPS as u64 }
+    })
+    .await;
+    assert!(
+        reconciled,
+        "the restarted operator reconciled {} of {APPS}",
+        metrics.reconciles("application")
+    );
+    // Let the triggers of the initial lists (owned objects, grants, namespaces) run out.
+    let mut last = metrics.reconciles("application");
+    let quiet = support::eventually(Duration::from_secs(60), || {
+        let now = metrics.reconciles("application");
+        let settled = now == last;
+        last = now;
+        async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            settled
+        }
+    })
+    .await;
+    assert!(quiet, "reconciles did not settle");
+    // The cluster is shared with other tests, whose objects this operator reconciles too: count the
+    // writes that touch this test's namespace, trust and ceiling.
+    let ours: Vec<String> = metrics
+        .written()
+        .into_iter()
+        .filter(|w| {
+            w.contains(&format!("/namespaces/{ns}/"))
+                || w.ends_with(&format!("/{ns}"))
+                || w.contains(&trust)
+                || w.contains(&ceiling)
+        })
+        .collect();
+    assert_eq!(
+        ours,
+        Vec::<String>::new(),
+        "a resync of {APPS} unchanged Applications ({} reconciles) wrote",
+        metrics.reconciles("application")
+    );
+    second.abort();
+}
