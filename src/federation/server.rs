@@ -4,7 +4,6 @@
 //! issue and every denial. Served by every replica of `oam-trust run`.
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,103 +16,24 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use k8s_openapi::api::rbac::v1::PolicyRule;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 use rand::RngCore;
-use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use super::args::ExchangeArgs;
 use super::audit::{AuditRecord, AuditSink, Auditor, ExchangeMetrics, Outcome};
 use super::binding::{self, BindingRecord, IssueError};
 use super::decision::{self, Denial, ErrorCode};
 use super::grants::GrantIndex;
+use super::kubeconfig::ClusterEndpoint;
 use super::tls::{ExchangeListener, Peer, ReloadingCert};
-use crate::access::{GitLabClaims, Grant, match_token};
+use super::wire::{ExchangeErrorBody, ExchangeResponse, GrantSummary};
+use crate::access::{GitLabClaims, match_token};
 use crate::api::trust::GitLabTrust;
 use crate::oidc::{KeyCaches, VerifyError};
 use crate::runtime::metrics::Metrics;
-
-/// Flags of the exchange service (part of `oam-trust run`).
-#[derive(clap::Args, Debug, Clone)]
-pub struct ExchangeArgs {
-    /// Address of the token-exchange endpoint (`POST /v1/token`).
-    #[arg(
-        long,
-        env = "OAM_TRUST_EXCHANGE_LISTEN",
-        default_value = "0.0.0.0:8443"
-    )]
-    pub exchange_listen: SocketAddr,
-    /// PEM certificate (chain) of the exchange endpoint; reloaded when the file changes.
-    #[arg(
-        long,
-        env = "OAM_TRUST_EXCHANGE_TLS_CERT",
-        requires = "exchange_tls_key"
-    )]
-    pub exchange_tls_cert: Option<PathBuf>,
-    /// PEM private key of the exchange endpoint; reloaded when the file changes.
-    #[arg(
-        long,
-        env = "OAM_TRUST_EXCHANGE_TLS_KEY",
-        requires = "exchange_tls_cert"
-    )]
-    pub exchange_tls_key: Option<PathBuf>,
-    /// Serve the exchange over plain HTTP (only behind a TLS-terminating proxy, or for local tests).
-    #[arg(
-        long,
-        env = "OAM_TRUST_EXCHANGE_INSECURE_HTTP",
-        conflicts_with = "exchange_tls_cert"
-    )]
-    pub exchange_insecure_http: bool,
-    /// API server URL written into issued kubeconfigs (default: the URL the operator itself uses).
-    #[arg(long, env = "OAM_TRUST_EXCHANGE_API_SERVER")]
-    pub exchange_api_server: Option<String>,
-    /// PEM CA bundle of the API server written into issued kubeconfigs (default: the operator's own).
-    #[arg(long, env = "OAM_TRUST_EXCHANGE_API_SERVER_CA")]
-    pub exchange_api_server_ca: Option<PathBuf>,
-    /// Largest accepted request body, in bytes.
-    #[arg(long, env = "OAM_TRUST_EXCHANGE_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
-    pub exchange_max_body_bytes: usize,
-    /// Requests taking longer than this many seconds are answered 503.
-    #[arg(long, env = "OAM_TRUST_EXCHANGE_REQUEST_TIMEOUT", default_value_t = 10)]
-    pub exchange_request_timeout_seconds: u64,
-    /// Concurrent requests allowed from one source IP; more are answered 429.
-    #[arg(
-        long,
-        env = "OAM_TRUST_EXCHANGE_MAX_CONCURRENT_PER_SOURCE",
-        default_value_t = 64
-    )]
-    pub exchange_max_concurrent_per_source: usize,
-    /// How often expired binding Secrets are looked for and deleted, in seconds.
-    #[arg(long, env = "OAM_TRUST_EXCHANGE_REAP_INTERVAL", default_value_t = 5)]
-    pub exchange_reap_interval_seconds: u64,
-}
-
-impl Default for ExchangeArgs {
-    fn default() -> Self {
-        ExchangeArgs {
-            exchange_listen: ([0, 0, 0, 0], 8443).into(),
-            exchange_tls_cert: None,
-            exchange_tls_key: None,
-            exchange_insecure_http: false,
-            exchange_api_server: None,
-            exchange_api_server_ca: None,
-            exchange_max_body_bytes: 64 * 1024,
-            exchange_request_timeout_seconds: 10,
-            exchange_max_concurrent_per_source: 64,
-            exchange_reap_interval_seconds: 5,
-        }
-    }
-}
-
-impl ExchangeArgs {
-    /// Whether the flags say how to serve (TLS pair, or plain HTTP asked for).
-    pub fn is_configured(&self) -> bool {
-        self.exchange_insecure_http
-            || (self.exchange_tls_cert.is_some() && self.exchange_tls_key.is_some())
-    }
-}
 
 /// Everything a request handler reads.
 struct ExchangeState {
@@ -124,8 +44,7 @@ struct ExchangeState {
     auditor: Auditor,
     recorder: Recorder,
     args: ExchangeArgs,
-    api_server: String,
-    api_server_ca: Option<String>,
+    endpoint: ClusterEndpoint,
     in_flight: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -168,24 +87,7 @@ impl ExchangeServer {
             args.is_configured(),
             "the token exchange needs --exchange-tls-cert and --exchange-tls-key (or --exchange-insecure-http behind a TLS proxy)"
         );
-        let api_server = args
-            .exchange_api_server
-            .clone()
-            .unwrap_or_else(|| kube_config.cluster_url.to_string())
-            .trim_end_matches('/')
-            .to_string();
-        let api_server_ca =
-            match &args.exchange_api_server_ca {
-                Some(path) => Some(std::fs::read_to_string(path).with_context(|| {
-                    format!("reading --exchange-api-server-ca {}", path.display())
-                })?),
-                None => kube_config.root_cert.as_ref().map(|certs| {
-                    certs
-                        .iter()
-                        .map(|der| pem_block("CERTIFICATE", der))
-                        .collect::<String>()
-                }),
-            };
+        let endpoint = ClusterEndpoint::resolve(&args, kube_config)?;
         let tls = match (&args.exchange_tls_cert, &args.exchange_tls_key) {
             (Some(cert), Some(key)) if !args.exchange_insecure_http => {
                 Some(ReloadingCert::load(cert, key).context("loading the exchange TLS pair")?)
@@ -214,8 +116,7 @@ impl ExchangeServer {
             key_caches,
             auditor: Auditor::new(ExchangeMetrics::register(metrics), options.audit_sink),
             recorder: Recorder::new(client.clone(), reporter),
-            api_server,
-            api_server_ca,
+            endpoint,
             in_flight: Mutex::default(),
             args: args.clone(),
         });
@@ -246,7 +147,7 @@ impl ExchangeServer {
                 _ = watches => anyhow::bail!("a token exchange watch ended"),
                 _ = readiness => Ok(()),
                 _ = reload => Ok(()),
-                _ = binding::reaper(client, reap_interval, options_reap_gate) => Ok(()),
+                _ = super::reaper::reaper(client, reap_interval, options_reap_gate) => Ok(()),
             }
         });
         tracing::info!(addr = %local_addr, tls = secure, "token exchange listening");
@@ -303,17 +204,6 @@ pub async fn serve(
     server.wait().await
 }
 
-fn pem_block(label: &str, der: &[u8]) -> String {
-    let b64 = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
 fn router(state: Arc<ExchangeState>) -> Router {
     Router::new()
         .route("/v1/token", post(token))
@@ -336,24 +226,13 @@ fn correlation_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// RFC 6749 §5.2 error body.
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'static str,
-    error_description: &'a str,
-    correlation_id: &'a str,
-}
-
 fn error_response(status: StatusCode, code: ErrorCode, description: &str, cid: &str) -> Response {
-    let mut resp = (
-        status,
-        axum::Json(ErrorBody {
-            error: code.as_str(),
-            error_description: description,
-            correlation_id: cid,
-        }),
-    )
-        .into_response();
+    let body = ExchangeErrorBody {
+        error: code.as_str().to_string(),
+        error_description: description.to_string(),
+        correlation_id: cid.to_string(),
+    };
+    let mut resp = (status, axum::Json(body)).into_response();
     no_store(resp.headers_mut());
     resp
 }
@@ -722,68 +601,6 @@ fn max_ttl(trust: &GitLabTrust) -> Duration {
         .unwrap_or(crate::access::grant::DEFAULT_MAX_TTL)
 }
 
-/// The grant summary in the answer (and printed by `oam-trust login`).
-#[derive(Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct GrantSummary {
-    pub application: String,
-    pub namespace: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub component: Option<String>,
-    pub grant: String,
-    pub service_account: String,
-    pub trust: String,
-    pub rules: Vec<PolicyRule>,
-    /// RFC 3339 time at which the token is revoked.
-    pub expires_at: String,
-}
-
-/// The success answer: RFC 8693 fields plus a kubeconfig and the grant summary.
-#[derive(Serialize, serde::Deserialize, Clone, PartialEq)]
-pub struct ExchangeResponse {
-    pub access_token: String,
-    pub issued_token_type: String,
-    pub token_type: String,
-    pub expires_in: u64,
-    pub kubeconfig: String,
-    pub grant: GrantSummary,
-    #[serde(default)]
-    pub correlation_id: String,
-}
-
-impl std::fmt::Debug for ExchangeResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExchangeResponse")
-            .field("expires_in", &self.expires_in)
-            .field("grant", &self.grant)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A kubeconfig for `token` as the grant's ServiceAccount, namespaced to the grant.
-pub fn kubeconfig(
-    server: &str,
-    ca_pem: Option<&str>,
-    grant: &Grant,
-    user: &str,
-    token: &str,
-) -> String {
-    let mut cluster = json!({"server": server});
-    if let Some(ca) = ca_pem {
-        cluster["certificate-authority-data"] = Value::String(STANDARD.encode(ca));
-    }
-    let context = format!("oam-trust-{}-{}", grant.namespace, grant.application);
-    let doc = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "oam-trust", "cluster": cluster}],
-        "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": context, "context": {"cluster": "oam-trust", "user": user, "namespace": grant.namespace}}],
-        "current-context": context,
-    });
-    serde_yaml_ng::to_string(&doc).unwrap_or_default()
-}
-
 async fn exchange(
     state: &ExchangeState,
     headers: &HeaderMap,
@@ -940,13 +757,7 @@ async fn exchange(
     .unwrap_or_default();
     let user = format!("{}-{}", grant.namespace, issued.service_account);
     let response = ExchangeResponse {
-        kubeconfig: kubeconfig(
-            &state.api_server,
-            state.api_server_ca.as_deref(),
-            grant,
-            &user,
-            &issued.token,
-        ),
+        kubeconfig: state.endpoint.kubeconfig(grant, &user, &issued.token),
         access_token: issued.token,
         issued_token_type: decision::TOKEN_TYPE_ACCESS_TOKEN.into(),
         token_type: "Bearer".into(),
