@@ -6,8 +6,6 @@ use std::path::PathBuf;
 use std::time::SystemTime;
 
 use anyhow::{Context as _, bail};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use kube::ResourceExt;
 use serde::Serialize;
 use serde_json::Value;
@@ -142,15 +140,9 @@ pub fn explain_token(
         },
         None => {
             out.verification = "not verified (--no-verify): signature, issuer, audience and times were not checked".into();
-            match token
-                .trim()
-                .split('.')
-                .nth(1)
-                .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            {
-                Some(v) => v,
-                None => {
+            match crate::oidc::JwtParts::split(token).and_then(|parts| parts.claims()) {
+                Ok(claims) => Value::Object(claims),
+                Err(_) => {
                     deny(
                         &mut out,
                         Denial::new(

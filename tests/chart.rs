@@ -1408,12 +1408,7 @@ async fn exchange_ready(addr: &str) -> bool {
 
 /// The `jti` claim of a compact JWT (unverified).
 fn jti(token: &str) -> String {
-    use base64::Engine;
-    let payload = token.split('.').nth(1).expect("a compact JWT");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    let claims: Value = serde_json::from_slice(&bytes).unwrap();
+    let claims = oam_trust::oidc::peek(token).expect("a compact JWT").claims;
     claims["jti"].as_str().expect("a jti claim").to_string()
 }
 

@@ -1,5 +1,6 @@
 //! Token issuance: the binding Secret (the durable in-cluster record of one exchange, and the replay
-//! guard), the TokenRequest bound to it, and the reaper that deletes binding Secrets at their expiry.
+//! guard), the TokenRequest bound to it, and deleting it, which revokes the token (`reaper` deletes the
+//! expired ones).
 //!
 //! Invariants: the Secret named from `sha256(iss + "\n" + jti)` is created (create-if-absent) before a
 //! token is requested, so a replayed ID token gets a 409 on every replica and no token leaves the process
@@ -15,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, ListParams, PostParams, Preconditions};
+use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::{Api, Client};
 use sha2::{Digest, Sha256};
 
@@ -149,14 +150,14 @@ fn label_value(v: &str) -> Option<String> {
     ok.then(|| v.to_string())
 }
 
-fn rfc3339(t: SystemTime) -> String {
+pub(super) fn rfc3339(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
     k8s_openapi::jiff::Timestamp::from_second(secs)
         .map(|ts| ts.to_string())
         .unwrap_or_default()
 }
 
-fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+pub(super) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let ts: k8s_openapi::jiff::Timestamp = s.parse().ok()?;
     let secs = u64::try_from(ts.as_second()).ok()?;
     Some(UNIX_EPOCH + Duration::from_secs(secs))
@@ -365,53 +366,6 @@ pub async fn delete_secret(client: &Client, namespace: &str, name: &str, uid: Op
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
         Err(e) => {
             tracing::warn!(namespace, secret = name, error = %e, "deleting binding Secret failed; the reaper retries")
-        }
-    }
-}
-
-/// Deletes every binding Secret whose expiry has passed; returns how many it deleted.
-pub async fn reap_once(client: &Client, now: SystemTime) -> Result<usize, kube::Error> {
-    let secrets: Api<Secret> = Api::all(client.clone());
-    let list = secrets
-        .list_metadata(&ListParams::default().labels(&format!("{LABEL_BINDING}=true")))
-        .await?;
-    let mut deleted = 0;
-    for s in list.items {
-        let expires = s
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ANNOTATION_EXPIRES))
-            .and_then(|v| parse_rfc3339(v));
-        // A binding Secret without a readable expiry is expired: better to revoke than to keep.
-        if expires.is_none_or(|t| t <= now)
-            && let (Some(ns), Some(name)) = (&s.metadata.namespace, &s.metadata.name)
-        {
-            delete_secret(client, ns, name, s.metadata.uid.clone()).await;
-            deleted += 1;
-        }
-    }
-    Ok(deleted)
-}
-
-/// Scans every `interval` for expired binding Secrets and deletes them (run on every replica: deletes
-/// are idempotent and guarded by uid).
-pub async fn reaper(
-    client: Client,
-    interval: Duration,
-    gate: Option<crate::runtime::leader::WriteGate>,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if gate.as_ref().is_some_and(|g| !g.is_open()) {
-            continue; // only the leader reaps
-        }
-        match reap_once(&client, SystemTime::now()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(deleted = n, "reaper: expired binding Secrets deleted"),
-            Err(e) => tracing::warn!(error = %e, "reaper: listing binding Secrets failed"),
         }
     }
 }

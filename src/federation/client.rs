@@ -12,17 +12,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::decision::{self};
-use super::server::ExchangeResponse;
-
-/// An RFC 6749 error answer, as the exchange sent it.
-#[derive(Debug, Clone, serde::Deserialize, PartialEq, Eq)]
-pub struct ExchangeErrorBody {
-    pub error: String,
-    #[serde(default)]
-    pub error_description: String,
-    #[serde(default)]
-    pub correlation_id: String,
-}
+pub use super::wire::ExchangeErrorBody;
+use super::wire::ExchangeResponse;
 
 /// Why an exchange call failed.
 #[derive(Debug, thiserror::Error)]

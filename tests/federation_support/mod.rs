@@ -264,11 +264,6 @@ pub fn refusal(result: Result<ExchangeResponse, ExchangeCallError>) -> ExchangeE
 
 /// The `jti` of a compact JWT (unverified).
 pub fn jti(token: &str) -> Option<String> {
-    use base64::Engine;
-    let part = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(part)
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("jti")?.as_str().map(str::to_string)
+    let claims = oam_trust::oidc::peek(token).ok()?.claims;
+    claims.get("jti")?.as_str().map(str::to_string)
 }

@@ -1,0 +1,117 @@
+//! Kubernetes Events on the Application for every issue and every denial a verified job can be told
+//! about: what the application team sees with `kubectl describe app`. Published in the background; a
+//! failed publish is logged, never fails the exchange. Notes carry claims' identifiers, never a token.
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder};
+
+use super::audit::AuditRecord;
+use super::decision::Denial;
+use super::grants::GrantIndex;
+
+/// Publishes exchange Events on the Application a record names.
+pub struct TokenEvents {
+    recorder: Recorder,
+    index: GrantIndex,
+}
+
+impl TokenEvents {
+    pub fn new(recorder: Recorder, index: GrantIndex) -> Self {
+        TokenEvents { recorder, index }
+    }
+
+    /// `TokenIssued`: which token went to which job.
+    pub fn issued(&self, record: &AuditRecord) {
+        self.publish(
+            record,
+            EventType::Normal,
+            "TokenIssued",
+            format!(
+                "issued a {}s token for ServiceAccount {} (grant {}) to job {} of project {} {} (pipeline {}, ref {}, environment {}, user {}); binding Secret {}",
+                record.ttl_seconds,
+                record.service_account,
+                record.grant,
+                record.job_id,
+                record.project_id,
+                record.project_path,
+                record.pipeline_id,
+                record.ref_,
+                if record.environment.is_empty() {
+                    "-"
+                } else {
+                    &record.environment
+                },
+                record.user,
+                record.binding_secret
+            ),
+        );
+    }
+
+    /// `TokenDenied`, only once the job is known (its signature verified) and names an Application.
+    pub fn denied(&self, record: &AuditRecord, denial: &Denial) {
+        if !record.verified || record.application.is_empty() {
+            return;
+        }
+        self.publish(
+            record,
+            EventType::Warning,
+            "TokenDenied",
+            format!(
+                "token exchange denied ({}) to job {} of project {} (pipeline {}, ref {}): {}; correlation id {}",
+                denial.category,
+                record.job_id,
+                record.project_id,
+                record.pipeline_id,
+                record.ref_,
+                truncate(&denial.detail, 600),
+                record.correlation_id
+            ),
+        );
+    }
+
+    fn publish(&self, record: &AuditRecord, type_: EventType, reason: &str, note: String) {
+        let Some(app) = self
+            .index
+            .application(&record.namespace, &record.application)
+        else {
+            return;
+        };
+        let reference = app.object_ref(&());
+        let recorder = self.recorder.clone();
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(&note, 1000)),
+            action: "TokenExchange".into(),
+            secondary: None,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::warn!(error = %e, "publishing a token exchange Event failed");
+            }
+        });
+    }
+}
+
+/// At most `max` bytes of `s` (cut at a character boundary), with `…` when cut.
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_are_cut_at_character_boundaries() {
+        assert_eq!(truncate("short", 10), "short");
+        assert_eq!(truncate("abcdef", 3), "abc…");
+        assert_eq!(truncate("aé", 2), "a…", "é is two bytes: cut before it");
+    }
+}

@@ -1,0 +1,108 @@
+//! The issue step of an exchange: the binding Secret and the bound TokenRequest (`binding::issue`) for
+//! the decided grant, the refusal when the cluster will not issue, and revocation at the TTL.
+use std::time::Duration;
+
+use kube::Client;
+
+use super::audit::AuditRecord;
+use super::binding::{self, BindingRecord, IssueError, Issued};
+use super::context::Context;
+use super::decision::{Denial, ErrorCode};
+use super::ttl::Lifetime;
+use super::verify::VerifiedJob;
+use crate::access::Grant;
+
+/// Issues a token of `grant` to `job` for `life` and records where it lives.
+pub async fn issue(
+    cx: &Context,
+    job: &VerifiedJob,
+    grant: &Grant,
+    life: Lifetime,
+    record: &mut AuditRecord,
+) -> Result<Issued, Denial> {
+    let application = cx.index.application(&grant.namespace, &grant.application);
+    let binding_record = BindingRecord {
+        issuer: &job.issuer,
+        jti: &job.token.jti,
+        trust: &job.trust_name,
+        grant,
+        application: application.as_deref(),
+        project_id: &record.project_id,
+        pipeline_id: &record.pipeline_id,
+        job_id: &record.job_id,
+        expires_at: life.expires_at,
+        id_token_expires_at: job.token.expires_at,
+        correlation_id: &record.correlation_id,
+    };
+    let issued = binding::issue(&cx.client, &binding_record, life.ttl)
+        .await
+        .map_err(refusal)?;
+    record.service_account = issued.service_account.clone();
+    record.binding_secret = issued.secret.clone();
+    revoke_at(cx.client.clone(), &issued, life.ttl);
+    Ok(issued)
+}
+
+/// What the caller is told when issuing failed.
+fn refusal(e: IssueError) -> Denial {
+    let code = match &e {
+        IssueError::Replayed { .. } => ErrorCode::InvalidGrant,
+        IssueError::ServiceAccountMissing { .. } => ErrorCode::TemporarilyUnavailable,
+        _ => ErrorCode::ServerError,
+    };
+    let denial = Denial::new(code, e.category(), e.to_string());
+    if code == ErrorCode::ServerError {
+        // API errors may name internals; the caller gets the correlation id instead.
+        Denial {
+            description: "the cluster refused to issue the token; quote the correlation id to the cluster operators".into(),
+            ..denial
+        }
+    } else {
+        denial
+    }
+}
+
+/// Revokes at the TTL precisely; the reaper is the backstop across restarts and replicas.
+fn revoke_at(client: Client, issued: &Issued, ttl: Duration) {
+    let (ns, name) = (issued.namespace.clone(), issued.secret.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(ttl).await;
+        binding::delete_secret(&client, &ns, &name, None).await;
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_caller_learns_what_it_can_act_on_and_no_api_internals() {
+        let replayed = refusal(IssueError::Replayed {
+            secret: "oam-trust-binding-x".into(),
+        });
+        assert_eq!(
+            (replayed.code, replayed.category),
+            (ErrorCode::InvalidGrant, "replayed")
+        );
+        assert!(replayed.description.contains("already exchanged"));
+        let missing = refusal(IssueError::ServiceAccountMissing {
+            namespace: "team".into(),
+            service_account: "sa".into(),
+        });
+        assert_eq!(missing.code, ErrorCode::TemporarilyUnavailable);
+        assert_eq!(missing.description, missing.detail);
+        let empty = refusal(IssueError::EmptyToken {
+            namespace: "team".into(),
+            service_account: "internal-sa".into(),
+        });
+        assert_eq!(
+            (empty.code, empty.category),
+            (ErrorCode::ServerError, "token_request_failed")
+        );
+        assert!(!empty.description.contains("internal-sa"), "{empty:?}");
+        assert!(
+            empty.detail.contains("internal-sa"),
+            "the audit detail keeps it"
+        );
+    }
+}
