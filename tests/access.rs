@@ -8,13 +8,10 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use k8s_openapi::api::admissionregistration::v1::{
-    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
-};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use oam_trust::api::oam::Application;
 use oam_trust::api::trust::GitLabTrust;
@@ -22,92 +19,12 @@ use oam_trust::dev_issuer::{DevIssuer, DevIssuerOptions};
 use oam_trust::oidc::KeySet;
 use serde_json::{Value, json};
 use support::Access;
-use tokio::sync::OnceCell;
 
 const WAIT: Duration = Duration::from_secs(60);
 const GRANT_LABEL: &str = "oam-trust.dev/grant";
 const VERBS: [&str; 7] = [
     "get", "list", "watch", "create", "update", "patch", "delete",
 ];
-
-static GUARD: OnceCell<()> = OnceCell::const_new();
-
-/// Installs the deploy guard exactly as shipped (config/admission/deploy-guard.yaml), once.
-async fn install_deploy_guard(client: &Client) {
-    GUARD
-        .get_or_init(|| async {
-            let path = concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/config/admission/deploy-guard.yaml"
-            );
-            let text = std::fs::read_to_string(path).unwrap();
-            let pp = PatchParams::apply("oam-trust-tests").force();
-            for doc in oam_trust::manifest::parse_documents(&text).unwrap() {
-                let name = doc["metadata"]["name"].as_str().unwrap().to_string();
-                match doc["kind"].as_str().unwrap() {
-                    "ValidatingAdmissionPolicy" => {
-                        Api::<ValidatingAdmissionPolicy>::all(client.clone())
-                            .patch(&name, &pp, &Patch::Apply(&doc))
-                            .await
-                            .expect("the API server accepts the deploy guard policy");
-                    }
-                    "ValidatingAdmissionPolicyBinding" => {
-                        Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
-                            .patch(&name, &pp, &Patch::Apply(&doc))
-                            .await
-                            .expect("the API server accepts the deploy guard binding");
-                    }
-                    other => panic!("unexpected kind {other} in deploy-guard.yaml"),
-                }
-            }
-            // The policy reaches the admission plugin asynchronously: probe until it refuses.
-            await_deploy_guard(client).await;
-        })
-        .await;
-}
-
-/// Polls until the deploy guard judges requests: a guarded identity's label edit of a probe
-/// Application is refused (a dry run, so nothing changes).
-async fn await_deploy_guard(client: &Client) {
-    support::install_crds(client).await;
-    let ns = support::namespace(client, "guard-probe").await;
-    let params: ConfigMap = serde_json::from_value(json!({
-        "metadata": {"name": "oam-trust.deploy-guard.probe",
-                     "labels": {"oam-trust.dev/deploy-guard": "params"}},
-        "data": {"application": "probe", "g.principals": "user:gitlab:ci_job:probe", "g.components": "web"}
-    }))
-    .unwrap();
-    Api::<ConfigMap>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &params)
-        .await
-        .unwrap();
-    support::apply_app(
-        client,
-        &ns,
-        json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": "probe"},
-               "spec": {"components": [{"name": "web", "type": "webservice", "properties": {"image": "nginx"}}]}}),
-    )
-    .await;
-    let probe = support::impersonating("gitlab:ci_job:probe", &["system:masters"]).await;
-    let apps = Api::<Application>::namespaced(probe, &ns);
-    let dry = PatchParams {
-        dry_run: true,
-        ..Default::default()
-    };
-    let refused = support::eventually(Duration::from_secs(30), || {
-        let apps = apps.clone();
-        let dry = dry.clone();
-        async move {
-            let edit = Patch::Merge(json!({"metadata": {"labels": {"probe": "edited"}}}));
-            matches!(apps.patch("probe", &dry, &edit).await, Err(kube::Error::Api(s)) if s.message.contains("deploy job may change only"))
-        }
-    })
-    .await;
-    assert!(
-        refused,
-        "the deploy guard did not start judging requests within 30 s"
-    );
-}
 
 /// Everything one access test works in: a selected namespace with an applier, a trust and its ceiling
 /// (named after the namespace, so tests do not share them), and a second namespace.
@@ -122,7 +39,7 @@ struct Scene {
 async fn scene(prefix: &str, agent: bool) -> Scene {
     support::operator().await;
     let client = support::admin().await;
-    install_deploy_guard(&client).await;
+    support::install_deploy_guard(&client).await;
     let ns = support::app_namespace(&client, prefix, "admin").await;
     let other_ns = support::namespace(&client, &format!("{prefix}-other")).await;
     label_namespace(&client, &ns, &ns).await;

@@ -166,3 +166,144 @@ async fn a_definition_in_the_system_namespace_applies_to_every_namespace() {
         .await
         .unwrap();
 }
+
+fn condition<'a>(
+    app: &'a Application,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    app.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+#[tokio::test]
+async fn an_object_another_application_owns_is_never_taken_over() {
+    support::operator().await;
+    let admin = support::admin().await;
+    let ns = support::app_namespace(&admin, "takeover", "admin").await;
+    let web = |app: &str, image: &str| {
+        json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": app},
+               "spec": {"components": [{"name": "web", "type": "webservice", "properties": {"image": image}}]}})
+    };
+    support::apply_app(&admin, &ns, web("first", "first/web:1")).await;
+    support::wait_app(&admin, &ns, "first", "running", support::app_running).await;
+    // A second Application of the namespace renders an object of the same name.
+    support::apply_app(&admin, &ns, web("second", "second/web:1")).await;
+    let second = support::wait_app(&admin, &ns, "second", "refused", |a| {
+        condition(a, "Applied").is_some_and(|c| c.status == "False")
+    })
+    .await;
+    let applied = condition(&second, "Applied").unwrap();
+    assert_eq!(applied.reason, "NameConflict", "{}", applied.message);
+    assert!(
+        applied.message.contains("belongs to Application first"),
+        "{}",
+        applied.message
+    );
+    let deployment = Api::<Deployment>::namespaced(admin.clone(), &ns)
+        .get("web")
+        .await
+        .unwrap();
+    let image = deployment.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone();
+    assert_eq!(
+        image.as_deref(),
+        Some("first/web:1"),
+        "the first owner's object is untouched"
+    );
+}
+
+#[tokio::test]
+async fn a_grant_name_taken_by_another_application_is_refused_not_adopted() {
+    support::operator().await;
+    let admin = support::admin().await;
+    let ns = support::app_namespace(&admin, "grantname", "admin").await;
+    let pp = PatchParams::apply("platform").force();
+    Api::<Namespace>::all(admin.clone())
+        .patch(
+            &ns,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"oam-trust.dev/isolation": ns}}})),
+        )
+        .await
+        .unwrap();
+    let trust = format!("trust-{ns}");
+    Api::<oam_trust::api::trust::GitLabTrust>::all(admin.clone())
+        .patch(
+            &trust,
+            &pp,
+            &Patch::Apply(json!({
+                "apiVersion": "oam-trust.dev/v1alpha1", "kind": "GitLabTrust", "metadata": {"name": trust},
+                "spec": {"issuer": "https://gitlab.example.com", "audiences": ["https://oam-trust.test"],
+                         "jwks": {"static": r#"{"keys":[]}"#},
+                         "namespaceSelector": {"matchLabels": {"oam-trust.dev/isolation": ns}},
+                         "allow": [{"namespaceId": "72"}]}
+            })),
+        )
+        .await
+        .unwrap();
+    // The attacker's Application, and a ServiceAccount it owns under the name the victim's grant
+    // will have (names are deterministic, so anyone can compute them).
+    support::apply_app(
+        &admin,
+        &ns,
+        json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": "attacker"},
+               "spec": {"components": []}}),
+    )
+    .await;
+    let attacker = Api::<Application>::namespaced(admin.clone(), &ns)
+        .get("attacker")
+        .await
+        .unwrap();
+    let name = oam_trust::access::objects::object_name("victim", &ns, "read", "policy/read");
+    let squatted: k8s_openapi::api::core::v1::ServiceAccount = serde_json::from_value(json!({
+        "metadata": {"name": name, "ownerReferences": [attacker.controller_reference().unwrap()]}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &squatted)
+        .await
+        .unwrap();
+    support::apply_app(
+        &admin,
+        &ns,
+        json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": "victim"},
+               "spec": {"components": [{"name": "web", "type": "webservice", "properties": {"image": "nginx"}}],
+                        "policies": [{"name": "read", "type": "gitlab-access", "properties": {"trust": trust,
+                            "subjects": [{"projectId": "1450", "namespaceId": "72"}], "access": "read"}}]}}),
+    )
+    .await;
+    let victim = support::wait_app(&admin, &ns, "victim", "access refused", |a| {
+        condition(a, "AccessDenied").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let denied = condition(&victim, "AccessDenied").unwrap();
+    assert_eq!(denied.reason, "NameConflict", "{}", denied.message);
+    let sa = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(admin.clone(), &ns)
+        .get(&name)
+        .await
+        .unwrap();
+    let owners: Vec<String> = sa
+        .metadata
+        .owner_references
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(
+        owners,
+        ["attacker"],
+        "the squatted ServiceAccount was not adopted"
+    );
+    let bindings = Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(admin.clone(), &ns)
+        .get_opt(&name)
+        .await
+        .unwrap();
+    assert!(
+        bindings.is_none(),
+        "no RoleBinding names the squatted ServiceAccount"
+    );
+}

@@ -74,10 +74,20 @@ pub(super) fn grant_objects(
     }
 }
 
-/// `oam-<app>-<slug>-<hash>`: readable, unique per declaration, and a valid label value (≤ 63).
-pub(super) fn object_name(app: &str, namespace: &str, slug: &str, id: &str) -> String {
+/// Hex digits of the hash in a grant's object name: 80 bits, so no one can search for a declaration
+/// of their own whose name equals another Application's grant (a second preimage).
+pub const NAME_HASH_HEX: usize = 20;
+
+/// `oam-<app>-<slug>-<hash>`: readable, unique per declaration, and a valid label value (≤ 63). The
+/// hash covers the exact namespace, Application and declaration id (none of the first two can
+/// contain `/`), so distinct declarations never share a name; the readable part may be shortened.
+pub fn object_name(app: &str, namespace: &str, slug: &str, id: &str) -> String {
     let digest = Sha256::digest(format!("{namespace}/{app}/{id}").as_bytes());
-    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let hash: String = digest
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()[..NAME_HASH_HEX]
+        .to_string();
     let clean = |s: &str| -> String {
         s.chars()
             .map(|c| {

@@ -13,7 +13,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::application::{Built, Context};
-use super::apply::Identity;
+use super::apply::{ApplyError, Identity};
 use super::conditions::Desired;
 use crate::access::declaration::has_declarations;
 use crate::access::objects::guard_config_map_name;
@@ -97,8 +97,19 @@ pub async fn apply(ctx: &Context, app: &Application, built: &Built) -> AccessRep
         }
         return report;
     }
-    let applied = sync(ctx, app, built).await;
-    report_of(&built.grants, applied.err().map(|e| e.to_string()))
+    match sync(ctx, app, built).await {
+        // A grant's name is taken by another Application's object: refused, never adopted.
+        Err(AccessError::Apply(e @ ApplyError::NameConflict { .. })) => {
+            let mut report = report_of(&built.grants, Some(e.to_string()));
+            report.conditions = vec![
+                Desired::new(ACCESS_READY, false, "NameConflict", e.to_string()),
+                Desired::new(ACCESS_DENIED, true, "NameConflict", e.to_string()),
+            ];
+            report.cleared = vec![ACCESS_WARNING, ACCESS_UNENFORCEABLE];
+            report
+        }
+        applied => report_of(&built.grants, applied.err().map(|e| e.to_string())),
+    }
 }
 
 /// Applies every grant object (all or nothing), then deletes what is no longer derived.

@@ -37,6 +37,14 @@ pub enum ApplyError {
         target: String,
         message: String,
     },
+    #[error(
+        "{kind} {target} belongs to {owner}; an object is never taken over from another owner: rename the component (or the declaration), or delete the object"
+    )]
+    NameConflict {
+        kind: String,
+        target: String,
+        owner: String,
+    },
     #[error("the API server refused {kind} {target}: {message}")]
     Invalid {
         kind: String,
@@ -58,13 +66,18 @@ impl ApplyError {
         match self {
             ApplyError::UnknownKind { .. } => "UnknownKind",
             ApplyError::Forbidden { .. } => "Forbidden",
+            ApplyError::NameConflict { .. } => "NameConflict",
             ApplyError::Invalid { .. } => "Invalid",
             ApplyError::Api { .. } => "ApiError",
         }
     }
-    /// True when retrying cannot help until someone changes the Application or its permissions.
+    /// True when retrying cannot help until someone changes the Application or its permissions. A
+    /// name conflict is retried: the other owner may be on its way out (garbage collection).
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, ApplyError::Api { .. })
+        !matches!(
+            self,
+            ApplyError::Api { .. } | ApplyError::NameConflict { .. }
+        )
     }
 }
 
@@ -262,8 +275,9 @@ impl Applier {
         }
     }
 
-    /// Applies `objects` as `identity`: reads each live object (as the same identity), dry-runs every
-    /// object that differs, and writes only if all dry runs pass. `owner`, when given, is set as the
+    /// Applies `objects` as `identity`: reads each live object (as the same identity) and writes the
+    /// ones that differ; as the applier, every one is dry-run first and nothing is written unless all
+    /// pass. `owner`, when given, is set as the
     /// controller ownerReference of every object in its namespace. Returns how many were written.
     pub async fn apply_all(
         &self,
@@ -300,13 +314,19 @@ impl Applier {
                 .get_opt(&key.name)
                 .await
                 .map_err(|e| classify(identity, "get", &key, e))?;
-            let up_to_date = live
-                .map(|l| {
-                    serde_json::to_value(l)
-                        .map(|l| is_subset(&obj, &l))
-                        .unwrap_or(false)
-                })
-                .unwrap_or(false);
+            let live = live.and_then(|l| serde_json::to_value(l).ok());
+            // Never adopt an object another Application controls: its name was taken first.
+            if let Some(live) = &live
+                && let Some(theirs) = controller_of(live)
+                && controller_of(&obj).is_some_and(|ours| ours.0 != theirs.0)
+            {
+                return Err(ApplyError::NameConflict {
+                    kind: key.kind.clone(),
+                    target: key.target(),
+                    owner: format!("{} {}", theirs.1, theirs.2),
+                });
+            }
+            let up_to_date = live.as_ref().is_some_and(|l| is_subset(&obj, l));
             if !up_to_date {
                 tracing::debug!(kind = %key.kind, object = %key.target(), "object differs from the live one; applying");
                 pending.push((
@@ -316,11 +336,17 @@ impl Applier {
                 ));
             }
         }
-        let dry = PatchParams::apply(names::FIELD_MANAGER).force().dry_run();
-        for (key, api, obj) in &pending {
-            api.patch(&key.name, &dry, &Patch::Apply(obj))
-                .await
-                .map_err(|e| classify(identity, "apply", key, e))?;
+        // Rendered objects are all-or-nothing: every one is dry-run before any is written. Grant
+        // objects are written in dependency order instead (guard parameters, ServiceAccount, Role,
+        // RoleBinding): the API server's escalation check of a RoleBinding reads its Role, which a dry
+        // run of the Role does not create.
+        if let Identity::Applier(_) = identity {
+            let dry = PatchParams::apply(names::FIELD_MANAGER).force().dry_run();
+            for (key, api, obj) in &pending {
+                api.patch(&key.name, &dry, &Patch::Apply(obj))
+                    .await
+                    .map_err(|e| classify(identity, "apply", key, e))?;
+            }
         }
         let real = PatchParams::apply(names::FIELD_MANAGER).force();
         for (key, api, obj) in &pending {
@@ -420,6 +446,21 @@ fn classify(
             source: Box::new(other),
         },
     }
+}
+
+/// The controller ownerReference of an object: (uid, kind, name).
+fn controller_of(obj: &Value) -> Option<(&str, &str, &str)> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"] == true)
+        .map(|r| {
+            (
+                r["uid"].as_str().unwrap_or_default(),
+                r["kind"].as_str().unwrap_or_default(),
+                r["name"].as_str().unwrap_or_default(),
+            )
+        })
 }
 
 /// True when every field of `desired` holds in `live`: maps by key (extra live keys are defaults or

@@ -167,7 +167,8 @@ mod tests {
         use super::super::kubeconfig::ClusterEndpoint;
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
         let client = kube::Client::try_from(config).unwrap();
-        let (index, _watches) = GrantIndex::start(&client);
+        let (index, _watches) =
+            GrantIndex::start(&client, crate::names::DEFAULT_DEFINITIONS_NAMESPACE);
         let reporter = kube::runtime::events::Reporter {
             controller: "test".into(),
             instance: None,

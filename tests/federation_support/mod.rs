@@ -109,6 +109,8 @@ pub async fn wait_ready(server: &ExchangeServer, ca: &str) {
 pub async fn world(prefix: &str, decl: Declarations) -> World {
     support::operator().await;
     let admin = support::admin().await;
+    // Deploy grants are bounded by the deploy guard: the tests rely on it, whatever ran before.
+    support::install_deploy_guard(&admin).await;
     let ns = support::app_namespace(&admin, prefix, "admin").await;
     let issuer = DevIssuer::start(DevIssuerOptions {
         audience: AUD.into(),

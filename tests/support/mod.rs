@@ -372,3 +372,82 @@ pub async fn wait_app(
     let api = Api::<oam_trust::api::oam::Application>::namespaced(client.clone(), ns);
     wait_for(&api, name, &format!("{ns}: {what}"), APP_WAIT, pred).await
 }
+
+static GUARD: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// Installs the deploy guard exactly as shipped (config/admission/deploy-guard.yaml), once.
+pub async fn install_deploy_guard(client: &Client) {
+    GUARD
+        .get_or_init(|| async {
+            let path = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/config/admission/deploy-guard.yaml"
+            );
+            let text = std::fs::read_to_string(path).unwrap();
+            let pp = PatchParams::apply("oam-trust-tests").force();
+            for doc in oam_trust::manifest::parse_documents(&text).unwrap() {
+                let name = doc["metadata"]["name"].as_str().unwrap().to_string();
+                match doc["kind"].as_str().unwrap() {
+                    "ValidatingAdmissionPolicy" => {
+                        Api::<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy>::all(client.clone())
+                            .patch(&name, &pp, &Patch::Apply(&doc))
+                            .await
+                            .expect("the API server accepts the deploy guard policy");
+                    }
+                    "ValidatingAdmissionPolicyBinding" => {
+                        Api::<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>::all(client.clone())
+                            .patch(&name, &pp, &Patch::Apply(&doc))
+                            .await
+                            .expect("the API server accepts the deploy guard binding");
+                    }
+                    other => panic!("unexpected kind {other} in deploy-guard.yaml"),
+                }
+            }
+            // The policy reaches the admission plugin asynchronously: probe until it refuses.
+            await_deploy_guard(client).await;
+        })
+        .await;
+}
+
+/// Polls until the deploy guard judges requests: a guarded identity's label edit of a probe
+/// Application is refused (a dry run, so nothing changes).
+async fn await_deploy_guard(client: &Client) {
+    install_crds(client).await;
+    let ns = namespace(client, "guard-probe").await;
+    let params: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "oam-trust.deploy-guard.probe",
+                     "labels": {"oam-trust.dev/deploy-guard": "params"}},
+        "data": {"application": "probe", "g.principals": "user:gitlab:ci_job:probe", "g.components": "web"}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &params)
+        .await
+        .unwrap();
+    apply_app(
+        client,
+        &ns,
+        serde_json::json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": "probe"},
+               "spec": {"components": [{"name": "web", "type": "webservice", "properties": {"image": "nginx"}}]}}),
+    )
+    .await;
+    let probe = impersonating("gitlab:ci_job:probe", &["system:masters"]).await;
+    let apps = Api::<oam_trust::api::oam::Application>::namespaced(probe, &ns);
+    let dry = PatchParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let refused = eventually(Duration::from_secs(30), || {
+        let apps = apps.clone();
+        let dry = dry.clone();
+        async move {
+            let edit = Patch::Merge(serde_json::json!({"metadata": {"labels": {"probe": "edited"}}}));
+            matches!(apps.patch("probe", &dry, &edit).await, Err(kube::Error::Api(s)) if s.message.contains("deploy job may change only"))
+        }
+    })
+    .await;
+    assert!(
+        refused,
+        "the deploy guard did not start judging requests within 30 s"
+    );
+}
