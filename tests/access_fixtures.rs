@@ -193,8 +193,9 @@ fn check_derivation(name: &str) -> Loaded {
             assert!(grant.name.starts_with(prefix), "{ctx}: name {}", grant.name);
             assert_eq!(
                 grant.name.len(),
-                prefix.len() + 8,
-                "{ctx}: 8 hex digits of hash"
+                prefix.len() + oam_trust::access::objects::NAME_HASH_HEX,
+                "{ctx}: {} hex digits of hash",
+                oam_trust::access::objects::NAME_HASH_HEX
             );
         }
         if let Some(ttl) = &want.ttl {

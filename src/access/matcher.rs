@@ -19,7 +19,7 @@ use super::claims::GitLabClaims;
 use super::condition::ClaimCondition;
 use super::glob;
 use super::grant::{Grant, GrantSet};
-use crate::api::access::Subject;
+use crate::api::access::{RefType, Subject};
 use crate::api::trust::{AllowedIdentity, GitLabTrust};
 
 /// What `match_token` decided.
@@ -375,7 +375,12 @@ pub fn subject_mismatch(
             return fail(field, format!("glob {want:?}"), have.clone());
         }
     }
-    if let Some(want) = subject.ref_type
+    // A `ref` without `refType` means a branch: a tag named like the branch (anyone who may push a
+    // tag can create `main`) must not match it. A tag needs `refType: tag`.
+    let ref_type = subject
+        .ref_type
+        .or(subject.ref_.as_ref().map(|_| RefType::Branch));
+    if let Some(want) = ref_type
         && claims.ref_type.as_deref() != Some(want.as_claim())
     {
         return fail("refType", want.as_claim().into(), claims.ref_type.clone());

@@ -16,8 +16,9 @@ use crate::api::trust::GitLabTrust;
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Clock skew tolerated on `exp`, `nbf` and `iat`.
 pub const CLOCK_LEEWAY: Duration = Duration::from_secs(30);
-/// Longest `exp - iat` accepted when the trust sets no `require.maxTokenAge`.
-pub const DEFAULT_MAX_TOKEN_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Longest `exp - iat` accepted when the trust sets no `require.maxTokenAge`: GitLab's default job
+/// timeout, so a token minted for a job cannot outlive a normal job by much.
+pub const DEFAULT_MAX_TOKEN_AGE: Duration = Duration::from_secs(3600);
 /// Claims that only GitLab CI ID tokens carry.
 pub const REQUIRED_CI_CLAIMS: [&str; 3] = ["project_id", "job_id", "pipeline_id"];
 
