@@ -52,6 +52,19 @@ pub struct ExchangeArgs {
         default_value_t = 64
     )]
     pub exchange_max_concurrent_per_source: usize,
+    /// Concurrent requests allowed in all; more are answered 429.
+    #[arg(long, env = "OAM_TRUST_EXCHANGE_MAX_CONCURRENT", default_value_t = 256)]
+    pub exchange_max_concurrent: usize,
+    /// Address ranges of the proxies in front of the exchange (e.g. the Ingress controller's pods),
+    /// comma-separated CIDRs: behind one of them, a request counts against the client address in
+    /// `X-Forwarded-For` instead of the proxy's.
+    #[arg(
+        long,
+        env = "OAM_TRUST_EXCHANGE_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = clap::value_parser!(super::limits::Cidr)
+    )]
+    pub exchange_trusted_proxies: Vec<super::limits::Cidr>,
     /// How often expired binding Secrets are looked for and deleted, in seconds.
     #[arg(long, env = "OAM_TRUST_EXCHANGE_REAP_INTERVAL", default_value_t = 5)]
     pub exchange_reap_interval_seconds: u64,
@@ -69,6 +82,8 @@ impl Default for ExchangeArgs {
             exchange_max_body_bytes: 64 * 1024,
             exchange_request_timeout_seconds: 10,
             exchange_max_concurrent_per_source: 64,
+            exchange_max_concurrent: 256,
+            exchange_trusted_proxies: Vec::new(),
             exchange_reap_interval_seconds: 5,
         }
     }

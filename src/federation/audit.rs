@@ -63,6 +63,10 @@ pub struct AuditRecord {
     pub ttl_seconds: u64,
     /// Whether the ID token's signature verified (false: the claims above are unverified or absent).
     pub verified: bool,
+    /// The verified token also passed the trust's `allow` and `require`: only then may the
+    /// application team be told of a denial (an Event); outsiders are in the audit log alone.
+    #[serde(skip)]
+    pub within_trust: bool,
 }
 
 /// Receives every audit record, after it was logged.

@@ -40,7 +40,10 @@ impl Context {
         endpoint: ClusterEndpoint,
     ) -> Self {
         Context {
-            limits: SourceLimits::new(args.exchange_max_concurrent_per_source),
+            limits: SourceLimits::new(
+                args.exchange_max_concurrent_per_source,
+                args.exchange_max_concurrent,
+            ),
             client,
             index,
             key_caches,

@@ -196,18 +196,51 @@ pub fn decide<'a>(
                 ));
             }
             let all: Vec<String> = relevant.iter().map(ToString::to_string).collect();
-            let mut listed: Vec<String> = all.iter().take(LISTED_MISMATCHES).cloned().collect();
-            if all.len() > LISTED_MISMATCHES {
-                listed.push(format!("and {} more", all.len() - LISTED_MISMATCHES));
+            // The caller is told only about subjects that name its own project or group (they
+            // failed on a later field); other teams' subjects and conditions stay in the audit log.
+            let own: Vec<String> = relevant.iter().filter_map(|m| own_subjects(m)).collect();
+            let mut listed: Vec<String> = own.iter().take(LISTED_MISMATCHES).cloned().collect();
+            if own.len() > LISTED_MISMATCHES {
+                listed.push(format!("and {} more", own.len() - LISTED_MISMATCHES));
             }
+            let description = if listed.is_empty() {
+                format!(
+                    "no grant under GitLabTrust {trust:?} names this job's project or group; add a gitlab-access subject for it"
+                )
+            } else {
+                format!("no grant matches this job: {}", listed.join(" | "))
+            };
             Err(Denial {
                 code: ErrorCode::AccessDenied,
                 category: "no_matching_grant",
-                description: format!("no grant matches this job: {}", listed.join(" | ")),
+                description,
                 detail: format!("no grant matches this job: {}", all.join(" | ")),
             })
         }
     }
+}
+
+/// Fields that say whose a subject is: a subject that fails on one of them is another project's.
+const IDENTITY_FIELDS: [&str; 4] = ["projectId", "namespaceId", "projectPath", "namespacePath"];
+
+/// A grant's mismatch reduced to the subjects that name the caller's project or group, as text.
+fn own_subjects(m: &crate::access::matcher::GrantMismatch) -> Option<String> {
+    let MismatchReason::Subjects(subjects) = &m.reason else {
+        return None;
+    };
+    let own: Vec<_> = subjects
+        .iter()
+        .filter(|s| !IDENTITY_FIELDS.contains(&s.field))
+        .cloned()
+        .collect();
+    if own.is_empty() {
+        return None;
+    }
+    let reduced = crate::access::matcher::GrantMismatch {
+        reason: MismatchReason::Subjects(own),
+        ..m.clone()
+    };
+    Some(reduced.to_string())
 }
 
 fn token_refusal(refusal: &TokenRefusal, trust: &str) -> Denial {

@@ -3,7 +3,7 @@
 //! → respond. Each step either hands the next what it needs or refuses with a `Denial`, and writes
 //! what it learned into the audit record, so a refusal at any step is recorded with everything known
 //! up to it. The HTTP service around it (`http`) audits and answers.
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::http::HeaderMap;
@@ -11,13 +11,14 @@ use axum::http::HeaderMap;
 use super::audit::{AuditRecord, Outcome};
 use super::binding::{self, Issued};
 use super::context::Context;
-use super::decision::{self, Denial};
+use super::decision::{self, Denial, ErrorCode};
 use super::issuance;
 use super::request;
 use super::ttl::{self, Lifetime};
 use super::verify::{self, VerifiedJob};
 use super::wire::{ExchangeResponse, GrantSummary};
-use crate::access::{Grant, match_token};
+use crate::access::matcher::check_token;
+use crate::access::{Grant, GrantSet, MatchOutcome, match_token};
 
 /// Exchanges the request's ID token for a token of the one grant it may have.
 pub async fn exchange(
@@ -31,7 +32,7 @@ pub async fn exchange(
     cx.ensure_ready()?;
     let now = SystemTime::now();
     let job = verify::verify(cx, &request.subject_token, now, record).await?;
-    let grant = decide(cx, &job, request.resource.as_deref(), record)?;
+    let grant = decide(cx, &job, request.resource.as_deref(), record).await?;
     let life = ttl::cap(
         grant.ttl,
         &job.trust,
@@ -44,26 +45,64 @@ pub async fn exchange(
     Ok(respond(cx, &job, &grant, issued, life, record))
 }
 
+/// Longest a decision (deriving the trust's grants and matching the claims, CEL included) may take.
+/// It runs on a blocking thread, so it never holds an async worker; the static bounds on conditions
+/// keep it far below this.
+pub const DECISION_DEADLINE: Duration = Duration::from_secs(2);
+
 /// The grant the verified job gets under its trust (and the requested resource, if any).
-fn decide(
+async fn decide(
     cx: &Context,
     job: &VerifiedJob,
     resource: Option<&str>,
     record: &mut AuditRecord,
 ) -> Result<Grant, Denial> {
-    let grants = cx.index.grants_for_trust(&job.trust_name);
-    let outcome = match_token(&job.claims, &job.trust, &grants, resource);
     // A refusal of a named resource is reported on that Application.
     if let Some(r) = resource {
         let mut parts = r.split('/');
         record.namespace = parts.next().unwrap_or_default().to_string();
         record.application = parts.next().unwrap_or_default().to_string();
     }
-    let grant = decision::decide(outcome, &job.trust_name, &grants, resource)?;
+    // The trust's own bounds first: a token outside them costs no grant lookup and no Event.
+    if let Err(refusal) = check_token(&job.claims, &job.trust) {
+        return Err(decision::decide(
+            MatchOutcome::TokenRefused(refusal),
+            &job.trust_name,
+            &GrantSet::default(),
+            resource,
+        )
+        .unwrap_err());
+    }
+    record.within_trust = true;
+    let (index, claims, trust, name) = (
+        cx.index.clone(),
+        job.claims.clone(),
+        job.trust.clone(),
+        job.trust_name.clone(),
+    );
+    let wanted = resource.map(str::to_string);
+    let decided = tokio::task::spawn_blocking(move || {
+        let grants = index.grants_for_trust(&name);
+        let outcome = match_token(&claims, &trust, &grants, wanted.as_deref());
+        decision::decide(outcome, &name, &grants, wanted.as_deref()).cloned()
+    });
+    let grant = match tokio::time::timeout(DECISION_DEADLINE, decided).await {
+        Ok(Ok(decided)) => decided?,
+        Ok(Err(_)) | Err(_) => {
+            return Err(Denial::new(
+                ErrorCode::TemporarilyUnavailable,
+                "decision_timeout",
+                format!(
+                    "deciding the grant took longer than {}s; retry",
+                    DECISION_DEADLINE.as_secs()
+                ),
+            ));
+        }
+    };
     record.namespace = grant.namespace.clone();
     record.application = grant.application.clone();
     record.grant = grant.id.clone();
-    Ok(grant.clone())
+    Ok(grant)
 }
 
 /// The answer: the token, a kubeconfig for it, and what it grants.

@@ -17,6 +17,7 @@ use super::audit::{AuditRecord, Outcome};
 use super::context::Context;
 use super::decision::{Denial, ErrorCode};
 use super::exchange::exchange;
+use super::limits;
 use super::tls::Peer;
 use super::wire::{ExchangeErrorBody, ExchangeResponse};
 
@@ -43,20 +44,23 @@ async fn token(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    let client = limits::client_address(peer.ip(), &headers, &cx.args.exchange_trusted_proxies);
     let mut record = AuditRecord {
         correlation_id: correlation_id(),
-        source: peer.ip().to_string(),
+        source: client.to_string(),
         ..Default::default()
     };
-    let Some(_slot) = cx.limits.take(peer.ip()) else {
-        let denial = cx.limits.refusal(peer.ip());
-        return denied(
-            &cx,
-            &mut record,
-            &denial,
-            started,
-            StatusCode::TOO_MANY_REQUESTS,
-        );
+    let _slot = match cx.limits.take(client) {
+        Ok(slot) => slot,
+        Err(denial) => {
+            return denied(
+                &cx,
+                &mut record,
+                &denial,
+                started,
+                StatusCode::TOO_MANY_REQUESTS,
+            );
+        }
     };
     let timeout = Duration::from_secs(cx.args.exchange_request_timeout_seconds.max(1));
     match tokio::time::timeout(timeout, exchange(&cx, &headers, body, &mut record)).await {
