@@ -6,7 +6,9 @@ use oam_trust::access::condition::{ClaimCondition, MAX_COST, MAX_RANGE};
 use serde_json::{Map, Value, json};
 
 fn claims() -> Map<String, Value> {
-    let groups: Vec<Value> = (0..MAX_RANGE).map(|i| json!(format!("group-{i}"))).collect();
+    let groups: Vec<Value> = (0..MAX_RANGE)
+        .map(|i| json!(format!("group-{i}")))
+        .collect();
     json!({"project_id": "1450", "ref": "main", "ref_protected": "true",
            "user_access_level": "maintainer", "groups": groups})
     .as_object()

@@ -45,6 +45,7 @@ async fn start_operator(metrics: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
 async fn a_restart_over_unchanged_applications_writes_nothing() {
     let admin = support::admin().await;
     support::install_crds(&admin).await;
+    support::install_deploy_guard(&admin).await;
     let ns = support::app_namespace(&admin, "resync", "admin").await;
     let pp = PatchParams::apply("oam-trust-tests").force();
     Api::<Namespace>::all(admin.clone())

@@ -182,6 +182,22 @@ impl fmt::Display for GrantWarning {
     }
 }
 
+impl Grant {
+    /// Whether the grant writes anything (`deploy`, `manage`, or explicit rules with a verb beyond
+    /// get/list/watch): such a grant is bounded by the guard admission policies too.
+    pub fn writes(&self) -> bool {
+        match &self.access {
+            Access::Preset(crate::api::access::Preset::Read) => false,
+            Access::Preset(_) => true,
+            Access::Rules(_) => self.role.rules.iter().flatten().any(|r| {
+                r.verbs
+                    .iter()
+                    .any(|v| !matches!(v.as_str(), "get" | "list" | "watch"))
+            }),
+        }
+    }
+}
+
 impl GrantSet {
     /// Several Applications' sets as one, for the exchange service.
     pub fn merge(sets: impl IntoIterator<Item = GrantSet>) -> GrantSet {

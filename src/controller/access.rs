@@ -108,8 +108,49 @@ pub async fn apply(ctx: &Context, app: &Application, built: &Built) -> AccessRep
             report.cleared = vec![ACCESS_WARNING, ACCESS_UNENFORCEABLE];
             report
         }
-        applied => report_of(&built.grants, applied.err().map(|e| e.to_string())),
+        applied => {
+            let mut report = report_of(&built.grants, applied.err().map(|e| e.to_string()));
+            guard_check(&mut report, built);
+            report
+        }
     }
+}
+
+/// While a guard admission policy is missing, grants that write are not usable: the exchange
+/// refuses their tokens, and `AccessReady` says so.
+fn guard_check(report: &mut AccessReport, built: &Built) {
+    let writers: Vec<&str> = built
+        .grants
+        .grants
+        .iter()
+        .filter(|g| g.writes())
+        .map(|g| g.id.as_str())
+        .collect();
+    if built.missing_guards.is_empty() || writers.is_empty() {
+        return;
+    }
+    let message = format!(
+        "no token is issued for {} while the admission {} {} not installed: install the Helm chart's \
+         policies (or config/admission/)",
+        writers.join(", "),
+        if built.missing_guards.len() == 1 {
+            "policy"
+        } else {
+            "policies"
+        },
+        built.missing_guards.join(", ")
+            + if built.missing_guards.len() == 1 {
+                " is"
+            } else {
+                " are"
+            }
+    );
+    tracing::warn!(%message, "guard admission policy missing");
+    report.conditions.retain(|c| c.type_ != ACCESS_READY);
+    report.conditions.insert(
+        0,
+        Desired::new(ACCESS_READY, false, "AdmissionPolicyMissing", message),
+    );
 }
 
 /// Applies every grant object (all or nothing), then deletes what is no longer derived.

@@ -103,6 +103,14 @@ pub async fn reconcile(
     let Some(app) = super::application(&guard) else {
         return Ok(Action::await_change());
     };
+    // Derivation reads the world's stores: before they have listed, a trust would look absent and
+    // every grant would be revoked (seen on each restart). Wait for them instead.
+    if !matches!(
+        tokio::time::timeout(Duration::from_secs(30), ctx.world.ready()).await,
+        Ok(true)
+    ) {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
     let started = std::time::Instant::now();
     let result = reconcile_app(app, &ctx).await;
     ctx.metrics.observe_reconcile(
@@ -133,6 +141,8 @@ pub struct Built {
     pub grant_objects: Vec<Value>,
     /// Per component: what renders it (`built-in <type>` or `ComponentDefinition <ns>/<name>`).
     pub definitions: BTreeMap<String, String>,
+    /// Guard admission policies that are not installed (`World::missing_guards`).
+    pub missing_guards: Vec<String>,
 }
 
 /// Step 2: renders and derives, with no IO.
@@ -154,12 +164,14 @@ pub fn build(app: &Application, world: &World) -> Built {
             rendered: Ok(derived.rendered),
             grants: derived.grants,
             definitions,
+            missing_guards: world.missing_guards.clone(),
         },
         Err(e) => Built {
             rendered: Err(e),
             grants: GrantSet::default(),
             grant_objects: Vec::new(),
             definitions,
+            missing_guards: world.missing_guards.clone(),
         },
     }
 }

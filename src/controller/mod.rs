@@ -182,8 +182,9 @@ fn application_controller(
         users.clone(),
         users.clone(),
         users.clone(),
-        users,
+        users.clone(),
     );
+    let (by_guard, by_guard_binding) = (users.clone(), users);
     let trusts = world.trusts.clone();
     // The inputs of derivation come from the world's own streams: each item reaches the trigger only
     // after its store holds it, so the reconcile it causes reads the new version.
@@ -228,6 +229,12 @@ fn application_controller(
             }));
         }
         out
+    })
+    .watches_stream(streams.guards, move |_| {
+        by_guard(&declaration::has_declarations)
+    })
+    .watches_stream(streams.guard_bindings, move |_| {
+        by_guard_binding(&declaration::has_declarations)
     })
     .watches_stream(streams.namespaces, move |ns| {
         let name = ns.name_any();

@@ -102,6 +102,19 @@ async fn decide(
     record.namespace = grant.namespace.clone();
     record.application = grant.application.clone();
     record.grant = grant.id.clone();
+    // Fail closed: a grant that writes is bounded by admission policies as well as RBAC.
+    let missing = cx.index.world.missing_guards();
+    if grant.writes() && !missing.is_empty() {
+        tracing::warn!(grant = %grant.id, missing = ?missing, "refusing a token: a guard admission policy is missing");
+        return Err(Denial::new(
+            ErrorCode::TemporarilyUnavailable,
+            "guard_missing",
+            format!(
+                "the admission policies that bound this grant ({}) are not installed in the cluster; no token is issued for a grant that writes until they are (ask the cluster operators)",
+                missing.join(", ")
+            ),
+        ));
+    }
     Ok(grant)
 }
 

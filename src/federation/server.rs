@@ -48,6 +48,9 @@ pub struct ExchangeOptions {
     pub reap_gate: Option<crate::runtime::leader::WriteGate>,
     /// The system definitions namespace (`--definitions-namespace`).
     pub definitions_namespace: String,
+    /// Guard policies that must be installed before a grant that writes gets a token; `None` for
+    /// `names::GUARD_POLICIES` (tests name others).
+    pub required_guards: Option<Vec<String>>,
 }
 
 impl ExchangeServer {
@@ -81,7 +84,10 @@ impl ExchangeServer {
         let listener = ExchangeListener::new(tcp, tls_config)?;
         let local_addr = axum::serve::Listener::local_addr(&listener)?;
 
-        let (index, watches) = GrantIndex::start(&client, &options.definitions_namespace);
+        let (mut index, watches) = GrantIndex::start(&client, &options.definitions_namespace);
+        if let Some(guards) = &options.required_guards {
+            index.world.required_guards = guards.clone();
+        }
         let reporter = Reporter {
             controller: "oam-trust-exchange".into(),
             instance: options.instance.clone(),

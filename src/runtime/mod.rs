@@ -147,6 +147,7 @@ pub async fn run_with_metrics(
             instance: args.instance.clone(),
             reap_gate: Some(gate.clone()),
             definitions_namespace: args.definitions_namespace.clone(),
+            required_guards: None,
         },
         readiness.exchange.clone(),
     );

@@ -3,6 +3,9 @@
 //! them. The controller and the exchange each keep one; neither reads these objects another way.
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::runtime::WatchStreamExt;
@@ -24,8 +27,13 @@ pub struct WorldStores {
     pub component_defs: Store<ComponentDefinition>,
     pub trait_defs: Store<TraitDefinition>,
     pub policy_defs: Store<PolicyDefinition>,
+    /// The admission policies that bound grant identities (`names::GUARD_POLICIES`), and their bindings.
+    pub guards: Store<ValidatingAdmissionPolicy>,
+    pub guard_bindings: Store<ValidatingAdmissionPolicyBinding>,
     /// The system definitions namespace: its definitions are visible to every namespace.
     pub definitions_namespace: String,
+    /// The guard policies that must be installed (`names::GUARD_POLICIES`; tests name others).
+    pub required_guards: Vec<String>,
 }
 
 /// The watch streams that fill the stores, one per kind. Each yields an object only after the store
@@ -38,6 +46,9 @@ pub struct WorldStreams {
     pub component_defs: BoxStream<'static, Result<ComponentDefinition, watcher::Error>>,
     pub trait_defs: BoxStream<'static, Result<TraitDefinition, watcher::Error>>,
     pub policy_defs: BoxStream<'static, Result<PolicyDefinition, watcher::Error>>,
+    pub guards: BoxStream<'static, Result<ValidatingAdmissionPolicy, watcher::Error>>,
+    pub guard_bindings:
+        BoxStream<'static, Result<ValidatingAdmissionPolicyBinding, watcher::Error>>,
 }
 
 fn reflected<K: Reflected>(
@@ -64,7 +75,7 @@ impl WorldStreams {
             })
             .await
         }
-        futures::future::join(
+        futures::future::join3(
             futures::future::join3(
                 run(self.trusts),
                 run(self.cluster_roles),
@@ -75,6 +86,7 @@ impl WorldStreams {
                 run(self.trait_defs),
                 run(self.policy_defs),
             ),
+            futures::future::join(run(self.guards), run(self.guard_bindings)),
         )
         .await;
     }
@@ -89,6 +101,8 @@ impl WorldStores {
         let (component_defs, c) = reflected::<ComponentDefinition>(client);
         let (trait_defs, tr) = reflected::<TraitDefinition>(client);
         let (policy_defs, p) = reflected::<PolicyDefinition>(client);
+        let (guards, g) = reflected::<ValidatingAdmissionPolicy>(client);
+        let (guard_bindings, gb) = reflected::<ValidatingAdmissionPolicyBinding>(client);
         let stores = WorldStores {
             trusts,
             cluster_roles,
@@ -96,7 +110,13 @@ impl WorldStores {
             component_defs,
             trait_defs,
             policy_defs,
+            guards,
+            guard_bindings,
             definitions_namespace: definitions_namespace.to_string(),
+            required_guards: crate::names::GUARD_POLICIES
+                .iter()
+                .map(|g| g.to_string())
+                .collect(),
         };
         let streams = WorldStreams {
             trusts: t,
@@ -105,6 +125,8 @@ impl WorldStores {
             component_defs: c,
             trait_defs: tr,
             policy_defs: p,
+            guards: g,
+            guard_bindings: gb,
         };
         (stores, streams)
     }
@@ -118,12 +140,14 @@ impl WorldStores {
             self.component_defs.wait_until_ready(),
         )
         .await;
-        let (e, f) = futures::future::join(
+        let (e, f, g, h) = futures::future::join4(
             self.trait_defs.wait_until_ready(),
             self.policy_defs.wait_until_ready(),
+            self.guards.wait_until_ready(),
+            self.guard_bindings.wait_until_ready(),
         )
         .await;
-        [a, b, c, d, e, f].iter().all(Result::is_ok)
+        [a, b, c, d, e, f, g, h].iter().all(Result::is_ok)
     }
 
     /// The world as the stores hold it now. A namespace without an object has no labels.
@@ -150,6 +174,7 @@ impl WorldStores {
                 .map(|n| (n.name_any(), n))
                 .collect(),
             missing_namespace: MissingNamespace::NoLabels,
+            missing_guards: self.missing_guards(),
             definitions: DefinitionCatalog {
                 components: self.component_defs.state(),
                 traits: self.trait_defs.state(),
@@ -159,6 +184,18 @@ impl WorldStores {
                 system_namespace: self.definitions_namespace.clone(),
             },
         }
+    }
+
+    /// The guard policies (`names::GUARD_POLICIES`) without their policy or binding in the cluster.
+    pub fn missing_guards(&self) -> Vec<String> {
+        self.required_guards
+            .iter()
+            .filter(|name| {
+                self.guards.get(&ObjectRef::new(name)).is_none()
+                    || self.guard_bindings.get(&ObjectRef::new(name)).is_none()
+            })
+            .cloned()
+            .collect()
     }
 
     /// A key that changes whenever a trust or ceiling changes (uid and resourceVersion of each).

@@ -64,6 +64,16 @@ pub async fn start_exchange(
     tls_dir: &std::path::Path,
     sink: Arc<MemoryAuditSink>,
 ) -> ExchangeServer {
+    start_exchange_with(admin, tls_dir, sink, None).await
+}
+
+/// As `start_exchange`, requiring `required_guards` instead of the shipped guard policies.
+pub async fn start_exchange_with(
+    admin: &Client,
+    tls_dir: &std::path::Path,
+    sink: Arc<MemoryAuditSink>,
+    required_guards: Option<Vec<String>>,
+) -> ExchangeServer {
     let args = ExchangeArgs {
         exchange_listen: "127.0.0.1:0".parse().unwrap(),
         exchange_tls_cert: Some(tls_dir.join("tls.crt")),
@@ -86,6 +96,7 @@ pub async fn start_exchange(
             instance: Some("exchange-test".into()),
             reap_gate: None,
             definitions_namespace: oam_trust::names::DEFAULT_DEFINITIONS_NAMESPACE.into(),
+            required_guards,
         },
     )
     .await
