@@ -625,24 +625,16 @@ async fn publish(
     let event = Event {
         type_,
         reason: reason.into(),
-        note: Some(truncate(note, 1000)),
+        note: Some(crate::runtime::events::truncate(
+            note,
+            crate::runtime::events::MAX_NOTE_BYTES,
+        )),
         action: action.into(),
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &app.object_ref(&())).await {
         tracing::warn!(error = %e, app = %app.name_any(), "publishing an Event failed");
     }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 fn key_of_ref(r: &ClusterObjectReference) -> ObjectKey {

@@ -6,6 +6,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kube::Resource;
+
+use crate::runtime::events::{MAX_NOTE_BYTES, truncate};
 use kube::runtime::events::{Event, EventType, Recorder};
 
 use super::audit::AuditRecord;
@@ -108,7 +110,7 @@ impl TokenEvents {
         let event = Event {
             type_,
             reason: reason.into(),
-            note: Some(truncate(&note, 1000)),
+            note: Some(truncate(&note, MAX_NOTE_BYTES)),
             action: "TokenExchange".into(),
             secondary: None,
         };
@@ -117,29 +119,5 @@ impl TokenEvents {
                 tracing::warn!(error = %e, "publishing a token exchange Event failed");
             }
         });
-    }
-}
-
-/// At most `max` bytes of `s` (cut at a character boundary), with `…` when cut.
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn notes_are_cut_at_character_boundaries() {
-        assert_eq!(truncate("short", 10), "short");
-        assert_eq!(truncate("abcdef", 3), "abc…");
-        assert_eq!(truncate("aé", 2), "a…", "é is two bytes: cut before it");
     }
 }

@@ -9,6 +9,7 @@
 //! metrics registry (`metrics`), leader election and the write gate (`leader`), and reflector stores
 //! that survive malformed objects (`reflect`). `controller` and `federation` use them and never import
 //! each other.
+pub mod events;
 pub mod health;
 pub mod leader;
 pub mod metrics;
