@@ -119,6 +119,7 @@ pub async fn run(c: Controllers) -> anyhow::Result<()> {
             keys: c.keys.clone(),
             metrics: c.metrics.clone(),
             gate: c.gate.clone(),
+            world: world.clone(),
         }),
     )
     .for_each(|_| async {});

@@ -31,7 +31,12 @@ pub struct Context {
     pub metrics: Arc<crate::runtime::metrics::Metrics>,
     /// Followers refresh keys (the exchange needs them) but leave status to the leader.
     pub gate: crate::runtime::leader::WriteGate,
+    /// Whether the guard admission policies are installed (`AdmissionPoliciesReady`).
+    pub world: crate::runtime::world::WorldStores,
 }
+
+/// How often a trust whose guard policies are missing is looked at again.
+pub const GUARD_RECHECK: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -110,10 +115,39 @@ async fn reconcile_inner(trust: &GitLabTrust, ctx: &Context) -> Result<Action, E
             (ready, status.key_ids, status.last_fetch)
         }
     };
+    // Grants that write get no token while a guard policy is missing: say so on the trust too.
+    let missing = match tokio::time::timeout(Duration::from_secs(30), ctx.world.ready()).await {
+        Ok(true) => ctx.world.missing_guards(),
+        _ => return Ok(Action::requeue(Duration::from_secs(5))),
+    };
+    let guards = if missing.is_empty() {
+        Desired::new(
+            "AdmissionPoliciesReady",
+            true,
+            "Installed",
+            format!("installed: {}", names::GUARD_POLICIES.join(", ")),
+        )
+    } else {
+        tracing::warn!(trust = %trust.name_any(), missing = ?missing, "guard admission policies missing");
+        Desired::new(
+            "AdmissionPoliciesReady",
+            false,
+            "Missing",
+            format!(
+                "not installed: {}; no token is issued for grants that write (deploy, manage) until they are",
+                missing.join(", ")
+            ),
+        )
+    };
     let generation = trust.metadata.generation;
     let last_key_fetch = last_fetch.map(to_time).or(old.last_key_fetch.clone());
     let status = GitLabTrustStatus {
-        conditions: conditions::merge(&old.conditions, &[ready], generation, Timestamp::now()),
+        conditions: conditions::merge(
+            &old.conditions,
+            &[ready, guards.clone()],
+            generation,
+            Timestamp::now(),
+        ),
         key_count: Some(key_ids.len() as i32),
         keys: key_ids,
         last_key_fetch,
@@ -142,7 +176,11 @@ async fn reconcile_inner(trust: &GitLabTrust, ctx: &Context) -> Result<Action, E
                 source: Box::new(e),
             })?;
     }
-    Ok(Action::requeue(REFRESH_INTERVAL))
+    Ok(Action::requeue(if guards.status {
+        REFRESH_INTERVAL
+    } else {
+        GUARD_RECHECK
+    }))
 }
 
 fn describe(source: &KeySource) -> String {
