@@ -432,7 +432,7 @@ mod tests {
             "metadata": {"name": "a", "namespace": "ns"}, "spec": {"components": []}
         }))
         .unwrap();
-        assert!(guard_params(&app, &refused()).is_none());
+        assert!(guard_params(&app, &refused(), &[]).is_none());
         assert!(!has_declarations(&app));
     }
 }
