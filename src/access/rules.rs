@@ -1,6 +1,7 @@
 //! The RBAC rules of a declaration: preset rules scoped with resourceNames to the Application's own
 //! objects, or explicit rules; then the trust's ceiling (all-or-nothing for explicit rules, trimmed
-//! verb by verb for `manage`).
+//! verb by verb for `manage`). Only `deploy` writes the Application: an explicit rule that would is
+//! refused, `manage` only reads it.
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
