@@ -187,7 +187,13 @@ async fn main() {
         },
         &Metrics::default(),
         Arc::new(KeyCaches::default()),
-        ExchangeOptions::default(),
+        ExchangeOptions {
+            // The harness installs no admission policies; the guard check it skips is one lookup
+            // in a store per exchange.
+            required_guards: Some(Vec::new()),
+            definitions_namespace: oam_trust::names::DEFAULT_DEFINITIONS_NAMESPACE.into(),
+            ..ExchangeOptions::default()
+        },
     )
     .await
     .unwrap();

@@ -91,7 +91,7 @@ say "issuer: $ISSUER"
 step "Installing CRDs, the gitlab-access definitions, a GitLabTrust, the ceiling and the deploy guard"
 "$OAM" crd | kubectl apply --server-side -f - >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
-kubectl apply --server-side -f config/definitions/gitlab-access.yaml -f config/ceiling.yaml -f config/admission/deploy-guard.yaml >/dev/null
+kubectl apply --server-side -f config/definitions/gitlab-access.yaml -f config/ceiling.yaml -f config/admission/deploy-guard.yaml -f config/admission/grant-guard.yaml >/dev/null
 CA_INDENTED="$(sed 's/^/      /' "$D/demo/issuer-ca.pem")"
 kubectl apply --server-side -f - >/dev/null <<EOF
 apiVersion: oam-trust.dev/v1alpha1

@@ -312,8 +312,9 @@ pub fn render_all(manifests: &Manifests) -> anyhow::Result<(Vec<Value>, Vec<Stri
             .derive(app)
             .with_context(|| format!("application {name:?}"))?;
         let set = &derived.grants;
+        let grant_objects = crate::access::objects::objects_of(app, set, &derived.rendered);
         objects.extend(derived.rendered.into_iter().map(|o| o.object));
-        objects.extend(crate::access::objects::objects_of(app, set));
+        objects.extend(grant_objects);
         for refusal in &set.refusals {
             notes.push(format!(
                 "refused: application {name:?} {}: {}",

@@ -64,10 +64,15 @@ pub const ANNOTATION_GRANT_ID: &str = "oam-trust.dev/grant-id";
 pub const ANNOTATION_TRUST: &str = "oam-trust.dev/trust";
 /// Label selecting the deploy guard's parameter ConfigMaps (`config/admission/deploy-guard.yaml`).
 pub const LABEL_DEPLOY_GUARD: &str = "oam-trust.dev/deploy-guard";
-/// The ValidatingAdmissionPolicies (each with a binding of the same name) that bound grant identities
-/// beyond RBAC. While one is missing, no token is issued for a grant that writes (`deploy`, `manage`,
-/// explicit rules with write verbs), and the Application says why.
-pub const GUARD_POLICIES: &[&str] = &["oam-trust-deploy-guard"];
+/// The ValidatingAdmissionPolicyBindings (`config/admission/`) that bound grant identities beyond RBAC;
+/// each counts as installed when it and the policy it binds exist. While one is missing, no token is
+/// issued for a grant that writes (`deploy`, `manage`, explicit rules with write verbs), and the
+/// Application and the trust say why.
+pub const GUARD_BINDINGS: &[&str] = &[
+    "oam-trust-deploy-guard",
+    "oam-trust-grant-guard",
+    "oam-trust-grant-guard-params",
+];
 /// Deploy-guard ConfigMap key holding the Application name the parameters are about.
 pub const GUARD_KEY_APPLICATION: &str = "application";
 

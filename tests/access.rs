@@ -551,9 +551,10 @@ async fn manage_preset_writes_exactly_the_applications_objects() {
         .await,
         "manage creates the rendered kinds (RBAC cannot restrict create by name)"
     );
+    // manage only reads the Application: only deploy writes it, through the deploy guard.
     assert_eq!(
         verbs_on(&token, "core.oam.dev", "applications", &s.ns, "shop").await,
-        set(&["get", "list", "watch", "update", "patch"])
+        set(&["get", "list", "watch"])
     );
     assert!(
         !support::can_i(

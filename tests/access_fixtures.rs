@@ -485,3 +485,81 @@ fn gitlab_access_definitions_are_discoverable() {
         serde_json::json!(["*"])
     );
 }
+
+#[test]
+fn guard_parameters_name_every_grant_and_the_rendered_service_accounts() {
+    let loaded = load("presets.yaml");
+    let object = |component: &str, v: Value| RenderedObject {
+        component: Some(component.into()),
+        object: v,
+    };
+    let rendered = vec![
+        object(
+            "web",
+            serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": "team-a"},
+                "spec": {"template": {"spec": {"serviceAccountName": "web-sa", "containers": []}}}}),
+        ),
+        object(
+            "worker",
+            serde_json::json!({"apiVersion": "batch/v1", "kind": "CronJob",
+                "metadata": {"name": "nightly", "namespace": "team-a"},
+                "spec": {"jobTemplate": {"spec": {"template": {"spec": {"serviceAccount": "batch-sa"}}}}}}),
+        ),
+        object(
+            "worker",
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                "spec": {"serviceAccountName": "default"}}),
+        ),
+        // Another namespace's pod and a non-pod kind say nothing about this namespace's pods.
+        object(
+            "worker",
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "q", "namespace": "elsewhere"},
+                "spec": {"serviceAccountName": "far-sa"}}),
+        ),
+        object(
+            "worker",
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+                "spec": {"serviceAccountName": "not-a-pod"}}),
+        ),
+    ];
+    let cm = oam_trust::access::objects::guard_params(
+        &loaded.fixture.application,
+        &loaded.set,
+        &rendered,
+    )
+    .expect("an Application with grants has guard parameters");
+    let sa = |id: &str| loaded.set.grant(id).unwrap().name.clone();
+    let user = |id: &str| format!("user:system:serviceaccount:team-a:{}", sa(id));
+    let deploy = sa("policy/ci-deploy");
+    let mut everyone: Vec<String> = [
+        "policy/ci-deploy",
+        "policy/2",
+        "component/web/trait/1",
+        "component/worker/trait/0",
+    ]
+    .iter()
+    .map(|id| user(id))
+    .collect();
+    everyone.sort();
+    let want: BTreeMap<String, String> = [
+        ("application".to_string(), "shop".to_string()),
+        (format!("{deploy}.principals"), user("policy/ci-deploy")),
+        (format!("{deploy}.components"), "*".to_string()),
+        ("grant-principals".to_string(), everyone.join(",")),
+        ("serviceAccounts.web".to_string(), "web-sa".to_string()),
+        ("serviceAccounts.worker".to_string(), "batch-sa".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(cm.data.unwrap(), want);
+    assert_eq!(
+        cm.metadata
+            .labels
+            .unwrap()
+            .get("oam-trust.dev/deploy-guard")
+            .map(String::as_str),
+        Some("params")
+    );
+}

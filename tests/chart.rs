@@ -809,30 +809,42 @@ fn chart_crds_are_the_generated_crds() {
 
 #[test]
 fn the_deploy_admission_policy_is_config_verbatim() {
-    let source = root().join("config/admission/deploy-guard.yaml");
-    let copy = chart_path("files/deploy-guard.yaml");
-    let text = std::fs::read_to_string(&source).expect("config/admission/deploy-guard.yaml ships");
-    assert_eq!(
-        std::fs::read_to_string(&copy).ok().as_deref(),
-        Some(text.as_str()),
-        "cp config/admission/deploy-guard.yaml charts/oam-trust/files/deploy-guard.yaml"
-    );
+    // Both admission policies ship as config/admission/<name>.yaml, copied byte for byte.
     let rendered = render("prod", "oam-system", &[]);
-    let expected = parse_docs(&text);
-    assert!(!expected.is_empty());
-    for obj in &expected {
-        assert!(
-            rendered.contains(obj),
-            "not rendered verbatim: {}",
-            obj["metadata"]["name"]
-        );
-    }
     let off = render(
         "prod",
         "oam-system",
         &["--set", "admissionPolicy.enabled=false"],
     );
-    assert!(expected.iter().all(|o| !off.contains(o)));
+    for name in ["deploy-guard.yaml", "grant-guard.yaml"] {
+        let source = root().join("config/admission").join(name);
+        let copy = chart_path(&format!("files/{name}"));
+        let text = std::fs::read_to_string(&source)
+            .unwrap_or_else(|e| panic!("config/admission/{name} ships: {e}"));
+        assert_eq!(
+            std::fs::read_to_string(&copy).ok().as_deref(),
+            Some(text.as_str()),
+            "cp config/admission/{name} charts/oam-trust/files/{name}"
+        );
+        let expected = parse_docs(&text);
+        assert!(!expected.is_empty(), "{name} holds objects");
+        for obj in &expected {
+            assert!(
+                rendered.contains(obj),
+                "{name}: not rendered verbatim: {}",
+                obj["metadata"]["name"]
+            );
+        }
+        assert!(expected.iter().all(|o| !off.contains(o)), "{name}");
+    }
+    let policies: Vec<&str> = of_kind(&rendered, "ValidatingAdmissionPolicy")
+        .iter()
+        .filter_map(|p| p["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        policies,
+        ["oam-trust-deploy-guard", "oam-trust-grant-guard"]
+    );
 }
 
 /// One install of the chart and one operator running under its ServiceAccount, per test binary.

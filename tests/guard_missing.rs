@@ -16,7 +16,7 @@ async fn without_every_guard_policy_no_token_is_issued_for_a_grant_that_writes()
     let w = world("guard-missing", Declarations::default()).await;
     let missing = "oam-trust-guard-that-is-not-installed";
     let guards = vec![
-        oam_trust::names::GUARD_POLICIES[0].to_string(),
+        oam_trust::names::GUARD_BINDINGS[0].to_string(),
         missing.to_string(),
     ];
     let sink = Arc::new(MemoryAuditSink::default());

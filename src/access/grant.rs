@@ -12,12 +12,14 @@
 //! - `deploy`: read + patch/update of the Application itself (the admission policy elsewhere limits
 //!   the patch to component images).
 //! - `manage`: read + update/patch/delete of the rendered objects (resourceNames) + create of their
-//!   kinds. RBAC cannot restrict create by name, so create is namespace-wide for those kinds;
+//!   kinds; only read on the Application (only `deploy` writes it). RBAC cannot restrict create by name, so create is namespace-wide for those kinds;
 //!   deletecollection is never granted (it cannot be restricted by name either). Manage is trimmed to
 //!   the ceiling: verbs the ceiling does not cover are dropped with a warning.
 //!
 //! Presets never grant Secrets, ServiceAccount tokens, RBAC/admission/CRD kinds or cluster-scoped
-//! objects, and cover a component trait's own component only. Explicit `rules` are all-or-nothing:
+//! objects, and cover a component trait's own component only. Explicit `rules` never write the
+//! Application (`ApplicationWrite`: a write verb on `applications`, `*` or a subresource of them in
+//! `core.oam.dev` or `*`). Explicit `rules` are all-or-nothing:
 //! every atom must be within the trust's ceiling, and a trust without a ceiling refuses `manage` and
 //! `rules`.
 use std::collections::{BTreeMap, BTreeSet};
@@ -159,6 +161,16 @@ pub enum RefusalReason {
     ClusterScopedRule { rule: usize, resource: String },
     #[error("duplicate declaration id {id:?}")]
     DuplicateDeclaration { id: String },
+    #[error(
+        "rule {rule} grants {verb:?} on {resource:?} of core.oam.dev: explicit rules never write \
+         Applications (that would let a job rewrite its own grants); use access: deploy, which may \
+         change only component images"
+    )]
+    ApplicationWrite {
+        rule: usize,
+        verb: String,
+        resource: String,
+    },
 }
 
 pub(super) fn list(atoms: &[RuleAtom]) -> String {

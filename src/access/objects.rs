@@ -1,7 +1,8 @@
 //! The Kubernetes objects of a grant: the ServiceAccount, Role and RoleBinding sharing one name, with
-//! the labels, annotations and ownerReference that tie them to their Application; and the deploy
-//! guard's parameter ConfigMap, which the admission policy reads to know who holds `deploy`.
-use std::collections::BTreeMap;
+//! the labels, annotations and ownerReference that tie them to their Application; and the guards'
+//! parameter ConfigMap, which the admission policies (`config/admission/`) read to know who holds
+//! which grant and which ServiceAccounts the Application's pods run as.
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject as RbacSubject};
@@ -14,12 +15,14 @@ use serde_json::Value;
 
 use super::declaration::Declaration;
 use super::grant::{Grant, GrantSet};
+use super::kinds;
 use crate::api::access::{Access, Preset};
 use crate::api::oam::Application;
 use crate::names::{
     self, ANNOTATION_GRANT_ID, ANNOTATION_TRUST, GUARD_KEY_APPLICATION, LABEL_DEPLOY_GUARD,
     LABEL_GRANT,
 };
+use crate::render::RenderedObject;
 
 /// The three objects of one grant.
 pub(super) struct GrantObjects {
@@ -133,11 +136,12 @@ fn object_meta(app: &Application, name: &str, decl: &Declaration, trust: &str) -
     }
 }
 
-/// The grant objects of `set` in apply order: the guard's parameters first, so no deploy binding
-/// exists without them, then each grant's ServiceAccount, Role and RoleBinding. Pure.
-pub fn objects_of(app: &Application, set: &GrantSet) -> Vec<Value> {
+/// The grant objects of `set` in apply order: the guards' parameters first, so no grant binding
+/// exists without them, then each grant's ServiceAccount, Role and RoleBinding. `rendered` is what
+/// the Application renders to (the ServiceAccounts its pods run as). Pure.
+pub fn objects_of(app: &Application, set: &GrantSet, rendered: &[RenderedObject]) -> Vec<Value> {
     let mut out = Vec::new();
-    out.extend(guard_params(app, set).map(|cm| typed(&cm)));
+    out.extend(guard_params(app, set, rendered).map(|cm| typed(&cm)));
     for grant in &set.grants {
         out.push(typed(&grant.service_account));
         out.push(typed(&grant.role));
@@ -168,22 +172,40 @@ fn strip_nulls(v: &Value) -> Value {
     }
 }
 
-/// Name of an Application's deploy guard parameter ConfigMap.
+/// Name of an Application's guard parameter ConfigMap.
 pub fn guard_config_map_name(app: &str) -> String {
     format!("oam-trust.deploy-guard.{app}")
 }
 
-/// The deploy guard's parameters for one Application: for every `deploy` grant, who holds it
-/// (`<grant>.principals`: `user:<name>` and `group:<name>`, comma-separated) and which components it
-/// covers (`<grant>.components`: names, or `*` for the whole Application). Written whenever the
-/// Application has a grant, so a namespace with grants always has parameters for the policy.
-pub fn guard_params(app: &Application, set: &GrantSet) -> Option<ConfigMap> {
+/// Key of the guard parameters listing every grant's principals (the grant guard's "who is a grant
+/// identity of this Application"). Deliberately not ending in `.principals`: that suffix is the
+/// deploy guard's, for `deploy` grants only.
+pub const GUARD_KEY_GRANT_PRINCIPALS: &str = "grant-principals";
+/// Prefix of the guard parameter keys naming the ServiceAccounts a component's pods run as.
+pub const GUARD_KEY_SERVICE_ACCOUNTS: &str = "serviceAccounts.";
+
+/// The guards' parameters for one Application (`config/admission/deploy-guard.yaml` documents the
+/// keys):
+/// - for every `deploy` grant, who holds it (`<grant>.principals`: `user:<name>` and
+///   `group:<name>`, comma-separated) and which components it covers (`<grant>.components`: names,
+///   or `*` for the whole Application) — the deploy guard;
+/// - every grant's principals, whatever its access (`grant-principals`), and per component the
+///   non-default ServiceAccounts its rendered pods and pod templates run as
+///   (`serviceAccounts.<component>`, comma-separated) — the grant guard.
+///
+/// Written whenever the Application has a grant, so a namespace with grants always has parameters.
+pub fn guard_params(
+    app: &Application,
+    set: &GrantSet,
+    rendered: &[RenderedObject],
+) -> Option<ConfigMap> {
     if set.grants.is_empty() {
         return None;
     }
     let ns = names::namespace_of(app).to_string();
     let mut data = BTreeMap::from([(GUARD_KEY_APPLICATION.to_string(), app.name_any())]);
-    for grant in set.grants.iter().filter(|g| is_deploy(g)) {
+    let mut everyone = BTreeSet::new();
+    for grant in &set.grants {
         let mut principals = vec![format!(
             "user:system:serviceaccount:{ns}:{}",
             grant
@@ -194,10 +216,23 @@ pub fn guard_params(app: &Application, set: &GrantSet) -> Option<ConfigMap> {
                 .unwrap_or(&grant.name)
         )];
         principals.extend(grant.agent_groups.iter().map(|g| format!("group:{g}")));
-        data.insert(format!("{}.principals", grant.name), principals.join(","));
+        everyone.extend(principals.iter().cloned());
+        if is_deploy(grant) {
+            data.insert(format!("{}.principals", grant.name), principals.join(","));
+            data.insert(
+                format!("{}.components", grant.name),
+                grant.component.clone().unwrap_or_else(|| "*".into()),
+            );
+        }
+    }
+    data.insert(
+        GUARD_KEY_GRANT_PRINCIPALS.to_string(),
+        everyone.into_iter().collect::<Vec<_>>().join(","),
+    );
+    for (component, accounts) in service_accounts(&ns, rendered) {
         data.insert(
-            format!("{}.components", grant.name),
-            grant.component.clone().unwrap_or_else(|| "*".into()),
+            format!("{GUARD_KEY_SERVICE_ACCOUNTS}{component}"),
+            accounts.into_iter().collect::<Vec<_>>().join(","),
         );
     }
     Some(ConfigMap {
@@ -219,6 +254,52 @@ pub fn guard_params(app: &Application, set: &GrantSet) -> Option<ConfigMap> {
         data: Some(data),
         ..Default::default()
     })
+}
+
+/// Per component, the ServiceAccounts other than `default` that its rendered Pods and pod templates
+/// (Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, CronJob) in `namespace` run as. Components
+/// whose names are no ConfigMap key are left out: the grant guard then allows only `default`.
+fn service_accounts(
+    namespace: &str,
+    rendered: &[RenderedObject],
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for object in rendered {
+        let Some(component) = object.component.as_deref() else {
+            continue;
+        };
+        if object.namespace().is_some_and(|n| n != namespace) || !is_config_map_key(component) {
+            continue;
+        }
+        let spec = &object.object["spec"];
+        let pod_spec = match (kinds::group_of(object.api_version()), object.kind()) {
+            ("", "Pod") => spec,
+            ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")
+            | ("batch", "Job") => &spec["template"]["spec"],
+            ("batch", "CronJob") => &spec["jobTemplate"]["spec"]["template"]["spec"],
+            _ => continue,
+        };
+        let account = ["serviceAccountName", "serviceAccount"]
+            .iter()
+            .filter_map(|k| pod_spec[k].as_str())
+            .find(|s| !s.is_empty())
+            .unwrap_or("default");
+        if account != "default" {
+            out.entry(component.to_string())
+                .or_default()
+                .insert(account.to_string());
+        }
+    }
+    out
+}
+
+/// `[-._a-zA-Z0-9]+`, what the API server accepts as a ConfigMap key (with the prefix, ≤ 253).
+fn is_config_map_key(component: &str) -> bool {
+    !component.is_empty()
+        && component.len() + GUARD_KEY_SERVICE_ACCOUNTS.len() <= 253
+        && component
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 fn is_deploy(grant: &Grant) -> bool {

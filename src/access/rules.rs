@@ -1,6 +1,7 @@
 //! The RBAC rules of a declaration: preset rules scoped with resourceNames to the Application's own
 //! objects, or explicit rules; then the trust's ceiling (all-or-nothing for explicit rules, trimmed
-//! verb by verb for `manage`).
+//! verb by verb for `manage`). Only `deploy` writes the Application: an explicit rule that would is
+//! refused, `manage` only reads it.
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::rbac::v1::PolicyRule;
@@ -14,6 +15,15 @@ use crate::names;
 
 const READ_VERBS: &[&str] = &["get", "list", "watch"];
 const APPLICATIONS: &str = "applications";
+/// Verbs that change an object (or many): never granted on the Application except through `deploy`.
+const WRITE_VERBS: &[&str] = &[
+    "create",
+    "update",
+    "patch",
+    "delete",
+    "deletecollection",
+    "*",
+];
 
 /// (group, resource) -> names of the objects a preset may cover.
 pub type ObjectNames = BTreeMap<(String, String), BTreeSet<String>>;
@@ -84,9 +94,11 @@ pub fn preset_rules(preset: Preset, application: &str, objects: &ObjectNames) ->
             rules.push(rule(group, resource, &["create"], None));
         }
     }
+    // Only `deploy` writes the Application, and only through the deploy guard (images of its
+    // components); `manage` operates the rendered objects but never edits the declarations behind them.
     let app_verbs: &[&str] = match preset {
-        Preset::Read => READ_VERBS,
-        Preset::Deploy | Preset::Manage => &["get", "list", "watch", "patch", "update"],
+        Preset::Read | Preset::Manage => READ_VERBS,
+        Preset::Deploy => &["get", "list", "watch", "patch", "update"],
     };
     rules.push(rule(
         names::OAM_GROUP,
@@ -112,6 +124,18 @@ fn explicit_rules(rules: &[AccessRule]) -> Result<Vec<PolicyRule>, RefusalReason
         if r.verbs.is_empty() || r.verbs.iter().any(String::is_empty) {
             return Err(invalid("verbs"));
         }
+        if let Some(verb) = r.verbs.iter().find(|v| WRITE_VERBS.contains(&v.as_str()))
+            && let Some(resource) = r.resources.iter().find(|res| covers_applications(res))
+            && r.api_groups
+                .iter()
+                .any(|g| g == names::OAM_GROUP || g == "*")
+        {
+            return Err(RefusalReason::ApplicationWrite {
+                rule: i,
+                verb: verb.clone(),
+                resource: resource.clone(),
+            });
+        }
         for group in &r.api_groups {
             for resource in &r.resources {
                 if kinds::is_cluster_scoped(group, resource) {
@@ -136,6 +160,12 @@ fn explicit_rules(rules: &[AccessRule]) -> Result<Vec<PolicyRule>, RefusalReason
         });
     }
     Ok(out)
+}
+
+/// Whether an RBAC resource names the Application or one of its subresources (`*`, `*/status`, …).
+fn covers_applications(resource: &str) -> bool {
+    let base = resource.split('/').next().unwrap_or(resource);
+    base == APPLICATIONS || base == "*"
 }
 
 pub(super) fn granted_rules(

@@ -44,7 +44,7 @@ pub struct World {
     pub namespaces: BTreeMap<String, Arc<Namespace>>,
     pub missing_namespace: MissingNamespace,
     pub definitions: DefinitionCatalog,
-    /// Guard admission policies (`names::GUARD_POLICIES`) that are not installed: while any is, grants
+    /// Guard admission policies (`names::GUARD_BINDINGS`) that are not installed: while any is, grants
     /// that write are not usable (no token is issued for them). Offline, none is missing.
     pub missing_guards: Vec<String>,
 }

@@ -273,6 +273,7 @@ pub fn refusal_reason(reason: &RefusalReason) -> &'static str {
         RefusalReason::BeyondCeiling { .. } => "BeyondCeiling",
         RefusalReason::ClusterScopedRule { .. } => "ClusterScopedRule",
         RefusalReason::DuplicateDeclaration { .. } => "DuplicateDeclaration",
+        RefusalReason::ApplicationWrite { .. } => "ApplicationWrite",
     }
 }
 
@@ -437,6 +438,33 @@ mod tests {
     }
 
     #[test]
+    fn a_declaration_writing_the_application_is_denied_with_its_reason() {
+        let set = GrantSet {
+            refusals: vec![Refusal {
+                declaration: "policy/ci".into(),
+                reason: RefusalReason::ApplicationWrite {
+                    rule: 0,
+                    verb: "patch".into(),
+                    resource: "applications".into(),
+                },
+            }],
+            ..Default::default()
+        };
+        let report = report_of(&set, None);
+        let denied = &report.conditions[1];
+        assert_eq!(
+            (denied.type_, denied.status, denied.reason.as_str()),
+            (ACCESS_DENIED, true, "ApplicationWrite")
+        );
+        assert_eq!(
+            denied.message,
+            "policy/ci: rule 0 grants \"patch\" on \"applications\" of core.oam.dev: explicit rules \
+             never write Applications (that would let a job rewrite its own grants); use access: \
+             deploy, which may change only component images"
+        );
+    }
+
+    #[test]
     fn an_apply_error_is_not_ready_and_retried() {
         let report = report_of(
             &GrantSet::default(),
@@ -456,7 +484,7 @@ mod tests {
             "metadata": {"name": "a", "namespace": "ns"}, "spec": {"components": []}
         }))
         .unwrap();
-        assert!(guard_params(&app, &refused()).is_none());
+        assert!(guard_params(&app, &refused(), &[]).is_none());
         assert!(!has_declarations(&app));
     }
 }

@@ -160,7 +160,11 @@ pub fn build(app: &Application, world: &World) -> Built {
         .collect();
     match world.derive(app) {
         Ok(derived) => Built {
-            grant_objects: crate::access::objects::objects_of(app, &derived.grants),
+            grant_objects: crate::access::objects::objects_of(
+                app,
+                &derived.grants,
+                &derived.rendered,
+            ),
             rendered: Ok(derived.rendered),
             grants: derived.grants,
             definitions,

@@ -125,7 +125,7 @@ async fn reconcile_inner(trust: &GitLabTrust, ctx: &Context) -> Result<Action, E
             "AdmissionPoliciesReady",
             true,
             "Installed",
-            format!("installed: {}", names::GUARD_POLICIES.join(", ")),
+            format!("installed: {}", names::GUARD_BINDINGS.join(", ")),
         )
     } else {
         tracing::warn!(trust = %trust.name_any(), missing = ?missing, "guard admission policies missing");

@@ -49,7 +49,7 @@ pub struct ExchangeOptions {
     /// The system definitions namespace (`--definitions-namespace`).
     pub definitions_namespace: String,
     /// Guard policies that must be installed before a grant that writes gets a token; `None` for
-    /// `names::GUARD_POLICIES` (tests name others).
+    /// `names::GUARD_BINDINGS` (tests name others).
     pub required_guards: Option<Vec<String>>,
 }
 

@@ -27,12 +27,12 @@ pub struct WorldStores {
     pub component_defs: Store<ComponentDefinition>,
     pub trait_defs: Store<TraitDefinition>,
     pub policy_defs: Store<PolicyDefinition>,
-    /// The admission policies that bound grant identities (`names::GUARD_POLICIES`), and their bindings.
+    /// The admission policies that bound grant identities (`names::GUARD_BINDINGS`), and their bindings.
     pub guards: Store<ValidatingAdmissionPolicy>,
     pub guard_bindings: Store<ValidatingAdmissionPolicyBinding>,
     /// The system definitions namespace: its definitions are visible to every namespace.
     pub definitions_namespace: String,
-    /// The guard policies that must be installed (`names::GUARD_POLICIES`; tests name others).
+    /// The guard policies that must be installed (`names::GUARD_BINDINGS`; tests name others).
     pub required_guards: Vec<String>,
 }
 
@@ -113,7 +113,7 @@ impl WorldStores {
             guards,
             guard_bindings,
             definitions_namespace: definitions_namespace.to_string(),
-            required_guards: crate::names::GUARD_POLICIES
+            required_guards: crate::names::GUARD_BINDINGS
                 .iter()
                 .map(|g| g.to_string())
                 .collect(),
@@ -186,13 +186,16 @@ impl WorldStores {
         }
     }
 
-    /// The guard policies (`names::GUARD_POLICIES`) without their policy or binding in the cluster.
+    /// The guard policies (`names::GUARD_BINDINGS`) without their policy or binding in the cluster.
     pub fn missing_guards(&self) -> Vec<String> {
         self.required_guards
             .iter()
             .filter(|name| {
-                self.guards.get(&ObjectRef::new(name)).is_none()
-                    || self.guard_bindings.get(&ObjectRef::new(name)).is_none()
+                let binding = self.guard_bindings.get(&ObjectRef::new(name));
+                let policy = binding
+                    .as_ref()
+                    .and_then(|b| b.spec.as_ref()?.policy_name.clone());
+                policy.is_none_or(|p| self.guards.get(&ObjectRef::new(&p)).is_none())
             })
             .cloned()
             .collect()

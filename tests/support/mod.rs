@@ -375,17 +375,21 @@ pub async fn wait_app(
 
 static GUARD: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
-/// Installs the deploy guard exactly as shipped (config/admission/deploy-guard.yaml), once.
+/// Installs the guard admission policies exactly as shipped (config/admission/*.yaml), once, and
+/// waits until the deploy guard judges requests. (Without every guard, the exchange issues no token
+/// for a grant that writes.) Bindings are never deleted: the API server's shared ConfigMap parameter
+/// informer stops when the last binding using it goes.
 pub async fn install_deploy_guard(client: &Client) {
     GUARD
         .get_or_init(|| async {
-            let path = concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/config/admission/deploy-guard.yaml"
-            );
-            let text = std::fs::read_to_string(path).unwrap();
             let pp = PatchParams::apply("oam-trust-tests").force();
-            for doc in oam_trust::manifest::parse_documents(&text).unwrap() {
+            let mut docs = Vec::new();
+            for file in ["deploy-guard.yaml", "grant-guard.yaml"] {
+                let path = format!("{}/config/admission/{file}", env!("CARGO_MANIFEST_DIR"));
+                let text = std::fs::read_to_string(path).unwrap();
+                docs.extend(oam_trust::manifest::parse_documents(&text).unwrap());
+            }
+            for doc in docs {
                 let name = doc["metadata"]["name"].as_str().unwrap().to_string();
                 match doc["kind"].as_str().unwrap() {
                     "ValidatingAdmissionPolicy" => {
@@ -400,7 +404,7 @@ pub async fn install_deploy_guard(client: &Client) {
                             .await
                             .expect("the API server accepts the deploy guard binding");
                     }
-                    other => panic!("unexpected kind {other} in deploy-guard.yaml"),
+                    other => panic!("unexpected kind {other} in config/admission/"),
                 }
             }
             // The policy reaches the admission plugin asynchronously: probe until it refuses.
