@@ -70,6 +70,7 @@ pub const LABEL_DEPLOY_GUARD: &str = "oam-trust.dev/deploy-guard";
 /// Application and the trust say why.
 pub const GUARD_BINDINGS: &[&str] = &[
     "oam-trust-deploy-guard",
+    "oam-trust-deploy-guard-base",
     "oam-trust-grant-guard",
     "oam-trust-grant-guard-params",
 ];

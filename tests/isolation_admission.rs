@@ -676,7 +676,8 @@ async fn without_parameters_a_grant_identity_still_gets_no_secrets_and_no_other_
     .unwrap();
     let role: Role = serde_json::from_value(json!({
         "metadata": {"name": grant},
-        "rules": [{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "patch", "update", "create"]}]
+        "rules": [{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "patch", "update", "create"]},
+                  {"apiGroups": ["core.oam.dev"], "resources": ["applications"], "resourceNames": ["lone"], "verbs": ["get", "patch"]}]
     }))
     .unwrap();
     Api::<Role>::namespaced(client.clone(), &ns)
@@ -723,6 +724,26 @@ async fn without_parameters_a_grant_identity_still_gets_no_secrets_and_no_other_
         allowed,
         "the RoleBinding lets the token restart the Deployment"
     );
+    // The deploy guard fails closed without parameters: its base binding lets a grant identity change
+    // component images and nothing else of the Application.
+    let apps = Api::<oam_trust::api::oam::Application>::namespaced(token.clone(), &ns);
+    let image = json!({"spec": {"components": [{"name": "web", "type": "webservice", "properties": {"image": "nginx:2"}}]}});
+    apps.patch("lone", &pp, &Patch::Merge(&image))
+        .await
+        .expect("an image change passes the base binding");
+    let trait_ = json!({"spec": {"components": [{"name": "web", "type": "webservice", "properties": {"image": "nginx:2"},
+        "traits": [{"type": "scaler", "properties": {"replicas": 9}}]}]}});
+    match apps.patch("lone", &pp, &Patch::Merge(&trait_)).await {
+        Err(kube::Error::Api(s)) => assert!(
+            s.code == 403
+                && s.message.contains("binding 'oam-trust-deploy-guard-base'")
+                && s.message.ends_with(
+                    "Application lone: a grant identity may change only component images; traits cannot change"
+                ),
+            "{s:?}"
+        ),
+        other => panic!("a trait change without parameters must be refused: {other:?}"),
+    }
     assert_refused(
         mine.patch(
             "web",

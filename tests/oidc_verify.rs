@@ -360,13 +360,7 @@ async fn rejects_tokens_living_longer_than_max_token_age() {
         .unwrap();
     let err = verify(&token, &trust(&issuer), &keys(&issuer), now()).unwrap_err();
     assert!(
-        matches!(
-            err,
-            VerifyError::LifetimeTooLong {
-                max_secs: 3600,
-                ..
-            }
-        ),
+        matches!(err, VerifyError::LifetimeTooLong { max_secs: 3600, .. }),
         "{err:?}"
     );
 }
