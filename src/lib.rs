@@ -13,6 +13,7 @@ pub mod dev_issuer;
 pub mod duration;
 pub mod explain;
 pub mod federation;
+pub mod kinds;
 pub mod manifest;
 pub mod names;
 pub mod oidc;

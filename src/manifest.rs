@@ -311,6 +311,12 @@ pub fn render_all(manifests: &Manifests) -> anyhow::Result<(Vec<Value>, Vec<Stri
         let derived = world
             .derive(app)
             .with_context(|| format!("application {name:?}"))?;
+        notes.extend(
+            derived
+                .warnings
+                .iter()
+                .map(|w| format!("warning: application {name:?} {w}")),
+        );
         let set = &derived.grants;
         let grant_objects = crate::access::objects::objects_of(app, set, &derived.rendered);
         objects.extend(derived.rendered.into_iter().map(|o| o.object));

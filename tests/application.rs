@@ -234,6 +234,49 @@ async fn deleting_the_application_cascades_through_the_garbage_collector() {
 }
 
 #[tokio::test]
+async fn properties_a_definition_does_not_declare_are_ignored_and_reported() {
+    support::operator().await;
+    let client = support::admin().await;
+    let ns = support::app_namespace(&client, "app-typo", "admin").await;
+    // `imagee` is a typo KubeVela ignores: the Application runs, and the user is told.
+    support::apply_app(
+        &client,
+        &ns,
+        app(
+            "typo",
+            json!([{"name": "web", "type": "webservice", "properties": {"image": "nginx", "imagee": "nginx:2"}}]),
+        ),
+    )
+    .await;
+    let a = support::wait_app(&client, &ns, "typo", "running", support::app_running).await;
+    let parsed = condition(&a, "Parsed").unwrap();
+    assert_eq!(
+        (parsed.status.as_str(), parsed.reason.as_str()),
+        ("True", "UndeclaredParameter"),
+        "{}",
+        parsed.message
+    );
+    assert!(parsed.message.contains("imagee"), "{}", parsed.message);
+    let warned = support::eventually(WAIT, || {
+        let events = Api::<Event>::namespaced(client.clone(), &ns);
+        async move {
+            events
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("UndeclaredParameter")
+                        && e.message.as_deref().is_some_and(|m| m.contains("imagee"))
+                })
+        }
+    })
+    .await;
+    assert!(warned, "a Warning Event names the ignored property");
+}
+
+#[tokio::test]
 async fn invalid_applications_report_the_reason_and_apply_nothing() {
     support::operator().await;
     let client = support::admin().await;

@@ -49,10 +49,12 @@ pub struct World {
     pub missing_guards: Vec<String>,
 }
 
-/// What one Application derives to: its rendered objects and its grants.
+/// What one Application derives to: its rendered objects, what rendering warned about (properties a
+/// definition does not declare, traits outside their `appliesToWorkloads`), and its grants.
 #[derive(Clone, Debug)]
 pub struct Derived {
     pub rendered: Vec<RenderedObject>,
+    pub warnings: Vec<render::RenderWarning>,
     pub grants: GrantSet,
 }
 
@@ -89,9 +91,14 @@ impl World {
     /// applies both, the exchange picks among the grants, `render` prints both and `explain` judges
     /// a token against the grants.
     pub fn derive(&self, app: &Application) -> Result<Derived, RenderError> {
-        let rendered = self.render(app)?;
-        let grants = self.grants(app, &rendered);
-        Ok(Derived { rendered, grants })
+        let namespace = crate::names::namespace_of(app);
+        let rendering = render::render(app, &self.definitions.visible_in(namespace))?;
+        let grants = self.grants(app, &rendering.objects);
+        Ok(Derived {
+            rendered: rendering.objects,
+            warnings: rendering.warnings,
+            grants,
+        })
     }
 }
 

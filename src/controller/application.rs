@@ -143,6 +143,8 @@ pub struct Built {
     pub definitions: BTreeMap<String, String>,
     /// Guard admission policies that are not installed (`World::missing_guards`).
     pub missing_guards: Vec<String>,
+    /// What rendering warned about (reported in `Parsed` and a Warning Event, never fatal).
+    pub warnings: Vec<crate::render::RenderWarning>,
 }
 
 /// Step 2: renders and derives, with no IO.
@@ -169,6 +171,7 @@ pub fn build(app: &Application, world: &World) -> Built {
             grants: derived.grants,
             definitions,
             missing_guards: world.missing_guards.clone(),
+            warnings: derived.warnings,
         },
         Err(e) => Built {
             rendered: Err(e),
@@ -176,6 +179,7 @@ pub fn build(app: &Application, world: &World) -> Built {
             grant_objects: Vec::new(),
             definitions,
             missing_guards: world.missing_guards.clone(),
+            warnings: Vec::new(),
         },
     }
 }
@@ -302,12 +306,40 @@ async fn update_status(
         }
     };
     let access = outcome.access.unwrap_or_default();
-    let parsed = Desired::new(
-        "Parsed",
-        true,
-        "Rendered",
-        format!("rendered {} objects", rendered.len()),
-    );
+    let parsed = match built.warnings.first() {
+        None => Desired::new(
+            "Parsed",
+            true,
+            "Rendered",
+            format!("rendered {} objects", rendered.len()),
+        ),
+        // KubeVela ignores what a definition does not declare; so do we, but say so (typos).
+        Some(first) => {
+            let listed: Vec<String> = built.warnings.iter().map(ToString::to_string).collect();
+            let message = format!(
+                "rendered {} objects; ignored: {}",
+                rendered.len(),
+                listed.join("; ")
+            );
+            let said = app
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Parsed"))
+                .is_some_and(|c| c.message == message);
+            if !said {
+                publish(
+                    ctx,
+                    app,
+                    EventType::Warning,
+                    first.reason,
+                    "Render",
+                    &message,
+                )
+                .await;
+            }
+            Desired::new("Parsed", true, first.reason, message)
+        }
+    };
     let applied = match outcome.applied {
         Some(Ok(applied)) => applied,
         Some(Err(e)) => {

@@ -581,7 +581,7 @@ fn finalize(
 
 /// Identity used to detect two renders of the same object: (group, kind, namespace, name).
 fn object_key(object: &Value) -> (String, String, String, String) {
-    let group = api_group(object["apiVersion"].as_str().unwrap_or_default());
+    let group = crate::kinds::group_of(object["apiVersion"].as_str().unwrap_or_default());
     (
         group.to_string(),
         object["kind"].as_str().unwrap_or_default().to_string(),
@@ -594,10 +594,6 @@ fn object_key(object: &Value) -> (String, String, String, String) {
             .unwrap_or_default()
             .to_string(),
     )
-}
-
-fn api_group(api_version: &str) -> &str {
-    api_version.split_once('/').map(|(g, _)| g).unwrap_or("")
 }
 
 /// `deployments.apps`, `jobs.batch`, `services`: the form `appliesToWorkloads` uses.
@@ -616,51 +612,15 @@ pub(crate) fn workload_resource(object: &Value) -> String {
     } else {
         format!("{kind}s")
     };
-    match api_group(object["apiVersion"].as_str().unwrap_or_default()) {
+    match crate::kinds::group_of(object["apiVersion"].as_str().unwrap_or_default()) {
         "" => plural,
         group => format!("{plural}.{group}"),
     }
 }
 
-/// Built-in cluster-scoped kinds: rendered without `metadata.namespace`.
+/// Built-in cluster-scoped kinds (`crate::kinds`): rendered without `metadata.namespace`.
 fn is_cluster_scoped(api_version: &str, kind: &str) -> bool {
-    const CLUSTER_SCOPED: [(&str, &str); 22] = [
-        ("", "Namespace"),
-        ("", "Node"),
-        ("", "PersistentVolume"),
-        ("rbac.authorization.k8s.io", "ClusterRole"),
-        ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
-        ("apiextensions.k8s.io", "CustomResourceDefinition"),
-        ("apiregistration.k8s.io", "APIService"),
-        ("storage.k8s.io", "StorageClass"),
-        ("storage.k8s.io", "CSIDriver"),
-        ("storage.k8s.io", "CSINode"),
-        ("storage.k8s.io", "VolumeAttachment"),
-        ("scheduling.k8s.io", "PriorityClass"),
-        ("node.k8s.io", "RuntimeClass"),
-        ("networking.k8s.io", "IngressClass"),
-        (
-            "admissionregistration.k8s.io",
-            "MutatingWebhookConfiguration",
-        ),
-        (
-            "admissionregistration.k8s.io",
-            "ValidatingWebhookConfiguration",
-        ),
-        ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"),
-        (
-            "admissionregistration.k8s.io",
-            "ValidatingAdmissionPolicyBinding",
-        ),
-        ("flowcontrol.apiserver.k8s.io", "FlowSchema"),
-        ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"),
-        ("certificates.k8s.io", "CertificateSigningRequest"),
-        ("oam-trust.dev", "GitLabTrust"),
-    ];
-    let group = api_group(api_version);
-    CLUSTER_SCOPED
-        .iter()
-        .any(|(g, k)| *g == group && *k == kind)
+    !crate::kinds::resource_kind(api_version, kind).namespaced
 }
 
 /// A `{string: string}` object (labels, annotations).
