@@ -126,7 +126,7 @@ async fn await_guards(client: &Client) {
                 .patch("tool", &dry, &image)
                 .await
                 .map(|_| Value::Null);
-            refused(deploy_guard, "deploy job may change only")
+            refused(deploy_guard, "may change only")
                 && refused(grant_guard, GRANT_GUARD)
                 && refused(params, GRANT_GUARD_PARAMS)
         }

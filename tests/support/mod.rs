@@ -432,7 +432,8 @@ async fn await_deploy_guard(client: &Client) {
         client,
         &ns,
         serde_json::json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": "probe"},
-               "spec": {"components": [{"name": "web", "type": "webservice", "properties": {"image": "nginx"}}]}}),
+               "spec": {"components": [{"name": "web", "type": "webservice", "properties": {"image": "nginx"}},
+                                       {"name": "api", "type": "webservice", "properties": {"image": "nginx"}}]}}),
     )
     .await;
     let probe = impersonating("gitlab:ci_job:probe", &["system:masters"]).await;
@@ -445,8 +446,18 @@ async fn await_deploy_guard(client: &Client) {
         let apps = apps.clone();
         let dry = dry.clone();
         async move {
-            let edit = Patch::Merge(serde_json::json!({"metadata": {"labels": {"probe": "edited"}}}));
-            matches!(apps.patch("probe", &dry, &edit).await, Err(kube::Error::Api(s)) if s.message.contains("deploy job may change only"))
+            // Both bindings: a label edit is refused by the one without parameters (or both), the
+            // image of a component the grant does not cover only by the one with parameters.
+            let label =
+                Patch::Merge(serde_json::json!({"metadata": {"labels": {"probe": "edited"}}}));
+            let other = Patch::Merge(serde_json::json!({"spec": {"components": [
+                {"name": "web", "type": "webservice", "properties": {"image": "nginx"}},
+                {"name": "api", "type": "webservice", "properties": {"image": "nginx:2"}}]}}));
+            let base = matches!(apps.patch("probe", &dry, &label).await,
+                Err(kube::Error::Api(s)) if s.message.contains("may change only"));
+            let params = matches!(apps.patch("probe", &dry, &other).await,
+                Err(kube::Error::Api(s)) if s.message.contains("other components cannot change"));
+            base && params
         }
     })
     .await;
