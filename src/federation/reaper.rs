@@ -87,3 +87,40 @@ pub async fn reaper(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::issuance::TokenIssuanceSpec;
+    use std::time::UNIX_EPOCH;
+
+    fn record(expires_at: &str) -> TokenIssuance {
+        TokenIssuance::new(
+            "oam-trust-issuance-x",
+            TokenIssuanceSpec {
+                expires_at: expires_at.into(),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn expired_and_unreadable_records_go_live_ones_stay() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = |secs| super::super::binding::rfc3339(UNIX_EPOCH + Duration::from_secs(secs));
+        let cases = [
+            (at(1_799_999_999), Some("expired")),
+            (at(1_800_000_000), Some("expired")),
+            (at(1_800_000_001), None),
+            ("next tuesday".to_string(), Some("expired")),
+            (String::new(), Some("expired")),
+        ];
+        for (expires_at, want) in cases {
+            assert_eq!(
+                reason_to_reap(&record(&expires_at), now, None),
+                want,
+                "{expires_at:?}"
+            );
+        }
+    }
+}
