@@ -1,11 +1,12 @@
 //! Load harness (not a criterion benchmark): the full token exchange on the local control plane
-//! (HTTPS request, verification, matching, binding Secret, TokenRequest, answer) beside a bare
-//! TokenRequest on the same API server, then sustained exchanges per second with 50 concurrent clients.
+//! (HTTPS request, verification, matching, TokenIssuance record, binding Secret, TokenRequest, answer)
+//! beside a bare TokenRequest on the same API server, then sustained exchanges per second with 50
+//! concurrent clients.
 //!
 //!   hack/load-exchange                        # = cargo bench --bench exchange_load
 //!   OAM_TRUST_LOAD_SECONDS=30 OAM_TRUST_LOAD_CLIENTS=50 cargo bench --bench exchange_load
 //!   OAM_TRUST_LOAD_ID_TOKEN_SECONDS=3600 hack/load-exchange   # ID tokens outlive the 10m grant:
-//!                                                             # a replay guard Secret per exchange too
+//!                                                             # a second (binding) record per exchange
 //!
 //! Uses the cluster of `OAM_TRUST_TEST_KUBECONFIG` (or `.cluster/kubeconfig`). The grant's
 //! ServiceAccount, Role and RoleBinding are applied from `derive_grants` (what the operator applies), so
@@ -183,6 +184,7 @@ async fn main() {
             exchange_tls_cert: Some(dir.path().join("tls.crt")),
             exchange_tls_key: Some(dir.path().join("tls.key")),
             exchange_max_concurrent_per_source: clients.max(64),
+            audit_log: Some(dir.path().join("audit.jsonl")),
             ..ExchangeArgs::default()
         },
         &Metrics::default(),
@@ -292,6 +294,15 @@ async fn main() {
     );
 
     drop(server);
+    // Records are cluster-scoped: the namespace's deletion does not take them.
+    let records = Api::<oam_trust::api::issuance::TokenIssuance>::all(client.clone());
+    if let Ok(list) = records.list(&Default::default()).await {
+        for r in list.items.iter().filter(|r| r.spec.namespace == ns) {
+            let _ = records
+                .delete(&r.name_any(), &DeleteParams::default())
+                .await;
+        }
+    }
     let _ = Api::<Namespace>::all(client.clone())
         .delete(&ns, &DeleteParams::default())
         .await;

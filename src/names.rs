@@ -78,13 +78,13 @@ pub const GUARD_BINDINGS: &[&str] = &[
 pub const GUARD_KEY_APPLICATION: &str = "application";
 
 // Binding Secrets of issued tokens.
-/// Label on every binding Secret (the reaper lists by it).
+/// Label on every binding Secret (for people: the reaper lists TokenIssuances, not Secrets).
 pub const LABEL_BINDING: &str = "oam-trust.dev/token-binding";
 pub const LABEL_PROJECT_ID: &str = "oam-trust.dev/gitlab-project-id";
 pub const LABEL_PIPELINE_ID: &str = "oam-trust.dev/gitlab-pipeline-id";
 pub const LABEL_JOB_ID: &str = "oam-trust.dev/gitlab-job-id";
 pub const LABEL_APPLICATION: &str = "oam-trust.dev/application";
-/// Annotation: RFC 3339 time at which the reaper deletes the Secret (and so revokes the token).
+/// Annotation: RFC 3339 time at which the token ends (its TokenIssuance is deleted, and so the Secret).
 pub const ANNOTATION_EXPIRES: &str = "oam-trust.dev/expires-at";
 /// Annotation: the grant's object name (the ServiceAccount the token is of).
 pub const ANNOTATION_GRANT: &str = "oam-trust.dev/grant";
@@ -93,5 +93,13 @@ pub const ANNOTATION_JTI: &str = "oam-trust.dev/jti";
 pub const ANNOTATION_CORRELATION: &str = "oam-trust.dev/correlation-id";
 /// Annotation: `replay-guard`, `token-binding`, or `replay-guard,token-binding`.
 pub const ANNOTATION_ROLE: &str = "oam-trust.dev/binding-role";
+/// Annotation on a binding Secret: the TokenIssuance that owns it (and the record of its exchange).
+pub const ANNOTATION_ISSUANCE: &str = "oam-trust.dev/issuance";
+/// Kind of the operator's issuance records.
+pub const ISSUANCE_KIND: &str = "TokenIssuance";
+/// `spec.role` of a TokenIssuance (and the binding-role annotation of its Secret).
+pub const ROLE_GUARD_AND_BINDING: &str = "replay-guard,token-binding";
+pub const ROLE_GUARD: &str = "replay-guard";
+pub const ROLE_BINDING: &str = "token-binding";
 /// Secret type of binding Secrets.
 pub const SECRET_TYPE: &str = "oam-trust.dev/token-binding";

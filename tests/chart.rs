@@ -111,9 +111,10 @@ const USED: &[(&str, &str, &str, &str)] = &[
     ("", "pods", "list", "application::pending_reason (scheduler message)"),
     ("events.k8s.io", "events", "create", "kube::runtime::events::Recorder (controllers, exchange audit)"),
     ("events.k8s.io", "events", "patch", "kube::runtime::events::Recorder (event series)"),
-    ("", "secrets", "create", "federation/binding.rs: binding Secret (create-if-absent replay guard)"),
-    ("", "secrets", "delete", "federation/binding.rs: revocation at the grant's TTL"),
-    ("", "secrets", "list", "federation/binding.rs: reaper (list_metadata by label, all namespaces)"),
+    ("oam-trust.dev", "tokenissuances", "create", "federation/binding.rs: the record of an exchange (create-if-absent replay guard)"),
+    ("oam-trust.dev", "tokenissuances", "delete", "federation/binding.rs: revocation at the grant's TTL (the collector deletes the Secret)"),
+    ("oam-trust.dev", "tokenissuances", "list", "federation/reaper.rs: expired records, all of them"),
+    ("", "secrets", "create", "federation/binding.rs: binding Secret, owned by its TokenIssuance"),
     ("", "serviceaccounts/token", "create", "federation/binding.rs: TokenRequest bound to the binding Secret"),
     ("coordination.k8s.io", "leases", "create", "leader.rs: the first replica creates the Lease"),
     ("coordination.k8s.io", "leases", "get", "leader.rs (resourceNames: the release's Lease)"),
@@ -1146,9 +1147,15 @@ async fn the_operator_holds_no_write_access_of_its_own_and_grants_only_within_th
         namespace: Some(&ns),
         name: None,
     };
-    // Reads of Secrets, RBAC verbs that would let it escalate, cluster-scoped writes: all refused.
+    // Reads (or deletes) of Secrets, RBAC verbs that would let it escalate, cluster-scoped writes:
+    // all refused.
     for (verb, group, resource) in [
         ("get", "", "secrets"),
+        ("list", "", "secrets"),
+        ("watch", "", "secrets"),
+        ("delete", "", "secrets"),
+        ("update", "oam-trust.dev", "tokenissuances"),
+        ("patch", "oam-trust.dev", "tokenissuances"),
         ("create", "", "pods/portforward"),
         ("create", "", "pods/exec"),
         ("escalate", "rbac.authorization.k8s.io", "roles"),
@@ -1573,13 +1580,36 @@ async fn under_the_charts_rbac_a_deploy_job_exchanges_its_id_token_once() {
         "the deploy token must not list Secrets: {err}"
     );
 
-    // The binding Secret was written by the operator under the chart's RBAC, and the issue recorded.
+    // The TokenIssuance and the binding Secret it owns were written by the operator under the
+    // chart's RBAC (which cannot read either Secret back), and the issue recorded.
+    let record_name = oam_trust::federation::binding::issuance_name(issuer.url(), &jti(&id_token));
+    let record = Api::<oam_trust::api::issuance::TokenIssuance>::all(admin.clone())
+        .get(&record_name)
+        .await
+        .expect("the TokenIssuance exists");
+    assert_eq!(
+        (
+            record.spec.namespace.as_str(),
+            record.spec.application.as_str()
+        ),
+        (ns.as_str(), "shop")
+    );
     let binding = oam_trust::federation::binding::secret_name(issuer.url(), &jti(&id_token));
     let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), &ns)
         .get(&binding)
         .await
         .expect("the binding Secret exists");
     assert_eq!(secret.labels()[oam_trust::names::LABEL_BINDING], "true");
+    let owners: Vec<(String, String)> = secret
+        .owner_references()
+        .iter()
+        .map(|o| (o.kind.clone(), o.uid.clone()))
+        .collect();
+    assert_eq!(
+        owners,
+        vec![("TokenIssuance".to_string(), record.uid().unwrap())],
+        "the Secret is owned by its record alone"
+    );
     assert!(
         support::eventually(WAIT, || {
             let (admin, ns) = (admin.clone(), ns.clone());

@@ -1,8 +1,10 @@
 //! Token exchange end to end: the real API server, the operator (grant RBAC), a dev issuer over HTTPS and
 //! the exchange service over TLS on 127.0.0.1. A job token for the declared project, ref and
 //! environment gets a token that does exactly the grant's job; each refusal class gets its own error and
-//! audit record and issues nothing; tokens expire with the grant's TTL and are revoked with their binding
-//! Secret or their Application.
+//! audit record and issues nothing; one ID token is one token across every namespace and replica (its
+//! TokenIssuance is the replay guard); tokens expire with the grant's TTL and are revoked with their
+//! TokenIssuance, their binding Secret or their Application; the audit log holds every record whatever
+//! the log level.
 mod federation_support;
 mod support;
 
@@ -13,9 +15,10 @@ use federation_support::{AUD, Declarations, World, jti, refusal, world};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
+use oam_trust::api::issuance::TokenIssuance;
 use oam_trust::api::oam::Application;
 use oam_trust::dev_issuer::{DevIssuer, DevIssuerOptions, KeyKind, MintAlgorithm, MintRequest};
-use oam_trust::federation::binding::secret_name;
+use oam_trust::federation::binding::{binding_issuance_name, issuance_name, secret_name};
 use oam_trust::federation::decision::UNAUTHENTICATED_DESCRIPTION;
 use oam_trust::federation::{MemoryAuditSink, Outcome};
 use serde_json::{Value, json};
@@ -47,6 +50,28 @@ async fn can(
         },
     )
     .await
+}
+
+/// Runs the control plane's kubectl against the test cluster; its stdout.
+async fn kubectl(args: &[&str]) -> String {
+    let bin = std::env::var("OAM_TRUST_BIN")
+        .map(|d| std::path::Path::new(&d).join("kubectl"))
+        .ok()
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| "kubectl".into());
+    let out = tokio::process::Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(support::kubeconfig_path().await)
+        .args(args)
+        .output()
+        .await
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Whether the API server still accepts `token` (SelfSubjectReview).
@@ -94,6 +119,140 @@ async fn a_deploy_job_gets_a_token_that_does_exactly_the_grants_job() {
     assert!(labels.contains_key("oam-trust.dev/gitlab-job-id"));
     assert!(labels.contains_key("oam-trust.dev/gitlab-pipeline-id"));
     assert!(secret.data.is_none() && secret.string_data.is_none());
+
+    // The TokenIssuance (cluster-scoped, named from iss + jti) is the audit record and owns the Secret.
+    let jti_ = jti(&token).unwrap();
+    let record = Api::<TokenIssuance>::all(w.admin.clone())
+        .get(&issuance_name(w.issuer.url(), &jti_))
+        .await
+        .expect("the TokenIssuance of the exchange");
+    let audit = w
+        .sink
+        .records()
+        .into_iter()
+        .find(|r| r.jti == jti_ && r.outcome == Some(Outcome::Issued))
+        .expect("the audit record of the issue");
+    let spec = &record.spec;
+    let expected = [
+        ("role", "replay-guard,token-binding"),
+        ("trust", w.trust.as_str()),
+        ("issuer", w.issuer.url()),
+        ("jti", jti_.as_str()),
+        ("namespace", w.ns.as_str()),
+        ("application", "shop"),
+        ("grantId", "policy/deploy"),
+        ("serviceAccount", answer.grant.service_account.as_str()),
+        ("bindingSecret", secret.metadata.name.as_deref().unwrap()),
+        ("projectId", "1450"),
+        ("pipelineId", audit.pipeline_id.as_str()),
+        ("jobId", audit.job_id.as_str()),
+        ("user", "alice"),
+        ("ref", "main"),
+        ("environment", "production"),
+        ("correlationId", audit.correlation_id.as_str()),
+    ];
+    let json = serde_json::to_value(spec).unwrap();
+    let got: Vec<(&str, &str)> = expected
+        .iter()
+        .map(|(k, _)| (*k, json[*k].as_str().unwrap_or("<absent>")))
+        .collect();
+    assert_eq!(got, expected.to_vec());
+    assert!(!audit.pipeline_id.is_empty() && !audit.job_id.is_empty());
+    assert_eq!(audit.issuance, record.metadata.name.clone().unwrap());
+    let app_uid = Api::<Application>::namespaced(w.admin.clone(), &w.ns)
+        .get("shop")
+        .await
+        .unwrap()
+        .metadata
+        .uid;
+    assert_eq!(Some(spec.application_uid.clone()), app_uid);
+    let at = |t: &str| {
+        t.parse::<k8s_openapi::jiff::Timestamp>()
+            .unwrap()
+            .as_second()
+    };
+    assert_eq!(
+        spec.expires_at, spec.token_expires_at,
+        "one record: it goes with the token"
+    );
+    let issued = at(&spec.issued_at);
+    assert!((now() - 30..=now()).contains(&issued), "{}", spec.issued_at);
+    assert!((at(&spec.expires_at) - issued - answer.expires_in as i64).abs() <= 2);
+    let owners: Vec<(String, String, String)> = secret
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| (o.kind, o.name, o.uid))
+        .collect();
+    assert_eq!(
+        owners,
+        vec![(
+            "TokenIssuance".to_string(),
+            record.metadata.name.clone().unwrap(),
+            record.metadata.uid.clone().unwrap()
+        )],
+        "the binding Secret is owned by its record, and by nothing else"
+    );
+    // `kubectl get tokenissuances` is the audit trail: the record, with its columns.
+    let table = kubectl(&["get", "tokenissuances", "-o", "wide"]).await;
+    let header = table.lines().next().unwrap_or_default().to_string();
+    for column in [
+        "NAME",
+        "NAMESPACE",
+        "APPLICATION",
+        "SERVICEACCOUNT",
+        "PROJECT",
+        "JOB",
+        "USER",
+        "REF",
+        "ROLE",
+        "TRUST",
+        "GRANT",
+        "PIPELINE",
+        "ENVIRONMENT",
+        "CORRELATION",
+        "ISSUED",
+        "EXPIRES",
+    ] {
+        assert!(
+            header.split_whitespace().any(|c| c == column),
+            "no {column} column: {header}"
+        );
+    }
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(record.metadata.name.as_deref().unwrap()))
+        .unwrap_or_else(|| panic!("the record is not listed:\n{table}"));
+    for value in [
+        w.ns.as_str(),
+        "shop",
+        "1450",
+        "alice",
+        "main",
+        "policy/deploy",
+        "production",
+        audit.correlation_id.as_str(),
+    ] {
+        assert!(
+            row.split_whitespace().any(|c| c == value),
+            "{value} missing from {row}"
+        );
+    }
+    // An audit record cannot be edited, not even by an administrator: only deleted (which revokes).
+    let edit = Api::<TokenIssuance>::all(w.admin.clone())
+        .patch(
+            record.metadata.name.as_deref().unwrap(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"user": "mallory"}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&edit, kube::Error::Api(s) if s.code == 422),
+        "{edit}"
+    );
 
     // Exactly the grant's job: the grant's ServiceAccount, patch this Application, nothing else.
     let job = support::client_with_token(&answer.access_token).await;
@@ -476,6 +635,15 @@ async fn every_refusal_class_gets_its_own_error_and_audit_record_and_issues_noth
                 "{}: a binding Secret was created",
                 case.name
             );
+            let record = Api::<TokenIssuance>::all(w.admin.clone())
+                .get_opt(&issuance_name(issuer, &jti))
+                .await
+                .unwrap();
+            assert!(
+                record.is_none(),
+                "{}: a TokenIssuance was created",
+                case.name
+            );
         }
         reasons.insert(case.reason);
     }
@@ -493,7 +661,7 @@ async fn every_refusal_class_gets_its_own_error_and_audit_record_and_issues_noth
         other => panic!("an 80 KiB body must be refused with 413: {other:?}"),
     }
     assert!(
-        w.binding_secrets().await.is_empty(),
+        w.binding_secrets().await.is_empty() && w.issuances().await.is_empty(),
         "no refusal issues anything"
     );
 
@@ -547,6 +715,11 @@ async fn every_refusal_class_gets_its_own_error_and_audit_record_and_issues_noth
         w.binding_secrets().await.len(),
         1,
         "one exchange, one binding Secret"
+    );
+    assert_eq!(
+        w.issuances().await.len(),
+        1,
+        "one exchange, one TokenIssuance"
     );
     reasons.insert("replayed");
     assert_eq!(
@@ -616,19 +789,41 @@ async fn a_two_minute_grant_is_revoked_after_two_minutes_and_never_outlives_the_
         took >= Duration::from_secs(118) && took <= Duration::from_secs(150),
         "revoked after {took:?}"
     );
-    let secrets = Api::<Secret>::namespaced(w.admin.clone(), &w.ns);
-    let bound =
-        oam_trust::federation::binding::token_secret_name(w.issuer.url(), &jti(&token).unwrap());
+    let records = Api::<TokenIssuance>::all(w.admin.clone());
+    let jti_ = jti(&token).unwrap();
     assert!(
-        secrets.get_opt(&bound).await.unwrap().is_none(),
-        "the reaper deleted the Secret the token was bound to"
+        records
+            .get_opt(&binding_issuance_name(w.issuer.url(), &jti_))
+            .await
+            .unwrap()
+            .is_none(),
+        "the record owning the Secret the token was bound to is deleted at the TTL"
+    );
+    let secrets = Api::<Secret>::namespaced(w.admin.clone(), &w.ns);
+    let gone = support::eventually(Duration::from_secs(30), || async {
+        secrets
+            .get_opt(&secret_name(w.issuer.url(), &jti_))
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    assert!(
+        gone,
+        "the garbage collector deleted the binding Secret with its record"
     );
     // The ID token still lives (15 min): its replay guard outlives the token, so it cannot be
     // exchanged again.
-    let guard = secret_name(w.issuer.url(), &jti(&token).unwrap());
+    let guard = records
+        .get_opt(&issuance_name(w.issuer.url(), &jti_))
+        .await
+        .unwrap()
+        .expect("the replay guard stays until the ID token's exp");
+    assert_eq!(guard.spec.role, "replay-guard");
     assert!(
-        secrets.get_opt(&guard).await.unwrap().is_some(),
-        "the replay guard stays until the ID token's exp"
+        guard.spec.expires_at > guard.spec.token_expires_at,
+        "{:?}",
+        guard.spec
     );
     let body = refusal(w.exchange(&token, None).await);
     assert_eq!(body.error, "invalid_grant");
@@ -639,23 +834,52 @@ async fn a_two_minute_grant_is_revoked_after_two_minutes_and_never_outlives_the_
 }
 
 #[tokio::test]
-async fn deleting_the_binding_secret_or_the_application_revokes_the_token() {
+async fn deleting_the_record_the_binding_secret_or_the_application_revokes_the_token() {
     let w: World = world("exchange-revoke", Declarations::default()).await;
     let first = w.issuer.mint(&MintRequest::new()).unwrap();
     let second = w.issuer.mint(&MintRequest::new()).unwrap();
+    let third = w.issuer.mint(&MintRequest::new()).unwrap();
     let a = w.exchange(&first, None).await.unwrap();
     let b = w.exchange(&second, None).await.unwrap();
-    assert!(token_works(&a.access_token).await && token_works(&b.access_token).await);
+    let c = w.exchange(&third, None).await.unwrap();
+    assert!(
+        token_works(&a.access_token).await
+            && token_works(&b.access_token).await
+            && token_works(&c.access_token).await
+    );
 
-    Api::<Secret>::namespaced(w.admin.clone(), &w.ns)
+    // `kubectl delete tokenissuance`: the collector deletes the Secret, the API server the token.
+    let records = Api::<TokenIssuance>::all(w.admin.clone());
+    records
         .delete(
-            &secret_name(w.issuer.url(), &jti(&first).unwrap()),
+            &issuance_name(w.issuer.url(), &jti(&first).unwrap()),
             &DeleteParams::default(),
         )
         .await
         .unwrap();
-    let revoked = support::eventually(Duration::from_secs(30), || async {
+    let revoked = support::eventually(Duration::from_secs(45), || async {
         !token_works(&a.access_token).await
+    })
+    .await;
+    assert!(revoked, "deleting the TokenIssuance revokes the token");
+    let secrets = Api::<Secret>::namespaced(w.admin.clone(), &w.ns);
+    assert!(
+        secrets
+            .get_opt(&secret_name(w.issuer.url(), &jti(&first).unwrap()))
+            .await
+            .unwrap()
+            .is_none(),
+        "the binding Secret went with its record"
+    );
+    secrets
+        .delete(
+            &secret_name(w.issuer.url(), &jti(&third).unwrap()),
+            &DeleteParams::default(),
+        )
+        .await
+        .unwrap();
+    let revoked = support::eventually(Duration::from_secs(45), || async {
+        !token_works(&c.access_token).await
     })
     .await;
     assert!(revoked, "deleting the binding Secret revokes the token");
@@ -673,4 +897,183 @@ async fn deleting_the_binding_secret_or_the_application_revokes_the_token() {
     })
     .await;
     assert!(revoked, "deleting the Application revokes its tokens");
+    // Its records cannot be owned by it (cluster-scoped); the reaper deletes them once it is gone.
+    let cleaned = support::eventually(Duration::from_secs(30), || async {
+        w.issuances().await.is_empty()
+    })
+    .await;
+    assert!(
+        cleaned,
+        "records outlived their Application: {:?}",
+        w.issuances().await
+    );
+}
+
+#[tokio::test]
+async fn one_id_token_is_one_token_across_namespaces() {
+    let w = world("exchange-replay-ns", Declarations::default()).await;
+    // A second namespace the same trust selects, with an Application declaring the same job.
+    let other = support::app_namespace(&w.admin, "exchange-replay-ns2", "admin").await;
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(w.admin.clone())
+        .patch(
+            &other,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"oam-trust.dev/exchange-test": w.ns}}})),
+        )
+        .await
+        .unwrap();
+    let app: Application = serde_json::from_value(json!({
+        "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+        "metadata": {"name": "shop2", "namespace": other},
+        "spec": {
+            "components": [{"name": "web", "type": "webservice", "properties": {"image": "nginx:1.27", "port": 80}}],
+            "policies": [{"name": "deploy", "type": "gitlab-access", "properties": {
+                "trust": w.trust,
+                "subjects": [{"projectId": "1450", "ref": "main", "environment": "production", "environmentProtected": true}],
+                "access": "deploy", "ttl": "10m"}}]
+        }
+    }))
+    .unwrap();
+    Api::<Application>::namespaced(w.admin.clone(), &other)
+        .create(&Default::default(), &app)
+        .await
+        .unwrap();
+    federation_support::wait_for_grants(&w.admin, &other, 1).await;
+    let here = format!("{}/shop", w.ns);
+    let there = format!("{other}/shop2");
+
+    // The attacker's move: exchange the job's ID token once per namespace that would accept it.
+    let token = w.issuer.mint(&MintRequest::new()).unwrap();
+    let first = w.exchange(&token, Some(&here)).await.unwrap();
+    assert_eq!(first.grant.namespace, w.ns);
+    // A fresh ID token gets the other namespace's grant (once the exchange has seen it), so the
+    // refusal below is the replay guard and nothing else.
+    let fresh = w.issuer.mint(&MintRequest::new()).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let elsewhere = loop {
+        match w.exchange(&fresh, Some(&there)).await {
+            Ok(a) => break a,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(e) => panic!("a fresh ID token did not get {there}: {e}"),
+        }
+    };
+    assert_eq!(elsewhere.grant.namespace, other);
+    let body = refusal(w.exchange(&token, Some(&there)).await);
+    assert_eq!(body.error, "invalid_grant", "{body:?}");
+    assert!(
+        body.error_description.contains("already exchanged"),
+        "{body:?}"
+    );
+    assert_eq!(
+        w.sink.find(&body.correlation_id).unwrap().reason,
+        "replayed"
+    );
+    // Nothing was issued in the other namespace for the replayed ID token.
+    let secrets = Api::<Secret>::namespaced(w.admin.clone(), &other);
+    assert!(
+        secrets
+            .get_opt(&secret_name(w.issuer.url(), &jti(&token).unwrap()))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let record = Api::<TokenIssuance>::all(w.admin.clone())
+        .get(&issuance_name(w.issuer.url(), &jti(&token).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(
+        record.spec.namespace, w.ns,
+        "the record still names the first grant"
+    );
+}
+
+/// A `Write` into shared memory: what a subscriber printed.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_audit_log_holds_every_record_with_the_log_level_at_warn() {
+    // The log level an operator might set in production; the test's runtime is single-threaded, so
+    // this subscriber sees every event of the exchange service.
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let _quiet = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let w = world("exchange-audit", Declarations::default()).await;
+    let issued = w
+        .exchange(&w.issuer.mint(&MintRequest::new()).unwrap(), None)
+        .await
+        .unwrap();
+    let replayable = w.issuer.mint(&MintRequest::new()).unwrap();
+    w.exchange(&replayable, None).await.unwrap();
+    refusal(w.exchange(&replayable, None).await);
+    refusal(w.exchange("not-a-jwt", None).await);
+    let stranger = w
+        .issuer
+        .mint(&MintRequest::new().claim("environment", "staging"))
+        .unwrap();
+    refusal(w.exchange(&stranger, None).await);
+
+    // Every record the exchange made is in the audit log, with its outcome, exactly once.
+    let from_sink: std::collections::BTreeSet<(String, String)> = w
+        .sink
+        .records()
+        .iter()
+        .map(|r| (r.correlation_id.clone(), r.reason.clone()))
+        .collect();
+    let lines = w.audit_log();
+    let from_log: std::collections::BTreeSet<(String, String)> = lines
+        .iter()
+        .map(|l| {
+            assert_eq!(l["target"], oam_trust::federation::AUDIT_TARGET);
+            (
+                l["correlation_id"].as_str().unwrap().to_string(),
+                l["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    assert_eq!(from_log, from_sink);
+    let reasons: Vec<&str> = from_log.iter().map(|(_, r)| r.as_str()).collect();
+    for reason in ["ok", "replayed", "malformed", "no_matching_grant"] {
+        assert!(
+            reasons.contains(&reason),
+            "{reason} not audited: {reasons:?}"
+        );
+    }
+    let issue_line = lines
+        .iter()
+        .find(|l| l["outcome"] == "issued" && l["grant"] == issued.grant.grant)
+        .unwrap();
+    assert!(
+        issue_line["issuance"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("oam-trust-issuance-"))
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.to_string().contains(&issued.access_token)),
+        "the audit log never holds a token"
+    );
+    // …while the log itself, at warn, carried none of them.
+    let printed = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(!printed.contains("token exchange issued"), "{printed}");
 }

@@ -1,8 +1,10 @@
 //! CRD types only: serde + schemars + kube derive, no behaviour beyond small accessors.
 //!
-//! `trust` holds the operator's own cluster-scoped GitLabTrust (`oam-trust.dev/v1alpha1`); `oam` holds
+//! `trust` holds the operator's own cluster-scoped GitLabTrust and `issuance` its TokenIssuance records
+//! (`oam-trust.dev/v1alpha1`); `oam` holds
 //! the `core.oam.dev/v1beta1` kinds, schema-compatible with KubeVela's.
 pub mod access;
+pub mod issuance;
 pub mod oam;
 pub mod schema;
 pub mod trust;
@@ -12,7 +14,7 @@ use kube::CustomResourceExt;
 
 /// Every CRD the project serves, in the order `oam-trust crd` prints them.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    let mut crds = vec![trust::GitLabTrust::crd()];
+    let mut crds = vec![trust::GitLabTrust::crd(), issuance::TokenIssuance::crd()];
     crds.extend(oam::crds());
     crds
 }

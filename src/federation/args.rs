@@ -65,9 +65,13 @@ pub struct ExchangeArgs {
         value_parser = clap::value_parser!(super::limits::Cidr)
     )]
     pub exchange_trusted_proxies: Vec<super::limits::Cidr>,
-    /// How often expired binding Secrets are looked for and deleted, in seconds.
+    /// How often expired TokenIssuance records are looked for and deleted, in seconds.
     #[arg(long, env = "OAM_TRUST_EXCHANGE_REAP_INTERVAL", default_value_t = 5)]
     pub exchange_reap_interval_seconds: u64,
+    /// Append audit records (one JSON object per line, every issue and refusal) to this file instead
+    /// of stdout. Written whatever the log level.
+    #[arg(long, env = "OAM_TRUST_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
 }
 
 impl Default for ExchangeArgs {
@@ -85,6 +89,7 @@ impl Default for ExchangeArgs {
             exchange_max_concurrent: 256,
             exchange_trusted_proxies: Vec::new(),
             exchange_reap_interval_seconds: 5,
+            audit_log: None,
         }
     }
 }

@@ -1,8 +1,12 @@
-//! Audit of every exchange, issued or denied: one JSON log line (tracing target `oam_trust::audit`),
-//! an optional in-process sink (tests, forwarding), Prometheus counters with bounded labels and a
-//! latency histogram. Never the token, only its claims' identifiers.
+//! Audit of every exchange, issued or denied: one JSON line in the audit log (its own sink, stdout or
+//! `--audit-log FILE`, written whatever the log level), an optional in-process sink (tests,
+//! forwarding), Prometheus counters with bounded labels and a latency histogram. Never the token, only
+//! its claims' identifiers. The durable in-cluster record is the TokenIssuance (`binding`), created
+//! before the token leaves the process; this is the record of every attempt.
+use std::io::Write;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -12,7 +16,7 @@ use serde::Serialize;
 
 use crate::runtime::metrics::Metrics;
 
-/// Tracing target of audit lines.
+/// `target` of audit lines (the tracing target of the same record at debug level).
 pub const AUDIT_TARGET: &str = "oam_trust::audit";
 
 /// `issued` or `denied`.
@@ -51,6 +55,8 @@ pub struct AuditRecord {
     pub grant: String,
     pub service_account: String,
     pub binding_secret: String,
+    /// The TokenIssuance of the exchange (empty when nothing was issued).
+    pub issuance: String,
     pub jti: String,
     pub project_id: String,
     pub project_path: String,
@@ -69,9 +75,90 @@ pub struct AuditRecord {
     pub within_trust: bool,
 }
 
-/// Receives every audit record, after it was logged.
+/// Receives every audit record.
 pub trait AuditSink: Send + Sync {
     fn record(&self, record: &AuditRecord);
+}
+
+/// One line of the audit log: the record, when it was written, and the target that tells it apart
+/// from log lines sharing stdout.
+#[derive(Serialize)]
+struct AuditLine<'a> {
+    timestamp: String,
+    target: &'static str,
+    #[serde(flatten)]
+    record: &'a AuditRecord,
+}
+
+enum AuditOutput {
+    Stdout,
+    File(std::fs::File),
+}
+
+/// The audit log: one JSON object per line, flushed per record, on stdout or appended to a file.
+/// Independent of tracing, so no log level or filter can drop it.
+pub struct JsonLinesAuditSink {
+    out: Mutex<AuditOutput>,
+}
+
+impl JsonLinesAuditSink {
+    pub fn stdout() -> Self {
+        JsonLinesAuditSink {
+            out: Mutex::new(AuditOutput::Stdout),
+        }
+    }
+
+    /// Appends to `path` (created if absent, mode 0600 on Unix: records name users and projects).
+    pub fn append(path: &Path) -> std::io::Result<Self> {
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        Ok(JsonLinesAuditSink {
+            out: Mutex::new(AuditOutput::File(options.open(path)?)),
+        })
+    }
+
+    /// `--audit-log`: a file when given, else stdout.
+    pub fn open(path: Option<&Path>) -> std::io::Result<Self> {
+        match path {
+            Some(p) => Self::append(p),
+            None => Ok(Self::stdout()),
+        }
+    }
+}
+
+/// The JSON line of `record` at `at`, newline included.
+fn audit_line(record: &AuditRecord, at: SystemTime) -> String {
+    let line = AuditLine {
+        timestamp: super::binding::rfc3339(at),
+        target: AUDIT_TARGET,
+        record,
+    };
+    let mut text = serde_json::to_string(&line).unwrap_or_else(|e| {
+        format!(r#"{{"target":"{AUDIT_TARGET}","error":"audit record did not serialize: {e}"}}"#)
+    });
+    text.push('\n');
+    text
+}
+
+impl AuditSink for JsonLinesAuditSink {
+    fn record(&self, record: &AuditRecord) {
+        let line = audit_line(record, SystemTime::now());
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        let written = match &mut *out {
+            AuditOutput::Stdout => {
+                let mut stdout = std::io::stdout().lock();
+                stdout
+                    .write_all(line.as_bytes())
+                    .and_then(|()| stdout.flush())
+            }
+            AuditOutput::File(file) => file.write_all(line.as_bytes()).and_then(|()| file.flush()),
+        };
+        if let Err(e) = written {
+            tracing::error!(error = %e, correlation_id = %record.correlation_id, "writing the audit log failed");
+        }
+    }
 }
 
 /// Keeps records in memory (tests, `oam-trust` embedding).
@@ -162,47 +249,33 @@ impl ExchangeMetrics {
     }
 }
 
-/// Logs, forwards and counts audit records.
+/// Writes (audit log), forwards and counts audit records.
 #[derive(Clone)]
 pub struct Auditor {
     metrics: ExchangeMetrics,
+    log: Arc<dyn AuditSink>,
     sink: Option<Arc<dyn AuditSink>>,
 }
 
 impl Auditor {
-    pub fn new(metrics: ExchangeMetrics, sink: Option<Arc<dyn AuditSink>>) -> Self {
-        Auditor { metrics, sink }
+    /// `log` is the audit log every record goes to; `sink` an extra receiver (tests, embedding).
+    pub fn new(
+        metrics: ExchangeMetrics,
+        log: Arc<dyn AuditSink>,
+        sink: Option<Arc<dyn AuditSink>>,
+    ) -> Self {
+        Auditor { metrics, log, sink }
     }
 
     /// Records one exchange. `reason` must be a bounded category.
     pub fn record(&self, record: &AuditRecord, reason: &'static str, took: Duration) {
         let outcome = record.outcome.unwrap_or(Outcome::Denied);
-        tracing::info!(
+        self.log.record(record);
+        tracing::debug!(
             target: AUDIT_TARGET,
             correlation_id = %record.correlation_id,
             outcome = outcome.as_str(),
             reason = %record.reason,
-            error = %record.error,
-            detail = %record.detail,
-            source = %record.source,
-            trust = %record.trust,
-            issuer = %record.issuer,
-            namespace = %record.namespace,
-            application = %record.application,
-            grant = %record.grant,
-            service_account = %record.service_account,
-            binding_secret = %record.binding_secret,
-            jti = %record.jti,
-            project_id = %record.project_id,
-            project_path = %record.project_path,
-            pipeline_id = %record.pipeline_id,
-            job_id = %record.job_id,
-            user = %record.user,
-            ref_ = %record.ref_,
-            environment = %record.environment,
-            resource = %record.resource,
-            ttl_seconds = record.ttl_seconds,
-            verified = record.verified,
             "token exchange {}",
             outcome.as_str()
         );
@@ -221,7 +294,12 @@ mod tests {
     fn exchanges_are_counted_by_bounded_labels() {
         let metrics = Metrics::default();
         let sink = Arc::new(MemoryAuditSink::default());
-        let auditor = Auditor::new(ExchangeMetrics::register(&metrics), Some(sink.clone()));
+        let log = Arc::new(MemoryAuditSink::default());
+        let auditor = Auditor::new(
+            ExchangeMetrics::register(&metrics),
+            log.clone(),
+            Some(sink.clone()),
+        );
         let record = AuditRecord {
             correlation_id: "c1".into(),
             outcome: Some(Outcome::Denied),
@@ -241,5 +319,58 @@ mod tests {
             "{text}"
         );
         assert_eq!(sink.find("c1").unwrap().reason, "expired");
+        assert_eq!(log.records(), vec![record]);
+    }
+
+    #[test]
+    fn the_audit_log_is_json_lines_whatever_the_log_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = Arc::new(JsonLinesAuditSink::append(&path).unwrap());
+        let auditor = Auditor::new(ExchangeMetrics::register(&Metrics::default()), log, None);
+        // A subscriber that keeps only errors: tracing drops everything below, the audit log does not.
+        let quiet = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::ERROR)
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(quiet, || {
+            for (id, outcome) in [("c1", Outcome::Issued), ("c2", Outcome::Denied)] {
+                let record = AuditRecord {
+                    correlation_id: id.into(),
+                    outcome: Some(outcome),
+                    user: "alice".into(),
+                    ..Default::default()
+                };
+                auditor.record(&record, "ok", Duration::ZERO);
+            }
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let seen: Vec<(&str, &str, &str, &str)> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l["correlation_id"].as_str().unwrap(),
+                    l["outcome"].as_str().unwrap(),
+                    l["target"].as_str().unwrap(),
+                    l["user"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("c1", "issued", AUDIT_TARGET, "alice"),
+                ("c2", "denied", AUDIT_TARGET, "alice")
+            ]
+        );
+        assert!(
+            lines
+                .iter()
+                .all(|l| l["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')))
+        );
     }
 }

@@ -1,46 +1,61 @@
-//! Token issuance: the binding Secret (the durable in-cluster record of one exchange, and the replay
-//! guard), the TokenRequest bound to it, and deleting it, which revokes the token (`reaper` deletes the
-//! expired ones).
+//! Token issuance: the `TokenIssuance` record of one exchange (the replay guard and the audit
+//! record), the binding Secret it owns, the TokenRequest bound to that Secret, and deleting the record,
+//! which revokes the token (`reaper` deletes the expired ones).
 //!
-//! Invariants: the Secret named from `sha256(iss + "\n" + jti)` is created (create-if-absent) before a
-//! token is requested, so a replayed ID token gets a 409 on every replica and no token leaves the process
-//! without its Secret; if the TokenRequest fails the Secrets are deleted. Deleting the bound Secret
-//! revokes the token (the API server checks bound objects), which is how a TTL below TokenRequest's
-//! 600 s minimum is enforced. The replay guard must outlive the token when the ID token lives longer
-//! than the grant's TTL: then the hash-named Secret is a guard kept until the ID token's `exp`, and the
-//! token is bound to a second Secret (`<guard>-t`) deleted at the TTL. When the ID token expires with the
-//! token (the usual case: GitLab's 5-minute tokens), one Secret is both. Secrets hold no data.
+//! Invariants: the cluster-scoped record named from `sha256(iss + "\n" + jti)` is created
+//! (create-if-absent) before anything else, so a replayed ID token gets a 409 on every replica and in
+//! every namespace, and no token leaves the process without its record. The binding Secret is owned by
+//! a record through an ownerReference, so deleting the record deletes the Secret (garbage collector)
+//! and revokes the token (the API server checks bound objects): that is how a TTL below TokenRequest's
+//! 600 s minimum is enforced, and why the operator needs no right to read or delete Secrets. When the
+//! ID token outlives the token, the hash-named record is a guard kept until the ID token's `exp` and
+//! the Secret is owned by a second record (`<guard>-t`, owned by the guard) deleted at the TTL; in the
+//! usual case (GitLab's 5-minute ID tokens) one record is both. If issuing fails the guard is deleted,
+//! and with it everything it owns. Secrets hold no data.
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::{Api, Client};
 use sha2::{Digest, Sha256};
 
 use crate::access::Grant;
+use crate::api::issuance::{TokenIssuance, TokenIssuanceSpec};
 use crate::api::oam::Application;
 use crate::names::{
     ANNOTATION_CORRELATION, ANNOTATION_EXPIRES, ANNOTATION_GRANT, ANNOTATION_GRANT_ID,
-    ANNOTATION_ISSUER, ANNOTATION_JTI, ANNOTATION_ROLE, ANNOTATION_TRUST, LABEL_APPLICATION,
-    LABEL_BINDING, LABEL_JOB_ID, LABEL_PIPELINE_ID, LABEL_PROJECT_ID, SECRET_TYPE,
+    ANNOTATION_ISSUANCE, ANNOTATION_ISSUER, ANNOTATION_JTI, ANNOTATION_ROLE, ANNOTATION_TRUST,
+    ISSUANCE_KIND, LABEL_APPLICATION, LABEL_BINDING, LABEL_JOB_ID, LABEL_PIPELINE_ID,
+    LABEL_PROJECT_ID, ROLE_BINDING, ROLE_GUARD, ROLE_GUARD_AND_BINDING, SECRET_TYPE, TRUST_GROUP,
+    TRUST_VERSION,
 };
 
 /// TokenRequest's minimum `expirationSeconds`.
 pub const TOKEN_REQUEST_MIN_SECONDS: u64 = 600;
 
-/// Name of the binding Secret of an ID token: the same on every replica, so a replay collides.
-pub fn secret_name(issuer: &str, jti: &str) -> String {
+fn digest40(issuer: &str, jti: &str) -> String {
     let digest = Sha256::digest(format!("{issuer}\n{jti}").as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("oam-trust-binding-{}", &hex[..40])
+    hex[..40].to_string()
 }
 
-/// Name of the Secret a token is bound to when a separate replay guard is kept.
-pub fn token_secret_name(issuer: &str, jti: &str) -> String {
-    format!("{}-t", secret_name(issuer, jti))
+/// Name of the TokenIssuance of an ID token (the replay guard): the same on every replica and for
+/// every namespace, so a replay collides.
+pub fn issuance_name(issuer: &str, jti: &str) -> String {
+    format!("oam-trust-issuance-{}", digest40(issuer, jti))
+}
+
+/// Name of the TokenIssuance that owns the binding Secret when the guard must outlive the token.
+pub fn binding_issuance_name(issuer: &str, jti: &str) -> String {
+    format!("{}-t", issuance_name(issuer, jti))
+}
+
+/// Name of the binding Secret of an ID token (in the grant's namespace).
+pub fn secret_name(issuer: &str, jti: &str) -> String {
+    format!("oam-trust-binding-{}", digest40(issuer, jti))
 }
 
 /// `expirationSeconds` of the TokenRequest for an effective TTL.
@@ -48,7 +63,7 @@ pub fn request_seconds(ttl: Duration) -> i64 {
     ttl.as_secs().max(TOKEN_REQUEST_MIN_SECONDS) as i64
 }
 
-/// What one exchange records in its binding Secret.
+/// What one exchange records: the audit fields of its TokenIssuance and its binding Secret.
 #[derive(Clone, Debug)]
 pub struct BindingRecord<'a> {
     pub issuer: &'a str,
@@ -57,8 +72,13 @@ pub struct BindingRecord<'a> {
     pub grant: &'a Grant,
     pub application: Option<&'a Application>,
     pub project_id: &'a str,
+    pub project_path: &'a str,
     pub pipeline_id: &'a str,
     pub job_id: &'a str,
+    pub user: &'a str,
+    pub ref_: &'a str,
+    pub environment: &'a str,
+    pub issued_at: SystemTime,
     pub expires_at: SystemTime,
     /// The ID token's `exp`: the replay guard lives until then.
     pub id_token_expires_at: SystemTime,
@@ -66,11 +86,20 @@ pub struct BindingRecord<'a> {
 }
 
 impl BindingRecord<'_> {
-    /// Whether the ID token outlives the issued token, so the replay guard must be a separate Secret.
+    /// Whether the ID token outlives the issued token, so the replay guard must be a separate record.
     /// Within the last second of the ID token's life the exchange refuses anyway (TTLs are whole
     /// seconds, floored), so a token that ends less than a second before the ID token needs no guard.
     pub fn needs_separate_guard(&self) -> bool {
         self.id_token_expires_at > self.expires_at + Duration::from_secs(1)
+    }
+
+    fn service_account(&self) -> String {
+        self.grant
+            .service_account
+            .metadata
+            .name
+            .clone()
+            .unwrap_or_else(|| self.grant.name.clone())
     }
 }
 
@@ -78,9 +107,15 @@ impl BindingRecord<'_> {
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
     #[error(
-        "this ID token was already exchanged (binding Secret {secret} exists); request a new ID token: GitLab mints one per job"
+        "this ID token was already exchanged (TokenIssuance {record} exists); request a new ID token: GitLab mints one per job"
     )]
-    Replayed { secret: String },
+    Replayed { record: String },
+    #[error("creating TokenIssuance {record}: {source}")]
+    CreateRecord {
+        record: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
     #[error("creating binding Secret {namespace}/{secret}: {source}")]
     CreateSecret {
         namespace: String,
@@ -113,6 +148,7 @@ impl IssueError {
     pub fn category(&self) -> &'static str {
         match self {
             IssueError::Replayed { .. } => "replayed",
+            IssueError::CreateRecord { .. } => "issuance_record_failed",
             IssueError::CreateSecret { .. } => "binding_secret_failed",
             IssueError::ServiceAccountMissing { .. } => "service_account_missing",
             IssueError::TokenRequest { .. } | IssueError::EmptyToken { .. } => {
@@ -125,6 +161,11 @@ impl IssueError {
 /// An issued token and where it lives.
 pub struct Issued {
     pub token: String,
+    /// The TokenIssuance of the exchange (the replay guard).
+    pub record: String,
+    /// The TokenIssuance deleted at the TTL (the guard itself in the usual case) and its uid.
+    pub binding_record: String,
+    pub binding_record_uid: Option<String>,
     pub secret: String,
     pub namespace: String,
     pub service_account: String,
@@ -133,6 +174,8 @@ pub struct Issued {
 impl std::fmt::Debug for Issued {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Issued")
+            .field("record", &self.record)
+            .field("binding_record", &self.binding_record)
             .field("secret", &self.secret)
             .field("namespace", &self.namespace)
             .field("service_account", &self.service_account)
@@ -163,56 +206,111 @@ pub(super) fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-/// The Secret the token is bound to (and, when no separate guard is needed, the replay guard).
-pub fn binding_secret(record: &BindingRecord) -> Secret {
-    if record.needs_separate_guard() {
-        binding_object(
-            record,
-            token_secret_name(record.issuer, record.jti),
-            record.expires_at,
-            "token-binding",
-        )
-    } else {
-        binding_object(
-            record,
-            secret_name(record.issuer, record.jti),
-            record.expires_at,
-            "replay-guard,token-binding",
-        )
-    }
-}
-
-/// The replay guard kept until the ID token's `exp` when the token expires before it.
-pub fn guard_secret(record: &BindingRecord) -> Secret {
-    binding_object(
+/// The TokenIssuance named from `iss` + `jti`: the replay guard and the audit record. In the usual
+/// case it also owns the binding Secret and goes at the TTL; otherwise it stays until the ID token's
+/// `exp`.
+pub fn guard_record(record: &BindingRecord) -> TokenIssuance {
+    let (role, expires_at) = match record.needs_separate_guard() {
+        true => (ROLE_GUARD, record.id_token_expires_at),
+        false => (ROLE_GUARD_AND_BINDING, record.expires_at),
+    };
+    issuance_object(
         record,
-        secret_name(record.issuer, record.jti),
-        record.id_token_expires_at,
-        "replay-guard",
+        issuance_name(record.issuer, record.jti),
+        role,
+        expires_at,
     )
 }
 
-fn binding_object(
+/// The TokenIssuance owning the binding Secret when the guard outlives the token: deleted at the TTL,
+/// owned by the guard (deleting the guard deletes it, and so the Secret).
+pub fn binding_record(record: &BindingRecord, guard: &TokenIssuance) -> TokenIssuance {
+    let mut object = issuance_object(
+        record,
+        binding_issuance_name(record.issuer, record.jti),
+        ROLE_BINDING,
+        record.expires_at,
+    );
+    object.metadata.owner_references = Some(vec![owned_by(guard)]);
+    object
+}
+
+fn issuance_object(
     record: &BindingRecord,
     name: String,
-    expires_at: SystemTime,
     role: &str,
-) -> Secret {
+    expires_at: SystemTime,
+) -> TokenIssuance {
     let grant = record.grant;
+    let spec = TokenIssuanceSpec {
+        role: role.into(),
+        expires_at: rfc3339(expires_at),
+        token_expires_at: rfc3339(record.expires_at),
+        issued_at: rfc3339(record.issued_at),
+        issuer: record.issuer.into(),
+        jti: record.jti.into(),
+        trust: record.trust.into(),
+        namespace: grant.namespace.clone(),
+        application: grant.application.clone(),
+        application_uid: record
+            .application
+            .and_then(|a| a.metadata.uid.clone())
+            .unwrap_or_default(),
+        grant: grant.name.clone(),
+        grant_id: grant.id.clone(),
+        service_account: record.service_account(),
+        binding_secret: secret_name(record.issuer, record.jti),
+        project_id: record.project_id.into(),
+        project_path: record.project_path.into(),
+        pipeline_id: record.pipeline_id.into(),
+        job_id: record.job_id.into(),
+        user: record.user.into(),
+        ref_: record.ref_.into(),
+        environment: record.environment.into(),
+        correlation_id: record.correlation_id.into(),
+    };
+    let mut object = TokenIssuance::new(&name, spec);
+    object.metadata.labels = Some(record_labels(record));
+    object
+}
+
+fn record_labels(record: &BindingRecord) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([(LABEL_BINDING.to_string(), "true".to_string())]);
     for (key, value) in [
         (LABEL_PROJECT_ID, record.project_id),
         (LABEL_PIPELINE_ID, record.pipeline_id),
         (LABEL_JOB_ID, record.job_id),
-        (LABEL_APPLICATION, grant.application.as_str()),
+        (LABEL_APPLICATION, record.grant.application.as_str()),
     ] {
         if let Some(v) = label_value(value) {
             labels.insert(key.to_string(), v);
         }
     }
+    labels
+}
+
+/// An ownerReference to a created TokenIssuance. Not `blockOwnerDeletion`: deleting the record must
+/// never wait on its Secret, and setting it would need rights on the record's finalizers.
+fn owned_by(owner: &TokenIssuance) -> OwnerReference {
+    OwnerReference {
+        api_version: format!("{TRUST_GROUP}/{TRUST_VERSION}"),
+        kind: ISSUANCE_KIND.into(),
+        name: owner.metadata.name.clone().unwrap_or_default(),
+        uid: owner.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }
+}
+
+/// The Secret the token is bound to, owned by `owner` (a created TokenIssuance) and by nothing else:
+/// a second owner would keep it, and the token, alive after the record is deleted.
+pub fn binding_secret(record: &BindingRecord, owner: &TokenIssuance) -> Secret {
+    let grant = record.grant;
+    let owner_name = owner.metadata.name.clone().unwrap_or_default();
     let annotations = BTreeMap::from([
-        (ANNOTATION_EXPIRES.to_string(), rfc3339(expires_at)),
-        (ANNOTATION_ROLE.to_string(), role.to_string()),
+        (ANNOTATION_EXPIRES.to_string(), rfc3339(record.expires_at)),
+        (ANNOTATION_ROLE.to_string(), ROLE_BINDING.to_string()),
+        (ANNOTATION_ISSUANCE.to_string(), owner_name),
         (ANNOTATION_GRANT.to_string(), grant.name.clone()),
         (ANNOTATION_GRANT_ID.to_string(), grant.id.clone()),
         (ANNOTATION_TRUST.to_string(), record.trust.to_string()),
@@ -223,18 +321,13 @@ fn binding_object(
             record.correlation_id.to_string(),
         ),
     ]);
-    // Owned by the Application: deleting it deletes the Secret, which revokes the token.
-    let owner_references = record
-        .application
-        .and_then(|app| kube::Resource::owner_ref(app, &()))
-        .map(|o| vec![o]);
     Secret {
         metadata: ObjectMeta {
-            name: Some(name),
+            name: Some(secret_name(record.issuer, record.jti)),
             namespace: Some(grant.namespace.clone()),
-            labels: Some(labels),
+            labels: Some(record_labels(record)),
             annotations: Some(annotations),
-            owner_references,
+            owner_references: Some(vec![owned_by(owner)]),
             ..Default::default()
         },
         type_: Some(SECRET_TYPE.into()),
@@ -243,7 +336,8 @@ fn binding_object(
     }
 }
 
-/// Creates the binding Secret, then a TokenRequest for the grant's ServiceAccount bound to it.
+/// Creates the TokenIssuance (the replay guard), the binding Secret it owns, then a TokenRequest for
+/// the grant's ServiceAccount bound to that Secret.
 pub async fn issue(
     client: &Client,
     record: &BindingRecord<'_>,
@@ -251,39 +345,38 @@ pub async fn issue(
 ) -> Result<Issued, IssueError> {
     let grant = record.grant;
     let namespace = grant.namespace.clone();
-    let service_account = grant
-        .service_account
-        .metadata
-        .name
-        .clone()
-        .unwrap_or_else(|| grant.name.clone());
+    let service_account = record.service_account();
+    let records: Api<TokenIssuance> = Api::all(client.clone());
+    // The replay guard first: a second exchange of this ID token stops here, on any replica, for
+    // any namespace.
+    let guard = create_record(&records, &guard_record(record)).await?;
+    let guard_name = guard.metadata.name.clone().unwrap_or_default();
+    // Deleting the guard deletes everything it owns (binding record, Secret), so it is the one undo.
+    let undo = || delete_issuance(client, &guard_name, guard.metadata.uid.clone());
+    let owner = match record.needs_separate_guard() {
+        false => guard.clone(),
+        true => match create_record(&records, &binding_record(record, &guard)).await {
+            Ok(r) => r,
+            Err(e) => {
+                undo().await;
+                return Err(e);
+            }
+        },
+    };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    // The replay guard first: a second exchange of this ID token stops here, on any replica.
-    let guard = match record.needs_separate_guard() {
-        false => None,
-        true => Some(create_once(&secrets, &guard_secret(record), &namespace).await?),
-    };
-    let undo_guard = |guard: Option<Secret>| async move {
-        if let Some(g) = guard {
-            let name = g.metadata.name.clone().unwrap_or_default();
-            delete_secret(
-                client,
-                &g.metadata.namespace.clone().unwrap_or_default(),
-                &name,
-                g.metadata.uid,
-            )
-            .await;
-        }
-    };
-    let created = match create_once(&secrets, &binding_secret(record), &namespace).await {
+    let secret = binding_secret(record, &owner);
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let created = match secrets.create(&PostParams::default(), &secret).await {
         Ok(s) => s,
         Err(e) => {
-            undo_guard(guard).await;
-            return Err(e);
+            undo().await;
+            return Err(IssueError::CreateSecret {
+                namespace,
+                secret: name,
+                source: Box::new(e),
+            });
         }
     };
-    let name = created.metadata.name.clone().unwrap_or_default();
-    let uid = created.metadata.uid.clone();
     let request = TokenRequest {
         spec: TokenRequestSpec {
             expiration_seconds: Some(request_seconds(ttl)),
@@ -291,7 +384,7 @@ pub async fn issue(
                 api_version: Some("v1".into()),
                 kind: Some("Secret".into()),
                 name: Some(name.clone()),
-                uid: uid.clone(),
+                uid: created.metadata.uid.clone(),
             }),
             ..Default::default()
         },
@@ -306,6 +399,9 @@ pub async fn issue(
             Some(token) => {
                 return Ok(Issued {
                     token,
+                    record: guard_name,
+                    binding_record: owner.metadata.name.clone().unwrap_or_default(),
+                    binding_record_uid: owner.metadata.uid.clone(),
                     secret: name,
                     namespace,
                     service_account,
@@ -326,46 +422,46 @@ pub async fn issue(
             source: Box::new(e),
         },
     };
-    delete_secret(client, &namespace, &name, uid).await;
-    undo_guard(guard).await;
+    undo().await;
     Err(failure)
 }
 
-/// Creates `secret` if absent; an existing one means the ID token was already exchanged.
-async fn create_once(
-    secrets: &Api<Secret>,
-    secret: &Secret,
-    namespace: &str,
-) -> Result<Secret, IssueError> {
-    let name = secret.metadata.name.clone().unwrap_or_default();
-    match secrets.create(&PostParams::default(), secret).await {
-        Ok(s) => Ok(s),
+/// Creates `object` if absent; an existing one means the ID token was already exchanged.
+async fn create_record(
+    records: &Api<TokenIssuance>,
+    object: &TokenIssuance,
+) -> Result<TokenIssuance, IssueError> {
+    let name = object.metadata.name.clone().unwrap_or_default();
+    match records.create(&PostParams::default(), object).await {
+        Ok(r) => Ok(r),
         Err(kube::Error::Api(status)) if status.code == 409 => {
-            Err(IssueError::Replayed { secret: name })
+            Err(IssueError::Replayed { record: name })
         }
-        Err(e) => Err(IssueError::CreateSecret {
-            namespace: namespace.to_string(),
-            secret: name,
+        Err(e) => Err(IssueError::CreateRecord {
+            record: name,
             source: Box::new(e),
         }),
     }
 }
 
-/// Deletes a binding Secret (only the one with `uid` when given); absent is fine.
-pub async fn delete_secret(client: &Client, namespace: &str, name: &str, uid: Option<String>) {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+/// Deletes a TokenIssuance (only the one with `uid` when given), and so, through the garbage
+/// collector, what it owns: the binding Secret, whose deletion revokes the token. Absent is fine.
+pub async fn delete_issuance(client: &Client, name: &str, uid: Option<String>) {
+    let records: Api<TokenIssuance> = Api::all(client.clone());
     let params = DeleteParams {
         preconditions: uid.map(|uid| Preconditions {
             uid: Some(uid),
             resource_version: None,
         }),
-        ..Default::default()
+        // Background: the record is gone at once (the replay guard with it, when it is one); the
+        // collector deletes the Secret right after.
+        ..DeleteParams::background()
     };
-    match secrets.delete(name, &params).await {
-        Ok(_) => tracing::debug!(namespace, secret = name, "binding Secret deleted"),
+    match records.delete(name, &params).await {
+        Ok(_) => tracing::debug!(record = name, "TokenIssuance deleted"),
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
         Err(e) => {
-            tracing::warn!(namespace, secret = name, error = %e, "deleting binding Secret failed; the reaper retries")
+            tracing::warn!(record = name, error = %e, "deleting TokenIssuance failed; the reaper retries")
         }
     }
 }
@@ -376,11 +472,16 @@ mod tests {
 
     #[test]
     fn names_are_stable_per_issuer_and_jti() {
-        let a = secret_name("https://gitlab.com", "j1");
-        assert_eq!(a, secret_name("https://gitlab.com", "j1"));
-        assert_ne!(a, secret_name("https://gitlab.com", "j2"));
-        assert_ne!(a, secret_name("https://gitlab.example.com", "j1"));
-        assert!(a.len() <= 63);
+        let a = issuance_name("https://gitlab.com", "j1");
+        assert_eq!(a, issuance_name("https://gitlab.com", "j1"));
+        assert_ne!(a, issuance_name("https://gitlab.com", "j2"));
+        assert_ne!(a, issuance_name("https://gitlab.example.com", "j1"));
+        assert!(binding_issuance_name("https://gitlab.com", "j1").len() <= 63);
+        assert!(secret_name("https://gitlab.com", "j1").len() <= 63);
+        assert_ne!(
+            secret_name("https://gitlab.com", "j1"),
+            secret_name("https://gitlab.com", "j2")
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The issue step of an exchange: the binding Secret and the bound TokenRequest (`binding::issue`) for
-//! the decided grant, the refusal when the cluster will not issue, and revocation at the TTL.
-use std::time::Duration;
+//! The issue step of an exchange: the TokenIssuance record, the binding Secret it owns and the bound
+//! TokenRequest (`binding::issue`) for the decided grant, the refusal when the cluster will not issue,
+//! and revocation at the TTL (deleting the record that owns the Secret).
+use std::time::{Duration, SystemTime};
 
 use kube::Client;
 
@@ -28,8 +29,13 @@ pub async fn issue(
         grant,
         application: application.as_deref(),
         project_id: &record.project_id,
+        project_path: &record.project_path,
         pipeline_id: &record.pipeline_id,
         job_id: &record.job_id,
+        user: &record.user,
+        ref_: &record.ref_,
+        environment: &record.environment,
+        issued_at: SystemTime::now(),
         expires_at: life.expires_at,
         id_token_expires_at: job.token.expires_at,
         correlation_id: &record.correlation_id,
@@ -39,6 +45,7 @@ pub async fn issue(
         .map_err(refusal)?;
     record.service_account = issued.service_account.clone();
     record.binding_secret = issued.secret.clone();
+    record.issuance = issued.record.clone();
     revoke_at(cx.client.clone(), &issued, life.ttl);
     Ok(issued)
 }
@@ -64,10 +71,13 @@ fn refusal(e: IssueError) -> Denial {
 
 /// Revokes at the TTL precisely; the reaper is the backstop across restarts and replicas.
 fn revoke_at(client: Client, issued: &Issued, ttl: Duration) {
-    let (ns, name) = (issued.namespace.clone(), issued.secret.clone());
+    let (name, uid) = (
+        issued.binding_record.clone(),
+        issued.binding_record_uid.clone(),
+    );
     tokio::spawn(async move {
         tokio::time::sleep(ttl).await;
-        binding::delete_secret(&client, &ns, &name, None).await;
+        binding::delete_issuance(&client, &name, uid).await;
     });
 }
 
@@ -78,7 +88,7 @@ mod tests {
     #[test]
     fn the_caller_learns_what_it_can_act_on_and_no_api_internals() {
         let replayed = refusal(IssueError::Replayed {
-            secret: "oam-trust-binding-x".into(),
+            record: "oam-trust-issuance-x".into(),
         });
         assert_eq!(
             (replayed.code, replayed.category),

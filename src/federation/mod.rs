@@ -1,5 +1,6 @@
 //! federation: the token-exchange service (GitLab CI ID token in, scoped expiring Kubernetes token out),
-//! token issuance (binding Secret + bound TokenRequest, reaper), audit, and the job-side client
+//! token issuance (TokenIssuance record + the binding Secret it owns + bound TokenRequest, reaper),
+//! audit (its own log), and the job-side client
 //! (`login`). Uses `runtime`'s clients, stores and metrics; never imports `controller`.
 //!
 //! One exchange is `exchange::exchange`: parse (`request`) → verify (`verify`) → decide (`decision`,
@@ -8,8 +9,8 @@
 //! its `context`, and the lifecycle (`server`: `args`, `tls`, watches, `reaper`).
 //!
 //! Invariants: the grants come from the one derivation (`access::World::derive`) and the decision from
-//! the pure `access::match_token` through `decision`, shared with `explain`; no token leaves the process before its binding Secret
-//! exists and its audit line is written; tokens are never logged or put into errors.
+//! the pure `access::match_token` through `decision`, shared with `explain`; no token leaves the process before its
+//! TokenIssuance and binding Secret exist and its audit line is written; tokens are never logged or put into errors.
 pub mod args;
 pub mod audit;
 pub mod binding;
@@ -32,6 +33,8 @@ mod verify;
 pub mod wire;
 
 pub use args::ExchangeArgs;
-pub use audit::{AUDIT_TARGET, AuditRecord, AuditSink, MemoryAuditSink, Outcome};
+pub use audit::{
+    AUDIT_TARGET, AuditRecord, AuditSink, JsonLinesAuditSink, MemoryAuditSink, Outcome,
+};
 pub use server::{ExchangeOptions, ExchangeServer, serve};
 pub use wire::{ExchangeResponse, GrantSummary};

@@ -12,7 +12,7 @@ use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
 use super::args::ExchangeArgs;
-use super::audit::{AuditSink, Auditor, ExchangeMetrics};
+use super::audit::{AuditSink, Auditor, ExchangeMetrics, JsonLinesAuditSink};
 use super::context::Context;
 use super::events::TokenEvents;
 use super::grants::GrantIndex;
@@ -39,11 +39,11 @@ impl Drop for ExchangeServer {
 /// Optional parts of an exchange service.
 #[derive(Default, Clone)]
 pub struct ExchangeOptions {
-    /// Receives every audit record after it is logged.
+    /// Receives every audit record, beside the audit log (`--audit-log`, default stdout).
     pub audit_sink: Option<Arc<dyn AuditSink>>,
     /// Replica name in Events.
     pub instance: Option<String>,
-    /// When set, the reaper (the backstop that deletes expired binding Secrets) runs only while this
+    /// When set, the reaper (the backstop that deletes expired TokenIssuances) runs only while this
     /// gate is open, i.e. on the leader. Each replica still revokes the tokens it issued at their TTL.
     pub reap_gate: Option<crate::runtime::leader::WriteGate>,
     /// The system definitions namespace (`--definitions-namespace`).
@@ -84,6 +84,12 @@ impl ExchangeServer {
         let listener = ExchangeListener::new(tcp, tls_config)?;
         let local_addr = axum::serve::Listener::local_addr(&listener)?;
 
+        let audit_log = JsonLinesAuditSink::open(args.audit_log.as_deref()).with_context(|| {
+            format!(
+                "opening the audit log {}",
+                args.audit_log.as_deref().unwrap_or("-".as_ref()).display()
+            )
+        })?;
         let (mut index, watches) = GrantIndex::start(&client, &options.definitions_namespace);
         if let Some(guards) = &options.required_guards {
             index.world.required_guards = guards.clone();
@@ -96,7 +102,11 @@ impl ExchangeServer {
             client.clone(),
             index.clone(),
             key_caches,
-            Auditor::new(ExchangeMetrics::register(metrics), options.audit_sink),
+            Auditor::new(
+                ExchangeMetrics::register(metrics),
+                Arc::new(audit_log),
+                options.audit_sink,
+            ),
             TokenEvents::new(Recorder::new(client.clone(), reporter), index.clone()),
             args.clone(),
             endpoint,
@@ -104,6 +114,7 @@ impl ExchangeServer {
         let router = http::router(cx.clone());
         let reap_interval = Duration::from_secs(args.exchange_reap_interval_seconds.max(1));
         let options_reap_gate = options.reap_gate.clone();
+        let reap_index = index.clone();
         let secure = tls.is_some();
         let task = tokio::spawn(async move {
             let readiness = async {
@@ -128,7 +139,7 @@ impl ExchangeServer {
                 _ = watches => anyhow::bail!("a token exchange watch ended"),
                 _ = readiness => Ok(()),
                 _ = reload => Ok(()),
-                _ = reaper::reaper(client, reap_interval, options_reap_gate) => Ok(()),
+                _ = reaper::reaper(client, reap_interval, options_reap_gate, reap_index) => Ok(()),
             }
         });
         tracing::info!(addr = %local_addr, tls = secure, "token exchange listening");

@@ -178,7 +178,11 @@ mod tests {
             client.clone(),
             index.clone(),
             std::sync::Arc::default(),
-            Auditor::new(ExchangeMetrics::register(&metrics), None),
+            Auditor::new(
+                ExchangeMetrics::register(&metrics),
+                std::sync::Arc::new(crate::federation::MemoryAuditSink::default()),
+                None,
+            ),
             TokenEvents::new(
                 kube::runtime::events::Recorder::new(client, reporter),
                 index,

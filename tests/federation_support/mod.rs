@@ -1,7 +1,7 @@
 //! A token-exchange world for one test: a dev issuer over HTTPS, a GitLabTrust for it, an application
 //! namespace with an Application declaring gitlab-access, the operator (which creates the grants'
 //! ServiceAccounts, Roles and RoleBindings) and an exchange service over TLS on 127.0.0.1, with audit
-//! records captured in memory.
+//! records captured in memory and its audit log in `<tls_dir>/audit.jsonl`.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use oam_trust::api::issuance::TokenIssuance;
 use oam_trust::api::oam::Application;
 use oam_trust::api::trust::GitLabTrust;
 use oam_trust::dev_issuer::{DevIssuer, DevIssuerOptions};
@@ -58,7 +59,13 @@ fn self_signed(dir: &std::path::Path) -> String {
     cert.cert.pem()
 }
 
-/// Starts an exchange service over TLS with its own key caches and audit sink.
+/// The audit log every exchange of a world appends to.
+pub fn audit_log_path(tls_dir: &std::path::Path) -> std::path::PathBuf {
+    tls_dir.join("audit.jsonl")
+}
+
+/// Starts an exchange service over TLS with its own key caches and audit sink; its audit log is
+/// [`audit_log_path`].
 pub async fn start_exchange(
     admin: &Client,
     tls_dir: &std::path::Path,
@@ -79,6 +86,7 @@ pub async fn start_exchange_with(
         exchange_tls_cert: Some(tls_dir.join("tls.crt")),
         exchange_tls_key: Some(tls_dir.join("tls.key")),
         exchange_reap_interval_seconds: 1,
+        audit_log: Some(audit_log_path(tls_dir)),
         ..ExchangeArgs::default()
     };
     let caches = Arc::new(KeyCaches::with_config(KeyCacheConfig {
@@ -252,6 +260,27 @@ impl World {
         resource: Option<&str>,
     ) -> Result<ExchangeResponse, ExchangeCallError> {
         self.client.exchange(token, resource, None).await
+    }
+
+    /// The TokenIssuance records of grants in the test namespace (records are cluster-scoped).
+    pub async fn issuances(&self) -> Vec<TokenIssuance> {
+        Api::<TokenIssuance>::all(self.admin.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|r| r.spec.namespace == self.ns)
+            .collect()
+    }
+
+    /// The audit log's lines so far, parsed.
+    pub fn audit_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(audit_log_path(self.tls_dir.path()))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("every audit line is JSON"))
+            .collect()
     }
 
     /// Binding Secrets in the test namespace.
