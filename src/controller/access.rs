@@ -477,6 +477,71 @@ mod tests {
         assert_eq!(report.cleared, [ACCESS_WARNING, ACCESS_UNENFORCEABLE]);
     }
 
+    /// A world with one trust (static keys, selecting namespace `shop`) and an Application in `shop`
+    /// that declares a `read` and a `deploy` grant.
+    fn declaring() -> (Application, crate::access::World) {
+        let trust: crate::api::trust::GitLabTrust = serde_json::from_value(serde_json::json!({
+            "apiVersion": "oam-trust.dev/v1alpha1", "kind": "GitLabTrust", "metadata": {"name": "t"},
+            "spec": {"issuer": "https://gitlab.example.com", "audiences": ["https://k8s.example.com"],
+                     "jwks": {"static": r#"{"keys":[]}"#}, "allow": [{"namespaceId": "72"}]}
+        }))
+        .unwrap();
+        let app: Application = serde_json::from_value(serde_json::json!({
+            "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+            "metadata": {"name": "a", "namespace": "shop", "uid": "u"},
+            "spec": {"components": [{"name": "web", "type": "webservice", "properties": {"image": "nginx"}}],
+                     "policies": [
+                        {"name": "read", "type": "gitlab-access", "properties": {"trust": "t",
+                            "subjects": [{"namespaceId": "72"}], "access": "read"}},
+                        {"name": "deploy", "type": "gitlab-access", "properties": {"trust": "t",
+                            "subjects": [{"projectId": "1450", "namespaceId": "72"}], "access": "deploy"}}]}
+        }))
+        .unwrap();
+        let world = crate::access::World {
+            trusts: [("t".to_string(), trust)].into(),
+            missing_namespace: crate::access::MissingNamespace::AssumedSelected,
+            ..Default::default()
+        };
+        (app, world)
+    }
+
+    #[test]
+    fn a_missing_guard_makes_access_not_ready_when_a_grant_writes() {
+        let (app, mut world) = declaring();
+        let built = super::super::application::build(&app, &world);
+        assert_eq!(built.grants.grants.len(), 2, "{:?}", built.grants.refusals);
+        let mut report = report_of(&built.grants, None);
+        guard_check(&mut report, &built);
+        assert_eq!(
+            (report.conditions[0].type_, report.conditions[0].status),
+            (ACCESS_READY, true),
+            "every guard installed"
+        );
+
+        world.missing_guards = vec!["oam-trust-grant-guard".into()];
+        let built = super::super::application::build(&app, &world);
+        let mut report = report_of(&built.grants, None);
+        guard_check(&mut report, &built);
+        let ready = &report.conditions[0];
+        assert_eq!(
+            (ready.type_, ready.status, ready.reason.as_str()),
+            (ACCESS_READY, false, "AdmissionPolicyMissing")
+        );
+        assert_eq!(
+            ready.message,
+            "no token is issued for policy/deploy while the admission policy oam-trust-grant-guard is \
+             not installed: install the Helm chart's policies (or config/admission/)"
+        );
+        assert_eq!(
+            report
+                .conditions
+                .iter()
+                .filter(|c| c.type_ == ACCESS_READY)
+                .count(),
+            1
+        );
+    }
+
     #[test]
     fn no_guard_parameters_without_grants() {
         let app: Application = serde_json::from_value(serde_json::json!({
