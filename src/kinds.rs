@@ -203,3 +203,8 @@ pub fn is_cluster_scoped(group: &str, resource: &str) -> bool {
         .iter()
         .any(|(g, _, r, namespaced)| *g == group && *r == base && !namespaced)
 }
+
+/// The API group of a manifest (`apps` for `apiVersion: apps/v1`, `` for `v1` or none).
+pub fn group_of_manifest(doc: &serde_json::Value) -> &str {
+    group_of(doc["apiVersion"].as_str().unwrap_or_default())
+}

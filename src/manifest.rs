@@ -46,11 +46,9 @@ impl Default for Manifests {
 impl Manifests {
     /// Sorts one document into applications, definitions or others.
     pub fn add(&mut self, source: &str, doc: Value) -> anyhow::Result<()> {
-        let group = doc["apiVersion"]
-            .as_str()
-            .and_then(|v| v.split_once('/'))
-            .map(|(g, _)| g);
-        if group == Some(crate::names::OAM_GROUP) && doc["kind"] == "Application" {
+        if crate::kinds::group_of_manifest(&doc) == crate::names::OAM_GROUP
+            && doc["kind"] == "Application"
+        {
             let app: Application = serde_json::from_value(doc)
                 .with_context(|| format!("{source}: invalid Application"))?;
             self.applications.push(app);

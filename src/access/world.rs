@@ -281,11 +281,7 @@ impl DefinitionCatalog {
                     message: e.to_string(),
                 })
         }
-        let group = doc["apiVersion"]
-            .as_str()
-            .and_then(|v| v.split_once('/'))
-            .map(|(g, _)| g);
-        if group != Some(crate::names::OAM_GROUP) {
+        if crate::kinds::group_of_manifest(doc) != crate::names::OAM_GROUP {
             return Ok(false);
         }
         match doc["kind"].as_str().unwrap_or_default() {

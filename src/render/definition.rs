@@ -32,11 +32,7 @@ impl Definitions {
 
     /// Adds `doc` if it is a `core.oam.dev` definition; returns whether it was one.
     pub fn insert_document(&mut self, doc: &Value) -> Result<bool, RenderError> {
-        let group = doc["apiVersion"]
-            .as_str()
-            .and_then(|v| v.split_once('/'))
-            .map(|(g, _)| g);
-        if group != Some(OAM_GROUP) {
+        if crate::kinds::group_of_manifest(doc) != OAM_GROUP {
             return Ok(false);
         }
         match doc["kind"].as_str().unwrap_or_default() {
