@@ -221,30 +221,7 @@ async fn a_grant_name_taken_by_another_application_is_refused_not_adopted() {
     support::operator().await;
     let admin = support::admin().await;
     let ns = support::app_namespace(&admin, "grantname", "admin").await;
-    let pp = PatchParams::apply("platform").force();
-    Api::<Namespace>::all(admin.clone())
-        .patch(
-            &ns,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"oam-trust.dev/isolation": ns}}})),
-        )
-        .await
-        .unwrap();
-    let trust = format!("trust-{ns}");
-    Api::<oam_trust::api::trust::GitLabTrust>::all(admin.clone())
-        .patch(
-            &trust,
-            &pp,
-            &Patch::Apply(json!({
-                "apiVersion": "oam-trust.dev/v1alpha1", "kind": "GitLabTrust", "metadata": {"name": trust},
-                "spec": {"issuer": "https://gitlab.example.com", "audiences": ["https://oam-trust.test"],
-                         "jwks": {"static": r#"{"keys":[]}"#},
-                         "namespaceSelector": {"matchLabels": {"oam-trust.dev/isolation": ns}},
-                         "allow": [{"namespaceId": "72"}]}
-            })),
-        )
-        .await
-        .unwrap();
+    let trust = support::selecting_trust(&admin, &ns, None).await;
     // The attacker's Application, and a ServiceAccount it owns under the name the victim's grant
     // will have (names are deterministic, so anyone can compute them).
     support::apply_app(

@@ -6,11 +6,9 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use oam_trust::api::trust::GitLabTrust;
 use oam_trust::runtime::metrics::Metrics;
 use oam_trust::runtime::{RunArgs, run_with_metrics};
 use serde_json::json;
@@ -48,14 +46,6 @@ async fn a_restart_over_unchanged_applications_writes_nothing() {
     support::install_deploy_guard(&admin).await;
     let ns = support::app_namespace(&admin, "resync", "admin").await;
     let pp = PatchParams::apply("oam-trust-tests").force();
-    Api::<Namespace>::all(admin.clone())
-        .patch(
-            &ns,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"oam-trust.dev/resync": ns}}})),
-        )
-        .await
-        .unwrap();
     let ceiling = format!("ceiling-{ns}");
     let role: ClusterRole = serde_json::from_value(json!({
         "metadata": {"name": ceiling},
@@ -66,21 +56,7 @@ async fn a_restart_over_unchanged_applications_writes_nothing() {
         .patch(&ceiling, &pp, &Patch::Apply(&role))
         .await
         .unwrap();
-    let trust = format!("trust-{ns}");
-    Api::<GitLabTrust>::all(admin.clone())
-        .patch(
-            &trust,
-            &pp,
-            &Patch::Apply(json!({
-                "apiVersion": "oam-trust.dev/v1alpha1", "kind": "GitLabTrust", "metadata": {"name": trust},
-                "spec": {"issuer": "https://gitlab.example.com", "audiences": ["https://oam-trust.test"],
-                         "jwks": {"static": r#"{"keys":[]}"#},
-                         "namespaceSelector": {"matchLabels": {"oam-trust.dev/resync": ns}},
-                         "allow": [{"namespaceId": "72"}], "ceiling": {"clusterRoleRef": ceiling}}
-            })),
-        )
-        .await
-        .unwrap();
+    let trust = support::selecting_trust(&admin, &ns, Some(&ceiling)).await;
     for i in 0..APPS {
         // Half declare access, so grant objects and the guard's parameters are resynced too.
         let policies = if i % 2 == 0 {

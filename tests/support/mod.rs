@@ -466,3 +466,40 @@ async fn await_deploy_guard(client: &Client) {
         "the deploy guard did not start judging requests within 30 s"
     );
 }
+
+/// Labels namespace `ns` so a trust can select it, and applies GitLabTrust `trust-<ns>` (static, empty
+/// keys; group 72 allowed; `ceiling` as its ceiling ClusterRole, if any) that selects exactly it.
+/// Returns the trust's name.
+pub async fn selecting_trust(client: &Client, ns: &str, ceiling: Option<&str>) -> String {
+    let label = "oam-trust.dev/selected-by";
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            ns,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {label: ns}}})),
+        )
+        .await
+        .unwrap();
+    let trust = format!("trust-{ns}");
+    let mut spec = serde_json::json!({
+        "issuer": "https://gitlab.example.com", "audiences": ["https://oam-trust.test"],
+        "jwks": {"static": r#"{"keys":[]}"#},
+        "namespaceSelector": {"matchLabels": {label: ns}},
+        "allow": [{"namespaceId": "72"}]
+    });
+    if let Some(ceiling) = ceiling {
+        spec["ceiling"] = serde_json::json!({"clusterRoleRef": ceiling});
+    }
+    Api::<oam_trust::api::trust::GitLabTrust>::all(client.clone())
+        .patch(
+            &trust,
+            &PatchParams::apply("oam-trust-tests").force(),
+            &Patch::Apply(serde_json::json!({
+                "apiVersion": "oam-trust.dev/v1alpha1", "kind": "GitLabTrust",
+                "metadata": {"name": trust}, "spec": spec
+            })),
+        )
+        .await
+        .expect("the API server accepts the GitLabTrust");
+    trust
+}
