@@ -9,6 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
+use oam_trust::api::trust::GitLabTrust;
 use oam_trust::runtime::metrics::Metrics;
 use oam_trust::runtime::{RunArgs, run_with_metrics};
 use serde_json::json;
@@ -97,6 +98,22 @@ async fn a_restart_over_unchanged_applications_writes_nothing() {
         )
         .await;
     }
+    // The trust's status is the first operator's too: stop it only once both conditions are written,
+    // or the second operator writes them and the count below is of a race, not of a resync.
+    let trusts = Api::<GitLabTrust>::all(admin.clone());
+    let written = support::eventually(Duration::from_secs(60), || {
+        let trusts = trusts.clone();
+        let trust = trust.clone();
+        async move {
+            trusts.get(&trust).await.ok().and_then(|t| t.status).is_some_and(|s| {
+                ["Ready", "AdmissionPoliciesReady"]
+                    .iter()
+                    .all(|ty| s.conditions.iter().any(|c| c.type_ == *ty))
+            })
+        }
+    })
+    .await;
+    assert!(written, "the first operator did not write the status of {trust}");
     first.abort();
     let _ = first.await;
 
