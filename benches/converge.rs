@@ -122,6 +122,8 @@ fn start_operator(config: Config, metrics: Arc<Metrics>) {
             leader_elect: false,
             lease_namespace: "default".into(),
             definitions_namespace: oam_trust::names::DEFAULT_DEFINITIONS_NAMESPACE.into(),
+            role: Default::default(),
+            rights: Default::default(),
             lease_name: "oam-trust-bench".into(),
             exchange: Default::default(),
         };

@@ -62,6 +62,14 @@ pub const LABEL_GRANT: &str = "oam-trust.dev/grant";
 pub const ANNOTATION_GRANT_ID: &str = "oam-trust.dev/grant-id";
 /// Annotation carrying the GitLabTrust name.
 pub const ANNOTATION_TRUST: &str = "oam-trust.dev/trust";
+/// Label on the RoleBindings that give the operator's own identities their rights in one namespace
+/// (`access::rights`): `ceiling` (the controller holds a ceiling there) or `exchange` (the exchange may
+/// create binding Secrets and tokens there). Nothing outside such a namespace is theirs to write.
+pub const LABEL_NAMESPACE_RIGHTS: &str = "oam-trust.dev/namespace-rights";
+/// Name of the RoleBinding of the exchange's namespace rights.
+pub const EXCHANGE_RIGHTS_BINDING: &str = "oam-trust-exchange";
+/// Prefix of the RoleBinding names binding the controller to a ceiling in a namespace.
+pub const CEILING_RIGHTS_PREFIX: &str = "oam-trust-ceiling-";
 /// Label selecting the deploy guard's parameter ConfigMaps (`config/admission/deploy-guard.yaml`).
 pub const LABEL_DEPLOY_GUARD: &str = "oam-trust.dev/deploy-guard";
 /// The ValidatingAdmissionPolicyBindings (`config/admission/`) that bound grant identities beyond RBAC;

@@ -25,6 +25,8 @@ fn args() -> RunArgs {
         leader_elect: false,
         lease_namespace: "default".into(),
         definitions_namespace: oam_trust::names::DEFAULT_DEFINITIONS_NAMESPACE.into(),
+        role: Default::default(),
+        rights: Default::default(),
         lease_name: "unused".into(),
         exchange: Default::default(),
     }
@@ -105,15 +107,23 @@ async fn a_restart_over_unchanged_applications_writes_nothing() {
         let trusts = trusts.clone();
         let trust = trust.clone();
         async move {
-            trusts.get(&trust).await.ok().and_then(|t| t.status).is_some_and(|s| {
-                ["Ready", "AdmissionPoliciesReady"]
-                    .iter()
-                    .all(|ty| s.conditions.iter().any(|c| c.type_ == *ty))
-            })
+            trusts
+                .get(&trust)
+                .await
+                .ok()
+                .and_then(|t| t.status)
+                .is_some_and(|s| {
+                    ["Ready", "AdmissionPoliciesReady"]
+                        .iter()
+                        .all(|ty| s.conditions.iter().any(|c| c.type_ == *ty))
+                })
         }
     })
     .await;
-    assert!(written, "the first operator did not write the status of {trust}");
+    assert!(
+        written,
+        "the first operator did not write the status of {trust}"
+    );
     first.abort();
     let _ = first.await;
 

@@ -19,6 +19,7 @@ pub mod grant;
 pub mod kinds;
 pub mod matcher;
 pub mod objects;
+pub mod rights;
 pub mod rules;
 pub mod selector;
 mod validate;

@@ -157,6 +157,19 @@ fn guard_check(report: &mut AccessReport, built: &Built) {
 async fn sync(ctx: &Context, app: &Application, built: &Built) -> Result<(), AccessError> {
     let ns = names::namespace_of(app);
     let client = &ctx.client;
+    if !built.grants.grants.is_empty() {
+        // The operator's own rights where grants live: the ceiling first (the API server admits a
+        // Role only within what its writer holds), and the exchange's right to mint tokens here.
+        let rights: Vec<serde_json::Value> = ctx
+            .rights
+            .bindings(ns, &built.ceilings)
+            .into_iter()
+            .map(|rb| crate::access::objects::typed(&rb))
+            .collect();
+        ctx.applier
+            .apply_all(Identity::Operator, &rights, None)
+            .await?;
+    }
     ctx.applier
         .apply_all(Identity::Operator, &built.grant_objects, None)
         .await?;

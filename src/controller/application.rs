@@ -55,6 +55,8 @@ pub struct Context {
     pub gate: crate::runtime::leader::WriteGate,
     /// Every input of derivation besides the Application.
     pub world: WorldStores,
+    /// Who is bound where grants live (`access::rights`).
+    pub rights: crate::access::rights::Rights,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +147,9 @@ pub struct Built {
     pub missing_guards: Vec<String>,
     /// What rendering warned about (reported in `Parsed` and a Warning Event, never fatal).
     pub warnings: Vec<crate::render::RenderWarning>,
+    /// The ceiling ClusterRoles of the trusts the grants use (bound to the controller in the
+    /// namespace before the grants are written: `access::rights`).
+    pub ceilings: std::collections::BTreeSet<String>,
 }
 
 /// Step 2: renders and derives, with no IO.
@@ -162,6 +167,13 @@ pub fn build(app: &Application, world: &World) -> Built {
         .collect();
     match world.derive(app) {
         Ok(derived) => Built {
+            ceilings: derived
+                .grants
+                .grants
+                .iter()
+                .filter_map(|g| world.trusts.get(&g.trust)?.spec.ceiling.as_ref())
+                .map(|c| c.cluster_role_ref.clone())
+                .collect(),
             grant_objects: crate::access::objects::objects_of(
                 app,
                 &derived.grants,
@@ -180,6 +192,7 @@ pub fn build(app: &Application, world: &World) -> Built {
             definitions,
             missing_guards: world.missing_guards.clone(),
             warnings: Vec::new(),
+            ceilings: Default::default(),
         },
     }
 }

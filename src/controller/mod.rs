@@ -52,6 +52,8 @@ pub struct Controllers {
     pub instance: Option<String>,
     /// The system definitions namespace (`--definitions-namespace`).
     pub definitions_namespace: String,
+    /// Who the controller binds where grants live (`--controller-identity`, `--exchange-identity`).
+    pub rights: crate::access::rights::Rights,
     /// Set once every store has listed its objects.
     pub synced: Arc<AtomicBool>,
 }
@@ -75,6 +77,7 @@ pub async fn run(c: Controllers) -> anyhow::Result<()> {
         recorder: Recorder::new(c.client.clone(), reporter),
         metrics: c.metrics.clone(),
         world: world.clone(),
+        rights: c.rights.clone(),
     });
     let app_controller = application_controller(&c.client, c.concurrency, &world, streams);
     let apps = app_controller.store();

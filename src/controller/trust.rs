@@ -7,9 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -43,6 +44,11 @@ pub enum Error {
     #[error("writing status of GitLabTrust {trust}: {source}")]
     Status {
         trust: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("deleting namespace rights no trust selects: {source}")]
+    Sweep {
         #[source]
         source: Box<kube::Error>,
     },
@@ -176,11 +182,45 @@ async fn reconcile_inner(trust: &GitLabTrust, ctx: &Context) -> Result<Action, E
                 source: Box::new(e),
             })?;
     }
+    if ctx.gate.is_open() {
+        sweep_rights(ctx).await?;
+    }
     Ok(Action::requeue(if guards.status {
         REFRESH_INTERVAL
     } else {
         GUARD_RECHECK
     }))
+}
+
+/// Deletes the operator's namespace rights (`access::rights`) that no trust justifies any more, so
+/// a namespace no longer selected stops being writable by the controller and the exchange.
+async fn sweep_rights(ctx: &Context) -> Result<(), Error> {
+    let all = Api::<RoleBinding>::all(ctx.client.clone());
+    let list = all
+        .list(&ListParams::default().labels(names::LABEL_NAMESPACE_RIGHTS))
+        .await
+        .map_err(|e| Error::Sweep {
+            source: Box::new(e),
+        })?;
+    let world = ctx.world.snapshot();
+    for rb in crate::access::rights::stale(&list.items, &world.trusts, &world.namespaces) {
+        let (ns, name) = (rb.namespace().unwrap_or_default(), rb.name_any());
+        match Api::<RoleBinding>::namespaced(ctx.client.clone(), &ns)
+            .delete(&name, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(namespace = %ns, binding = %name, "deleted namespace rights no trust selects")
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                return Err(Error::Sweep {
+                    source: Box::new(e),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn describe(source: &KeySource) -> String {

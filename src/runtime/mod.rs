@@ -53,9 +53,78 @@ pub struct RunArgs {
     /// Name of the leader-election Lease.
     #[arg(long, env = "OAM_TRUST_LEASE_NAME", default_value = "oam-trust")]
     pub lease_name: String,
+    /// Which parts this process runs: `controller` (the reconcilers, under leader election),
+    /// `exchange` (the token exchange and its reaper, every replica alike) or `all` (both, for local
+    /// use). In a cluster the two run as separate Deployments with separate ServiceAccounts, so a
+    /// compromised exchange holds none of the controller's rights.
+    #[arg(long, env = "OAM_TRUST_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
+    /// Rights the controller grants the operator's identities in each namespace where grants live.
+    #[command(flatten)]
+    pub rights: RightsArgs,
     /// The token-exchange service (served by every replica).
     #[command(flatten)]
     pub exchange: crate::federation::ExchangeArgs,
+}
+
+/// The parts of the operator one process runs (`--role`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Role {
+    /// The Application and GitLabTrust controllers, with leader election.
+    Controller,
+    /// The token exchange and the reaper of expired TokenIssuances.
+    Exchange,
+    /// Both (one process, one identity: local use and tests).
+    #[default]
+    All,
+}
+
+impl Role {
+    fn runs_controllers(self) -> bool {
+        matches!(self, Role::Controller | Role::All)
+    }
+    fn runs_exchange(self) -> bool {
+        matches!(self, Role::Exchange | Role::All)
+    }
+}
+
+/// Who the controller binds where grants live (`access::rights`). Unset: nothing is bound, for an
+/// operator whose own credentials already hold the ceilings (a local admin).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RightsArgs {
+    /// The controller's own ServiceAccount (`system:serviceaccount:<ns>:<name>`): bound to each
+    /// ceiling ClusterRole in each namespace where it writes grants, so the API server refuses any
+    /// Role beyond the ceiling.
+    #[arg(long, env = "OAM_TRUST_CONTROLLER_IDENTITY")]
+    pub controller_identity: Option<crate::access::rights::ServiceAccountRef>,
+    /// The exchange's ServiceAccount (`system:serviceaccount:<ns>:<name>`): bound to
+    /// `--exchange-namespace-role` in each namespace where grants live.
+    #[arg(
+        long,
+        env = "OAM_TRUST_EXCHANGE_IDENTITY",
+        requires = "exchange_namespace_role"
+    )]
+    pub exchange_identity: Option<crate::access::rights::ServiceAccountRef>,
+    /// The ClusterRole holding the exchange's rights in one namespace (create binding Secrets and
+    /// `serviceaccounts/token`).
+    #[arg(
+        long,
+        env = "OAM_TRUST_EXCHANGE_NAMESPACE_ROLE",
+        requires = "exchange_identity"
+    )]
+    pub exchange_namespace_role: Option<String>,
+}
+
+impl RightsArgs {
+    pub fn rights(&self) -> crate::access::rights::Rights {
+        crate::access::rights::Rights {
+            controller: self.controller_identity.clone(),
+            exchange: self
+                .exchange_identity
+                .clone()
+                .zip(self.exchange_namespace_role.clone()),
+        }
+    }
 }
 
 /// Runs until SIGINT/SIGTERM, with the credentials of KUBECONFIG or the pod's ServiceAccount.
@@ -83,6 +152,11 @@ pub async fn run_with_metrics(
         .counted_client(config.clone())
         .context("building the Kubernetes client")?;
     check_crds_installed(&ungated).await?;
+    if args.role == Role::Exchange && !args.exchange.is_configured() {
+        anyhow::bail!(
+            "--role exchange runs only the token exchange, which is off: pass --exchange-tls-cert and --exchange-tls-key (or --exchange-insecure-http behind a TLS proxy)"
+        );
+    }
     let gate = if args.leader_elect {
         leader::WriteGate::default()
     } else {
@@ -107,7 +181,8 @@ pub async fn run_with_metrics(
         gate.clone(),
     );
     // On SIGTERM the elector closes the gate and releases the Lease, so a follower takes over at once.
-    let leader_elect = args.leader_elect;
+    // An exchange alone elects no leader: every replica serves alike, and it may not write Leases.
+    let leader_elect = args.leader_elect && args.role.runs_controllers();
     let mut election = tokio::spawn(async move {
         if leader_elect {
             elector.run(shutdown_signal()).await;
@@ -119,44 +194,69 @@ pub async fn run_with_metrics(
     let listener = tokio::net::TcpListener::bind(args.health_addr)
         .await
         .with_context(|| format!("binding the health endpoint on {}", args.health_addr))?;
-    tracing::info!(addr = %args.health_addr, version = crate::VERSION, "oam-trust running");
+    tracing::info!(addr = %args.health_addr, role = ?args.role, version = crate::VERSION, "oam-trust running");
 
     // One key cache per trust for the whole process: the trust controller fills it, the token-exchange
-    // service verifies with it.
+    // service verifies with it (and fetches on demand when no trust controller runs here).
     let keys = Arc::new(crate::oidc::KeyCaches::default());
-    let controllers = crate::controller::run(crate::controller::Controllers {
-        client: client.clone(),
-        config: config.clone(),
-        metrics: metrics.clone(),
-        gate: gate.clone(),
-        keys: keys.clone(),
-        // Each time this replica becomes the leader, every Application is reconciled once.
-        became_leader: Box::pin(leadership_gained(&leadership)),
-        concurrency: args.concurrency,
-        instance: args.instance.clone(),
-        definitions_namespace: args.definitions_namespace.clone(),
-        synced: readiness.controllers.clone(),
-    });
-    let exchange = crate::federation::serve(
-        ungated.clone(),
-        config.clone(),
-        args.exchange.clone(),
-        metrics.clone(),
-        keys,
-        crate::federation::ExchangeOptions {
-            audit_sink: None,
+    let controllers = async {
+        if !args.role.runs_controllers() {
+            readiness
+                .controllers
+                .store(true, std::sync::atomic::Ordering::Release);
+            return std::future::pending().await;
+        }
+        crate::controller::run(crate::controller::Controllers {
+            client: client.clone(),
+            config: config.clone(),
+            metrics: metrics.clone(),
+            gate: gate.clone(),
+            keys: keys.clone(),
+            // Each time this replica becomes the leader, every Application is reconciled once.
+            became_leader: Box::pin(leadership_gained(&leadership)),
+            concurrency: args.concurrency,
             instance: args.instance.clone(),
-            reap_gate: Some(gate.clone()),
             definitions_namespace: args.definitions_namespace.clone(),
-            required_guards: None,
-        },
-        readiness.exchange.clone(),
-    );
+            rights: args.rights.rights(),
+            synced: readiness.controllers.clone(),
+        })
+        .await
+    };
+    let exchange = async {
+        if !args.role.runs_exchange() {
+            readiness
+                .exchange
+                .store(true, std::sync::atomic::Ordering::Release);
+            return std::future::pending().await;
+        }
+        crate::federation::serve(
+            ungated.clone(),
+            config.clone(),
+            args.exchange.clone(),
+            metrics.clone(),
+            keys.clone(),
+            crate::federation::ExchangeOptions {
+                audit_sink: None,
+                instance: args.instance.clone(),
+                // Alone, every exchange replica reaps (deleting an expired record twice is harmless);
+                // beside the controllers, the leader does.
+                reap_gate: args.role.runs_controllers().then(|| gate.clone()),
+                definitions_namespace: args.definitions_namespace.clone(),
+                required_guards: None,
+            },
+            readiness.exchange.clone(),
+        )
+        .await
+    };
 
     tokio::select! {
         r = exchange => r.context("token exchange failed")?,
         r = controllers => r?,
         r = axum::serve(listener, health::router(readiness.clone(), metrics.clone())) => r.context("health server failed")?,
+        _ = shutdown_signal(), if !args.role.runs_controllers() => {
+            tracing::info!("stopping on signal");
+            return Ok(());
+        }
         r = &mut election => {
             r.context("leader election failed")?;
             tracing::info!("leader election stopped");

@@ -256,6 +256,8 @@ pub async fn operator() {
                     leader_elect: true,
                     lease_namespace: "default".into(),
                     definitions_namespace: oam_trust::names::DEFAULT_DEFINITIONS_NAMESPACE.into(),
+                    role: Default::default(),
+                    rights: Default::default(),
                     lease_name: format!("oam-trust-tests-{}", std::process::id()),
                     exchange: Default::default(),
                 };

@@ -58,3 +58,21 @@ app.kubernetes.io/part-of: oam-trust
 {{- range .Values.ceiling.extraClusterRoles }}{{ $names = append $names . }}{{ end }}
 {{- $names | uniq | toJson }}
 {{- end }}
+
+{{/*
+The operator's two identities: the controller (reconcilers, grants, applier impersonation) and the
+exchange (the internet-facing token exchange). Separate ServiceAccounts, so a compromised exchange
+holds none of the controller's rights.
+*/}}
+{{- define "oam-trust.controllerServiceAccountName" -}}
+{{- printf "%s-controller" (include "oam-trust.fullname" .) }}
+{{- end }}
+
+{{- define "oam-trust.exchangeServiceAccountName" -}}
+{{- printf "%s-exchange" (include "oam-trust.fullname" .) }}
+{{- end }}
+
+{{/* The ClusterRole the controller binds the exchange to in each namespace where grants live. */}}
+{{- define "oam-trust.exchangeNamespaceRole" -}}
+{{- printf "%s-exchange-namespace" (include "oam-trust.fullname" .) }}
+{{- end }}
