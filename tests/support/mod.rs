@@ -20,6 +20,8 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, Config};
 use tokio::sync::OnceCell;
 
+pub mod helm;
+
 static KUBECONFIG: OnceCell<PathBuf> = OnceCell::const_new();
 static CRDS: OnceCell<()> = OnceCell::const_new();
 
