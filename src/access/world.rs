@@ -56,6 +56,10 @@ pub struct Derived {
     pub rendered: Vec<RenderedObject>,
     pub warnings: Vec<render::RenderWarning>,
     pub grants: GrantSet,
+    /// The resource policies the applier honours (`garbage-collect`, `apply-once`, …).
+    pub policies: render::ResourcePolicies,
+    /// Component name -> type (what `componentTypes` selectors of those policies match).
+    pub component_types: BTreeMap<String, String>,
 }
 
 impl World {
@@ -98,6 +102,8 @@ impl World {
             rendered: rendering.objects,
             warnings: rendering.warnings,
             grants,
+            policies: rendering.policies,
+            component_types: rendering.component_types,
         })
     }
 }

@@ -29,13 +29,14 @@ use super::access::{self as grants, AccessReport};
 use super::apply::{Applied, Applier, ApplyError, Identity, ObjectKey, Owner};
 use super::conditions::{self, Desired};
 use super::health;
+use super::sharing;
 use crate::access::{GrantSet, World};
 use crate::api::oam::{
     Application, ApplicationComponentStatus, ApplicationStatus, ApplicationTraitStatus,
     ClusterObjectReference, WorkloadGvk,
 };
 use crate::names::{self, FINALIZER};
-use crate::render::{RenderError, RenderedObject};
+use crate::render::{GcStrategy, RenderError, RenderedObject};
 use crate::runtime::world::WorldStores;
 
 /// How often an unhealthy Application is looked at again when no watch event arrives (for example
@@ -150,6 +151,12 @@ pub struct Built {
     /// The ceiling ClusterRoles of the trusts the grants use (bound to the controller in the
     /// namespace before the grants are written: `access::rights`).
     pub ceilings: std::collections::BTreeSet<String>,
+    /// The Application's resource policies, and what they say about each rendered object (in the
+    /// order of `rendered`).
+    pub policies: crate::render::ResourcePolicies,
+    pub object_policies: Vec<crate::render::ObjectPolicy>,
+    /// Component name -> type, for matching the policies against objects no longer rendered.
+    pub component_types: BTreeMap<String, String>,
 }
 
 /// Step 2: renders and derives, with no IO.
@@ -167,6 +174,19 @@ pub fn build(app: &Application, world: &World) -> Built {
         .collect();
     match world.derive(app) {
         Ok(derived) => Built {
+            object_policies: derived
+                .rendered
+                .iter()
+                .map(|r| {
+                    let type_ = r
+                        .component
+                        .as_ref()
+                        .and_then(|c| derived.component_types.get(c));
+                    derived.policies.for_object(r, type_.map(String::as_str))
+                })
+                .collect(),
+            policies: derived.policies.clone(),
+            component_types: derived.component_types.clone(),
             ceilings: derived
                 .grants
                 .grants
@@ -193,6 +213,9 @@ pub fn build(app: &Application, world: &World) -> Built {
             missing_guards: world.missing_guards.clone(),
             warnings: Vec::new(),
             ceilings: Default::default(),
+            policies: Default::default(),
+            object_policies: Vec::new(),
+            component_types: BTreeMap::new(),
         },
     }
 }
@@ -205,6 +228,10 @@ pub struct Outcome {
     applied: Option<Result<Applied, ApplyError>>,
     /// Each component's health, when everything applied.
     services: Option<Vec<ApplicationComponentStatus>>,
+    /// What `status.appliedResources` records when everything applied: the objects this
+    /// Application deletes later (not the read-only or garbage-collect `never` ones), and those no
+    /// longer rendered that a policy keeps until the Application goes.
+    tracked: Option<Vec<ObjectKey>>,
 }
 
 /// Step 3: writes what `built` says (grant objects first, so a removed declaration is revoked even
@@ -215,6 +242,7 @@ async fn apply(ctx: &Context, app: &Application, built: &Built) -> Outcome {
             access: None,
             applied: None,
             services: None,
+            tracked: None,
         };
     };
     let access = grants::apply(ctx, app, built).await;
@@ -224,31 +252,48 @@ async fn apply(ctx: &Context, app: &Application, built: &Built) -> Outcome {
         reference: serde_json::to_value(app.controller_reference()).unwrap_or(Value::Null),
     };
     let objects: Vec<Value> = rendered.iter().map(|r| r.object.clone()).collect();
+    // The Application changed since it was last reconciled (apply-once `affect: onUpdate`).
+    let updating =
+        app.metadata.generation != app.status.as_ref().and_then(|s| s.observed_generation);
     let applied = ctx
         .applier
-        .apply_all(Identity::Applier(&user), &objects, Some(&owner))
+        .apply_rendered(&user, &objects, &owner, &built.object_policies, updating)
         .await;
     let Ok(done) = &applied else {
         return Outcome {
             access: Some(access),
             applied: Some(applied),
             services: None,
+            tracked: None,
         };
     };
     if done.written > 0 {
         ctx.metrics.objects_applied(done.written);
     }
     let desired: BTreeSet<ObjectKey> = objects.iter().map(ObjectKey::of).collect();
+    let mut tracked: Vec<ObjectKey> = objects
+        .iter()
+        .zip(
+            built
+                .object_policies
+                .iter()
+                .chain(std::iter::repeat(&Default::default())),
+        )
+        .filter(|(_, p)| !p.read_only && p.gc != GcStrategy::Never)
+        .map(|(o, _)| ObjectKey::of(o))
+        .collect();
     let stale: Vec<ObjectKey> = previous_keys(app)
         .into_iter()
         .filter(|k| !desired.contains(k))
         .collect();
+    let (kept, stale) = if built.policies.keep_legacy_resource {
+        (stale, Vec::new())
+    } else {
+        retained(ctx, &user, &owner, built, stale).await
+    };
+    tracked.extend(kept);
     if !stale.is_empty() {
-        match ctx
-            .applier
-            .delete_all(Identity::Applier(&user), &stale)
-            .await
-        {
+        match release_all(ctx, &user, &owner, &stale, Release::Prune).await {
             Ok(0) => {}
             Ok(n) => {
                 publish(
@@ -282,7 +327,105 @@ async fn apply(ctx: &Context, app: &Application, built: &Built) -> Outcome {
         access: Some(access),
         applied: Some(applied),
         services: Some(services),
+        tracked: Some(tracked),
     }
+}
+
+/// Splits objects no longer rendered into those a `garbage-collect` rule keeps (`onAppDelete`:
+/// kept and still tracked; `never`: left alone and forgotten) and those to release now. Each is
+/// matched by its live labels, as KubeVela matches the recorded resources.
+async fn retained(
+    ctx: &Context,
+    user: &str,
+    owner: &Owner,
+    built: &Built,
+    stale: Vec<ObjectKey>,
+) -> (Vec<ObjectKey>, Vec<ObjectKey>) {
+    if built.policies.garbage_collect.is_empty() {
+        return (Vec::new(), stale);
+    }
+    let (mut kept, mut release) = (Vec::new(), Vec::new());
+    for key in stale {
+        let live = match ctx.applier.get(Identity::Applier(user), &key).await {
+            Ok(Some(live)) => live,
+            // Gone already, or unreadable: releasing it says why.
+            _ => {
+                release.push(key);
+                continue;
+            }
+        };
+        let component = live["metadata"]["labels"][names::LABEL_APP_COMPONENT]
+            .as_str()
+            .map(str::to_string);
+        let type_ = component
+            .as_ref()
+            .and_then(|c| built.component_types.get(c))
+            .cloned();
+        let object = RenderedObject {
+            component,
+            object: live,
+        };
+        match built.policies.for_object(&object, type_.as_deref()).gc {
+            GcStrategy::OnAppUpdate => release.push(key),
+            GcStrategy::OnAppDelete => kept.push(key),
+            GcStrategy::Never => {
+                tracing::info!(app = %owner.key(), object = %key.name, "kept by garbage-collect never; no longer tracked");
+            }
+        }
+    }
+    (kept, release)
+}
+
+/// Why objects are released.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Release {
+    /// No longer rendered: every one goes (or is unshared).
+    Prune,
+    /// The Application is being deleted: the garbage collector takes what carries its
+    /// ownerReference; the rest (other namespaces, cluster scope, shared) is ours.
+    Finalize,
+}
+
+/// Releases each of `keys`: an object other Applications still share is only unshared (and handed
+/// to the next sharer when this one owned it); any other is deleted. Returns how many were deleted.
+async fn release_all(
+    ctx: &Context,
+    user: &str,
+    owner: &Owner,
+    keys: &[ObjectKey],
+    why: Release,
+) -> Result<usize, ApplyError> {
+    let me = owner.key();
+    let mut delete = Vec::new();
+    for key in keys {
+        let live = match ctx.applier.get(Identity::Applier(user), key).await {
+            Ok(Some(live)) => live,
+            Ok(None) => continue,
+            // Let the delete say what is wrong (forbidden, unknown kind).
+            Err(_) => {
+                delete.push(key.clone());
+                continue;
+            }
+        };
+        let sharers = sharing::sharers(&live);
+        let others = sharing::without_sharer(&sharers, &me);
+        if !sharers.is_empty() && !others.is_empty() {
+            ctx.applier
+                .unshare(Identity::Applier(user), key, &live, &others)
+                .await?;
+            continue;
+        }
+        let owned_by_reference = live["metadata"]["ownerReferences"]
+            .as_array()
+            .is_some_and(|refs| refs.iter().any(|r| r["uid"] == owner.reference["uid"]));
+        if why == Release::Finalize && owned_by_reference {
+            continue;
+        }
+        delete.push(key.clone());
+    }
+    ctx.applier
+        .delete_all(Identity::Applier(user), &delete)
+        .await
 }
 
 /// Step 4: the status (and Events) from what build and apply returned; the finalizer when objects
@@ -437,9 +580,11 @@ async fn update_status(
     status
         .conditions
         .retain(|c| !access.cleared.contains(&c.type_.as_str()));
-    let desired_keys: BTreeSet<ObjectKey> =
-        rendered.iter().map(|r| ObjectKey::of(&r.object)).collect();
-    status.applied_resources = desired_keys.iter().map(ref_of_key).collect();
+    let tracked: BTreeSet<ObjectKey> = match outcome.tracked {
+        Some(tracked) => tracked.into_iter().collect(),
+        None => rendered.iter().map(|r| ObjectKey::of(&r.object)).collect(),
+    };
+    status.applied_resources = tracked.iter().map(ref_of_key).collect();
     write_status(&apps, app, status).await?;
     if access.failed {
         return Ok(Action::requeue(Duration::from_secs(10)));
@@ -490,16 +635,13 @@ async fn finalize(app: &Application, ctx: &Context) -> Result<Action, Error> {
         let status = next_status(app, "deleting", &[], None);
         write_status(&apps, app, status).await?;
     }
-    // Inside the namespace the garbage collector follows ownerReferences; only the rest is ours.
-    let outside: Vec<ObjectKey> = previous_keys(app)
-        .into_iter()
-        .filter(|k| k.namespace.as_deref() != Some(ns))
-        .collect();
-    if let Err(e) = ctx
-        .applier
-        .delete_all(Identity::Applier(&user), &outside)
-        .await
-    {
+    // Inside the namespace the garbage collector follows ownerReferences; the rest (other
+    // namespaces, cluster scope, shared objects) is ours to delete or unshare.
+    let owner = Owner {
+        namespace: ns.to_string(),
+        reference: serde_json::to_value(app.controller_reference()).unwrap_or(Value::Null),
+    };
+    if let Err(e) = release_all(ctx, &user, &owner, &previous_keys(app), Release::Finalize).await {
         publish(
             ctx,
             app,

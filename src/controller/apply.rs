@@ -12,14 +12,16 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use kube::{Api, Client, Config};
 use serde_json::Value;
 
+use super::sharing::{self, Managed};
 use crate::names;
 use crate::names::{APPLIER_ANNOTATION, DEFAULT_APPLIER};
+use crate::render::{ApplyOnce, GcStrategy, ObjectPolicy};
 
 /// Why applying failed. Messages tell the user what to grant or fix.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,14 @@ pub enum ApplyError {
         target: String,
         owner: String,
     },
+    #[error(
+        "{kind} {target} exists and no Application manages it: add a take-over policy selecting it (type take-over), or delete it"
+    )]
+    NotManaged { kind: String, target: String },
+    #[error(
+        "{kind} {target} is read-only for this Application (policy read-only) and does not exist: create it, or remove it from the read-only rules"
+    )]
+    ReadOnlyMissing { kind: String, target: String },
     #[error("the API server refused {kind} {target}: {message}")]
     Invalid {
         kind: String,
@@ -67,6 +77,8 @@ impl ApplyError {
             ApplyError::UnknownKind { .. } => "UnknownKind",
             ApplyError::Forbidden { .. } => "Forbidden",
             ApplyError::NameConflict { .. } => "NameConflict",
+            ApplyError::NotManaged { .. } => "NotManaged",
+            ApplyError::ReadOnlyMissing { .. } => "ReadOnlyMissing",
             ApplyError::Invalid { .. } => "Invalid",
             ApplyError::Api { .. } => "ApiError",
         }
@@ -125,6 +137,31 @@ pub struct Owner {
     pub namespace: String,
     /// A controller ownerReference (`controller: true`, `blockOwnerDeletion: true`).
     pub reference: serde_json::Value,
+}
+
+impl Owner {
+    fn name(&self) -> &str {
+        self.reference["name"].as_str().unwrap_or_default()
+    }
+    fn uid(&self) -> &str {
+        self.reference["uid"].as_str().unwrap_or_default()
+    }
+    /// `ns/name`, as in `app.oam.dev/shared-by`.
+    pub fn key(&self) -> String {
+        sharing::app_key(&self.namespace, self.name())
+    }
+}
+
+/// How one object is written.
+enum Write {
+    /// Server-side apply of the desired fields.
+    Apply,
+    /// PUT of the whole object at the live resourceVersion (`resource-update` `op: replace`).
+    Replace(String),
+    /// Delete, wait until gone, apply (`resource-update` `recreateFields` changed).
+    Recreate,
+    /// Another Application owns it: only add this one to `app.oam.dev/shared-by`.
+    Share(String),
 }
 
 /// What an apply did.
@@ -285,10 +322,44 @@ impl Applier {
         objects: &[Value],
         owner: Option<&Owner>,
     ) -> Result<Applied, ApplyError> {
+        self.apply_with(identity, objects, owner, &[], false).await
+    }
+
+    /// As `apply_all`, for an Application's rendered objects: `policies[i]` (the resource
+    /// policies' say on `objects[i]`) decides ownership, adoption, sharing, apply-once and how it is
+    /// updated. `updating`: the Application changed since its last reconcile (apply-once `affect`).
+    pub async fn apply_rendered(
+        &self,
+        user: &str,
+        objects: &[Value],
+        owner: &Owner,
+        policies: &[ObjectPolicy],
+        updating: bool,
+    ) -> Result<Applied, ApplyError> {
+        self.apply_with(
+            Identity::Applier(user),
+            objects,
+            Some(owner),
+            policies,
+            updating,
+        )
+        .await
+    }
+
+    async fn apply_with(
+        &self,
+        identity: Identity<'_>,
+        objects: &[Value],
+        owner: Option<&Owner>,
+        policies: &[ObjectPolicy],
+        updating: bool,
+    ) -> Result<Applied, ApplyError> {
         let as_applier = self.client_for(identity)?;
         let mut pending = Vec::new();
         let mut outside = Vec::new();
-        for obj in objects {
+        let default_policy = ObjectPolicy::default();
+        for (i, obj) in objects.iter().enumerate() {
+            let policy = policies.get(i).unwrap_or(&default_policy);
             let mut obj = obj.clone();
             let key = ObjectKey::of(&obj);
             let (ar, caps) = self.resolve(&key).await?;
@@ -297,14 +368,17 @@ impl Applier {
             {
                 meta.remove("namespace");
             }
-            if let Some(owner) = owner {
+            if let Some(owner) = owner
+                && !policy.read_only
+            {
                 let in_owner_namespace = caps.scope == Scope::Namespaced
                     && key.namespace.as_deref().unwrap_or(&owner.namespace) == owner.namespace;
                 // Never across namespaces or onto cluster-scoped objects: the garbage collector would
-                // treat the owner as missing and delete the object.
-                if in_owner_namespace {
+                // treat the owner as missing and delete the object. Nor onto objects that must outlive
+                // this Application (shared, or garbage-collect `never`).
+                if in_owner_namespace && !policy.shared && policy.gc != GcStrategy::Never {
                     obj["metadata"]["ownerReferences"] = serde_json::json!([owner.reference]);
-                } else {
+                } else if policy.gc != GcStrategy::Never {
                     outside.push(ObjectKey::of(&obj));
                 }
             }
@@ -315,25 +389,106 @@ impl Applier {
                 .await
                 .map_err(|e| classify(identity, "get", &key, e))?;
             let live = live.and_then(|l| serde_json::to_value(l).ok());
-            // Never adopt an object another Application controls: its name was taken first.
-            if let Some(live) = &live
-                && let Some(theirs) = controller_of(live)
-                && controller_of(&obj).is_some_and(|ours| ours.0 != theirs.0)
-            {
-                return Err(ApplyError::NameConflict {
-                    kind: key.kind.clone(),
-                    target: key.target(),
-                    owner: format!("{} {}", theirs.1, theirs.2),
-                });
+            if policy.read_only {
+                if live.is_none() {
+                    return Err(ApplyError::ReadOnlyMissing {
+                        kind: key.kind.clone(),
+                        target: key.target(),
+                    });
+                }
+                continue;
+            }
+            let mut write = Write::Apply;
+            match (owner, &live) {
+                (Some(owner), Some(live)) => {
+                    let me = owner.key();
+                    if policy.shared {
+                        let list = sharing::sharers(live);
+                        obj["metadata"]["annotations"][sharing::ANNOTATION_SHARED_BY] =
+                            sharing::with_sharer(&list, &me).into();
+                    }
+                    match sharing::managed_by(live, &owner.namespace, owner.name(), owner.uid()) {
+                        Managed::Us => {}
+                        Managed::Other(_) if policy.shared => {
+                            let list = sharing::sharers(live);
+                            if !list.contains(&me) {
+                                let api = self.api(as_applier.clone(), &key, &ar, &caps);
+                                pending.push((
+                                    key,
+                                    api,
+                                    obj,
+                                    Write::Share(sharing::with_sharer(&list, &me)),
+                                ));
+                            }
+                            continue;
+                        }
+                        Managed::Other(theirs) => {
+                            return Err(ApplyError::NameConflict {
+                                kind: key.kind.clone(),
+                                target: key.target(),
+                                owner: theirs,
+                            });
+                        }
+                        Managed::Nobody if policy.take_over || policy.shared => {}
+                        Managed::Nobody => {
+                            return Err(ApplyError::NotManaged {
+                                kind: key.kind.clone(),
+                                target: key.target(),
+                            });
+                        }
+                    }
+                    match &policy.apply_once {
+                        ApplyOnce::Whole => continue,
+                        ApplyOnce::Paths { paths, affect } => {
+                            let applies = match affect.as_deref() {
+                                Some("onUpdate") => updating,
+                                Some("onStateKeep") => !updating,
+                                _ => true,
+                            };
+                            if applies {
+                                for path in paths {
+                                    sharing::keep_live(&mut obj, live, path);
+                                }
+                            }
+                        }
+                        ApplyOnce::Off => {}
+                    }
+                    if policy
+                        .recreate_fields
+                        .iter()
+                        .any(|f| sharing::get_path(&obj, f) != sharing::get_path(live, f))
+                    {
+                        write = Write::Recreate;
+                    } else if policy.replace {
+                        let rv = live["metadata"]["resourceVersion"]
+                            .as_str()
+                            .unwrap_or_default();
+                        write = Write::Replace(rv.to_string());
+                    }
+                }
+                (Some(owner), None) if policy.shared => {
+                    obj["metadata"]["annotations"][sharing::ANNOTATION_SHARED_BY] =
+                        owner.key().into();
+                }
+                // Never adopt an object another owner controls: its name was taken first.
+                (None, Some(live)) => {
+                    if let Some(theirs) = controller_of(live)
+                        && controller_of(&obj).is_some_and(|ours| ours.0 != theirs.0)
+                    {
+                        return Err(ApplyError::NameConflict {
+                            kind: key.kind.clone(),
+                            target: key.target(),
+                            owner: format!("{} {}", theirs.1, theirs.2),
+                        });
+                    }
+                }
+                _ => {}
             }
             let up_to_date = live.as_ref().is_some_and(|l| is_subset(&obj, l));
             if !up_to_date {
                 tracing::debug!(kind = %key.kind, object = %key.target(), "object differs from the live one; applying");
-                pending.push((
-                    key,
-                    self.api(as_applier.clone(), &ObjectKey::of(&obj), &ar, &caps),
-                    obj,
-                ));
+                let api = self.api(as_applier.clone(), &ObjectKey::of(&obj), &ar, &caps);
+                pending.push((key, api, obj, write));
             }
         }
         // Rendered objects are all-or-nothing: every one is dry-run before any is written. Grant
@@ -341,16 +496,14 @@ impl Applier {
         // RoleBinding): the API server's escalation check of a RoleBinding reads its Role, which a dry
         // run of the Role does not create.
         if let Identity::Applier(_) = identity {
-            let dry = PatchParams::apply(names::FIELD_MANAGER).force().dry_run();
-            for (key, api, obj) in &pending {
-                api.patch(&key.name, &dry, &Patch::Apply(obj))
+            for (key, api, obj, write) in &pending {
+                write_object(api, key, obj, write, true)
                     .await
                     .map_err(|e| classify(identity, "apply", key, e))?;
             }
         }
-        let real = PatchParams::apply(names::FIELD_MANAGER).force();
-        for (key, api, obj) in &pending {
-            api.patch(&key.name, &real, &Patch::Apply(obj))
+        for (key, api, obj, write) in &pending {
+            write_object(api, key, obj, write, false)
                 .await
                 .map_err(|e| classify(identity, "apply", key, e))?;
         }
@@ -391,6 +544,35 @@ impl Applier {
         Ok(deleted)
     }
 
+    /// Removes this Application from a shared object's `app.oam.dev/shared-by`, leaving `others`;
+    /// when it owned the object (its labels), the first of `others` owns it now.
+    pub async fn unshare(
+        &self,
+        identity: Identity<'_>,
+        key: &ObjectKey,
+        live: &Value,
+        others: &[String],
+    ) -> Result<(), ApplyError> {
+        let (ar, caps) = self.resolve(key).await?;
+        let api = self.api(self.client_for(identity)?, key, &ar, &caps);
+        let mut patch = serde_json::json!({"metadata": {"annotations": {
+            sharing::ANNOTATION_SHARED_BY: others.join(",")
+        }}});
+        let labels = &live["metadata"]["labels"];
+        if let Some((ns, name)) = others.first().and_then(|o| o.split_once('/'))
+            && labels[names::LABEL_APP_NAME].is_string()
+        {
+            patch["metadata"]["labels"] = serde_json::json!({
+                names::LABEL_APP_NAME: name,
+                names::LABEL_APP_NAMESPACE: ns,
+            });
+        }
+        api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| classify(identity, "unshare", key, e))?;
+        Ok(())
+    }
+
     /// Reads a live object as `user` (health checks): the applier can read what it applied, so the
     /// operator needs no read access of its own to arbitrary kinds.
     pub async fn get(
@@ -411,6 +593,59 @@ impl Applier {
             })?;
         Ok(live.and_then(|l| serde_json::to_value(l).ok()))
     }
+}
+
+/// Writes one object as `write` says (dry-run: the API server checks, nothing is stored).
+async fn write_object(
+    api: &Api<DynamicObject>,
+    key: &ObjectKey,
+    obj: &Value,
+    write: &Write,
+    dry_run: bool,
+) -> Result<(), kube::Error> {
+    let mut apply = PatchParams::apply(names::FIELD_MANAGER).force();
+    apply.dry_run = dry_run;
+    let post = PostParams {
+        dry_run,
+        field_manager: Some(names::FIELD_MANAGER.into()),
+    };
+    match write {
+        Write::Apply => {
+            api.patch(&key.name, &apply, &Patch::Apply(obj)).await?;
+        }
+        Write::Replace(resource_version) => {
+            let mut whole = obj.clone();
+            whole["metadata"]["resourceVersion"] = resource_version.clone().into();
+            let whole: DynamicObject =
+                serde_json::from_value(whole).map_err(kube::Error::SerdeError)?;
+            api.replace(&key.name, &post, &whole).await?;
+        }
+        // A recreate cannot be dry-run as one step: the delete is the point of it.
+        Write::Recreate if dry_run => {}
+        Write::Recreate => {
+            match api.delete(&key.name, &DeleteParams::foreground()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+            for _ in 0..150 {
+                if api.get_opt(&key.name).await?.is_none() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            api.patch(&key.name, &apply, &Patch::Apply(obj)).await?;
+        }
+        Write::Share(sharers) => {
+            let merge = PatchParams {
+                dry_run,
+                ..Default::default()
+            };
+            let patch = serde_json::json!({"metadata": {"annotations": {sharing::ANNOTATION_SHARED_BY: sharers}}});
+            api.patch(&key.name, &merge, &Patch::Merge(&patch)).await?;
+        }
+    }
+    Ok(())
 }
 
 fn classify(

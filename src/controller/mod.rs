@@ -6,6 +6,7 @@ pub mod application;
 pub mod apply;
 pub mod conditions;
 pub mod health;
+pub mod sharing;
 pub mod trust;
 
 use std::pin::Pin;

@@ -23,7 +23,8 @@ pub use definition::{
 };
 pub use error::RenderError;
 pub use policy::{
-    ApplyOnceRule, GarbageCollectRule, ResourcePolicies, ResourceUpdateRule, RuleSelector,
+    ApplyOnce, ApplyOnceRule, GarbageCollectRule, GcStrategy, ObjectPolicy, ResourcePolicies,
+    ResourceUpdateRule, RuleSelector,
 };
 
 use crate::api::oam::{Application, ApplicationComponent};

@@ -114,7 +114,8 @@ pub struct ResourcePolicies {
     /// `garbage-collect.order`: `dependency` deletes in reverse dependency order.
     pub gc_order: Option<String>,
     pub garbage_collect: Vec<GarbageCollectRule>,
-    /// `apply-once.enable`: every object is applied once and never corrected for drift.
+    /// `apply-once.enable`: the policy is on. With no rules every object is applied once and never
+    /// corrected for drift; with rules, the objects a rule selects keep its paths as they are live.
     pub apply_once_all: bool,
     pub apply_once: Vec<ApplyOnceRule>,
     /// Objects other Applications may also render (the first writer owns them).
@@ -124,6 +125,114 @@ pub struct ResourcePolicies {
     /// Objects this Application only reads (never creates, updates or deletes).
     pub read_only: Vec<RuleSelector>,
     pub resource_update: Vec<ResourceUpdateRule>,
+}
+
+/// What the resource policies say about one rendered object, for the applier.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectPolicy {
+    /// `read-only`: never created, updated or deleted; it must exist.
+    pub read_only: bool,
+    /// `take-over`: an existing object no Application manages may be adopted.
+    pub take_over: bool,
+    /// `shared-resource`: other Applications may render it too; the first writer owns it, the
+    /// others only add themselves to `app.oam.dev/shared-by`, and the last one deletes it.
+    pub shared: bool,
+    /// `apply-once`: what is left as it is live once the object exists.
+    pub apply_once: ApplyOnce,
+    /// `garbage-collect`: when the object is deleted.
+    pub gc: GcStrategy,
+    /// `resource-update` `op: replace`: written whole (PUT), dropping fields others set.
+    pub replace: bool,
+    /// `resource-update` `recreateFields`: a change of one of these deletes and re-creates it.
+    pub recreate_fields: Vec<String>,
+}
+
+/// `apply-once` for one object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ApplyOnce {
+    #[default]
+    Off,
+    /// Created when absent, never written again.
+    Whole,
+    /// These paths (`spec.replicas`, `spec.template.spec.containers[0].image`) keep their live
+    /// values; `affect` limits it to `onUpdate` (the Application changed) or `onStateKeep` (drift).
+    Paths {
+        paths: Vec<String>,
+        affect: Option<String>,
+    },
+}
+
+/// `garbage-collect` strategy for one object.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GcStrategy {
+    /// Deleted once no longer rendered (and with the Application).
+    #[default]
+    OnAppUpdate,
+    /// Kept while the Application lives, deleted with it.
+    OnAppDelete,
+    /// Never deleted by the operator, not even with the Application.
+    Never,
+}
+
+impl ResourcePolicies {
+    /// Whether any policy changes how objects are applied or collected.
+    pub fn is_empty(&self) -> bool {
+        *self == ResourcePolicies::default()
+    }
+
+    /// The policies that apply to `object` (`component_type`: the type of its component).
+    pub fn for_object(
+        &self,
+        object: &RenderedObject,
+        component_type: Option<&str>,
+    ) -> ObjectPolicy {
+        let any = |selectors: &[RuleSelector]| {
+            selectors.iter().any(|s| s.matches(object, component_type))
+        };
+        let apply_once = if !self.apply_once_all {
+            ApplyOnce::Off
+        } else if self.apply_once.is_empty() {
+            ApplyOnce::Whole
+        } else {
+            match self
+                .apply_once
+                .iter()
+                .find(|r| r.selector.matches(object, component_type))
+            {
+                None => ApplyOnce::Off,
+                Some(rule) if rule.paths.iter().any(|p| p == "*") => ApplyOnce::Whole,
+                Some(rule) => ApplyOnce::Paths {
+                    paths: rule.paths.clone(),
+                    affect: rule.affect.clone(),
+                },
+            }
+        };
+        let gc = self
+            .garbage_collect
+            .iter()
+            .find(|r| any(&r.selectors))
+            .map(|r| match r.strategy.as_str() {
+                "never" => GcStrategy::Never,
+                "onAppDelete" => GcStrategy::OnAppDelete,
+                _ => GcStrategy::OnAppUpdate,
+            })
+            .unwrap_or_default();
+        let update = self
+            .resource_update
+            .iter()
+            .find(|r| r.selector.matches(object, component_type));
+        ObjectPolicy {
+            read_only: any(&self.read_only),
+            take_over: any(&self.take_over),
+            shared: any(&self.shared),
+            apply_once,
+            gc,
+            replace: update.is_some_and(|u| u.op == "replace"),
+            recreate_fields: update
+                .map(|u| u.recreate_fields.clone())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
