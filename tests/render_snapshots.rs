@@ -1449,16 +1449,85 @@ fn kubevela_documentation_examples() {
     assert_eq!(failed, expected);
 }
 
+/// `ref-objects`: offline it renders nothing and says so; given what the controller read, it
+/// renders those objects cleaned of what the API server set, labelled as the component's.
 #[test]
-fn error_ref_objects_names_the_type_and_why() {
-    let err = render_err(&app(
-        "    - name: copy\n      type: ref-objects\n      properties: {objects: [{resource: secret, name: s}]}\n",
+fn ref_objects_render_what_was_read_and_nothing_offline() {
+    let m = load(&app(
+        "    - name: copy\n      type: ref-objects\n      properties: {objects: [{resource: configmap, name: settings}, {apiVersion: v1, kind: Service, metadata: {name: web}}]}\n",
     ));
-    assert_eq!(
-        err.to_string(),
-        r#"component "copy": KubeVela built-in component type "ref-objects" cannot be rendered: it copies objects read from the cluster, and oam-trust renders without reading the cluster; write the objects out with k8s-objects"#
+    let application = &m.applications[0];
+    let offline = renderer::render(application, &m.definitions).unwrap();
+    assert!(offline.objects.is_empty());
+    assert_eq!(offline.warnings[0].reason, "UnresolvedReference");
+
+    let refs = renderer::references(application).unwrap();
+    assert_eq!(refs.len(), 2);
+    let live_cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "settings", "namespace": "demo", "uid": "u", "resourceVersion": "7",
+                     "managedFields": [{}], "ownerReferences": [{"uid": "x"}], "labels": {"team": "a"}},
+        "data": {"k": "v"}});
+    let live_svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "demo"},
+        "spec": {"clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1"], "ports": [{"port": 80}]}, "status": {}});
+    let read: std::collections::BTreeMap<_, _> = refs
+        .iter()
+        .map(|r| {
+            let found = match &r.target {
+                renderer::Target::Resource { .. } => vec![live_cm.clone()],
+                renderer::Target::Kind { .. } => vec![live_svc.clone()],
+            };
+            (r.clone(), Ok(found))
+        })
+        .collect();
+    let defs = m
+        .definitions
+        .clone()
+        .with_referenced(Some(std::sync::Arc::new(read)));
+    let objects: Vec<Value> = renderer::render(application, &defs)
+        .unwrap()
+        .objects
+        .into_iter()
+        .map(|o| o.object)
+        .collect();
+    assert_eq!(objects.len(), 2);
+    let cm = objects.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
+    assert_eq!(cm["data"], json!({"k": "v"}));
+    for gone in ["uid", "resourceVersion", "managedFields", "ownerReferences"] {
+        assert!(
+            cm["metadata"].get(gone).is_none(),
+            "{gone} is the API server's"
+        );
+    }
+    assert_eq!(cm["metadata"]["labels"]["team"], "a");
+    assert_eq!(cm["metadata"]["labels"]["app.oam.dev/component"], "copy");
+    let svc = objects.iter().find(|o| o["kind"] == "Service").unwrap();
+    assert!(svc["spec"].get("clusterIP").is_none() && svc.get("status").is_none());
+
+    // What could not be read is an error naming the reference (the controller retries it).
+    let failed: std::collections::BTreeMap<_, _> = refs
+        .iter()
+        .map(|r| (r.clone(), Err("forbidden".to_string())))
+        .collect();
+    let defs = m
+        .definitions
+        .clone()
+        .with_referenced(Some(std::sync::Arc::new(failed)));
+    let err = renderer::render(application, &defs).unwrap_err();
+    assert_eq!(err.reason(), "ReferenceUnreadable");
+    assert!(
+        err.to_string()
+            .contains("configmap demo/settings: forbidden"),
+        "{err}"
     );
-    assert_eq!(err.reason(), "UnsupportedDefinition");
+
+    // An entry that names nothing is refused.
+    let bad = render_err(&app(
+        "    - name: copy\n      type: ref-objects\n      properties: {objects: [{name: s}]}\n",
+    ));
+    assert!(
+        bad.to_string().contains("name the objects with resource"),
+        "{bad}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -417,3 +417,80 @@ async fn resource_update_replaces_or_recreates() {
     );
     assert_eq!(recreated.data.unwrap()["generation"], "2");
 }
+
+#[tokio::test]
+async fn ref_objects_adopt_what_they_name_read_with_the_appliers_rights() {
+    support::operator().await;
+    let admin = support::admin().await;
+    let ns = support::app_namespace(&admin, "pol-ref", "admin").await;
+    let other = support::namespace(&admin, "pol-ref-other").await;
+    let cms = Api::<ConfigMap>::namespaced(admin.clone(), &ns);
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(cm("settings", json!({"k": "v"}))).unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut labelled = cm("labelled", json!({"x": "1"}));
+    labelled["metadata"]["labels"] = json!({"pick": "me"});
+    cms.create(
+        &PostParams::default(),
+        &serde_json::from_value(labelled).unwrap(),
+    )
+    .await
+    .unwrap();
+    let refs = json!([{"name": "existing", "type": "ref-objects", "properties": {"objects": [
+        {"resource": "configmap", "name": "settings"},
+        {"apiVersion": "v1", "kind": "ConfigMap", "labelSelector": {"pick": "me"}}]}}]);
+    support::apply_app(&admin, &ns, app("refs", refs, json!([]))).await;
+    let a = running(&admin, &ns, "refs").await;
+    for name in ["settings", "labelled"] {
+        let live = cms.get(name).await.unwrap();
+        assert_eq!(
+            live.owner_references()[0].name,
+            "refs",
+            "{name}: taken over by the Application"
+        );
+        assert_eq!(live.labels()["app.oam.dev/component"], "existing");
+    }
+    assert_eq!(
+        cms.get("settings").await.unwrap().data.unwrap()["k"],
+        "v",
+        "content kept"
+    );
+    assert_eq!(a.status.unwrap().services[0].name, "existing");
+
+    // Another namespace its applier cannot read: the Application says so and nothing changes.
+    let theirs = Api::<ConfigMap>::namespaced(admin.clone(), &other);
+    theirs
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(cm("secretive", json!({"k": "v"}))).unwrap(),
+        )
+        .await
+        .unwrap();
+    let cross = json!([{"name": "stolen", "type": "ref-objects", "properties": {"objects": [
+        {"resource": "configmaps", "name": "secretive", "namespace": other}]}}]);
+    support::apply_app(&admin, &ns, app("thief", cross, json!([]))).await;
+    let refused = support::wait_app(
+        &admin,
+        &ns,
+        "thief",
+        "Parsed=False ReferenceUnreadable",
+        |a| condition(a, "Parsed").is_some_and(|c| c.status == "False"),
+    )
+    .await;
+    let message = &condition(&refused, "Parsed").unwrap().message;
+    assert!(
+        message.contains("may not read") && message.contains("secretive"),
+        "{message}"
+    );
+    assert!(
+        theirs
+            .get("secretive")
+            .await
+            .unwrap()
+            .owner_references()
+            .is_empty()
+    );
+}

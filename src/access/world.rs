@@ -47,6 +47,9 @@ pub struct World {
     /// Guard admission policies (`names::GUARD_BINDINGS`) that are not installed: while any is, grants
     /// that write are not usable (no token is issued for them). Offline, none is missing.
     pub missing_guards: Vec<String>,
+    /// The objects the Application's `ref-objects` components name, read by the controller for the
+    /// one Application it is deriving; `None` (offline, and in the exchange) renders them as nothing.
+    pub referenced: Option<render::Referenced>,
 }
 
 /// What one Application derives to: its rendered objects, what rendering warned about (properties a
@@ -96,7 +99,11 @@ impl World {
     /// a token against the grants.
     pub fn derive(&self, app: &Application) -> Result<Derived, RenderError> {
         let namespace = crate::names::namespace_of(app);
-        let rendering = render::render(app, &self.definitions.visible_in(namespace))?;
+        let defs = self
+            .definitions
+            .visible_in(namespace)
+            .with_referenced(self.referenced.clone());
+        let rendering = render::render(app, &defs)?;
         let grants = self.grants(app, &rendering.objects);
         Ok(Derived {
             rendered: rendering.objects,

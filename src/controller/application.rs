@@ -128,10 +128,30 @@ async fn reconcile_app(app: &Application, ctx: &Context) -> Result<Action, Error
     if app.metadata.deletion_timestamp.is_some() {
         return finalize(app, ctx).await;
     }
-    let world = ctx.world.snapshot();
+    let mut world = ctx.world.snapshot();
+    world.referenced = read_references(ctx, app).await;
     let built = build(app, &world);
     let outcome = apply(ctx, app, &built).await;
     update_status(ctx, app, &built, outcome).await
+}
+
+/// Step 1, for `ref-objects`: reads the objects its components name, as its applier. `None` when
+/// it has none (or they do not parse: rendering says why).
+async fn read_references(ctx: &Context, app: &Application) -> Option<crate::render::Referenced> {
+    let references = crate::render::references(app).ok()?;
+    if references.is_empty() {
+        return None;
+    }
+    let user = Applier::applier_user(names::namespace_of(app), app.metadata.annotations.as_ref());
+    let mut read = BTreeMap::new();
+    for reference in references {
+        let found = ctx
+            .applier
+            .read_reference(Identity::Applier(&user), &reference)
+            .await;
+        read.insert(reference, found);
+    }
+    Some(Arc::new(read))
 }
 
 /// What an Application should be: its rendered objects and its grants. Pure.
@@ -182,7 +202,10 @@ pub fn build(app: &Application, world: &World) -> Built {
                         .component
                         .as_ref()
                         .and_then(|c| derived.component_types.get(c));
-                    derived.policies.for_object(r, type_.map(String::as_str))
+                    let mut policy = derived.policies.for_object(r, type_.map(String::as_str));
+                    // ref-objects name existing objects: the Application takes them over.
+                    policy.take_over |= type_.is_some_and(|t| t == "ref-objects");
+                    policy
                 })
                 .collect(),
             policies: derived.policies.clone(),
@@ -458,7 +481,11 @@ async fn update_status(
                 None,
             );
             write_status(&apps, app, status).await?;
-            return Ok(Action::await_change());
+            // A referenced object may appear (or become readable) without any event of ours.
+            return Ok(match e {
+                RenderError::Reference { .. } => Action::requeue(Duration::from_secs(30)),
+                _ => Action::await_change(),
+            });
         }
     };
     let access = outcome.access.unwrap_or_default();

@@ -573,6 +573,81 @@ impl Applier {
         Ok(())
     }
 
+    /// Reads the objects a `ref-objects` entry names, as `identity` (the applier: an Application
+    /// sees only what its applier may read). The message of an error says what to grant.
+    pub async fn read_reference(
+        &self,
+        identity: Identity<'_>,
+        reference: &crate::render::ObjectReference,
+    ) -> Result<Vec<Value>, String> {
+        use crate::render::Target;
+        let (ar, caps) = match &reference.target {
+            Target::Kind { api_version, kind } => {
+                let key = ObjectKey {
+                    api_version: api_version.clone(),
+                    kind: kind.clone(),
+                    namespace: Some(reference.namespace.clone()),
+                    name: reference.name.clone().unwrap_or_default(),
+                };
+                self.resolve(&key).await.map_err(|e| e.to_string())?
+            }
+            Target::Resource { resource, group } => {
+                let discovery = kube::discovery::Discovery::new(self.client.clone())
+                    .filter(&[group.as_str()])
+                    .run()
+                    .await
+                    .map_err(|e| format!("discovering the API group {group:?}: {e}"))?;
+                discovery
+                    .groups()
+                    .flat_map(|g| g.recommended_resources())
+                    .find(|(ar, _)| {
+                        ar.plural == *resource || ar.kind.to_ascii_lowercase() == *resource
+                    })
+                    .ok_or_else(|| {
+                        format!("resource {resource:?} is not served in API group {group:?}")
+                    })?
+            }
+        };
+        let key = ObjectKey {
+            api_version: ar.api_version.clone(),
+            kind: ar.kind.clone(),
+            namespace: Some(reference.namespace.clone()),
+            name: reference.name.clone().unwrap_or_default(),
+        };
+        let api = self.api(
+            self.client_for(identity).map_err(|e| e.to_string())?,
+            &key,
+            &ar,
+            &caps,
+        );
+        let found = match &reference.name {
+            Some(name) => api
+                .get_opt(name)
+                .await
+                .map(|o| o.into_iter().collect::<Vec<_>>()),
+            None => {
+                let selector: Vec<String> = reference
+                    .label_selector
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                api.list(&kube::api::ListParams::default().labels(&selector.join(",")))
+                    .await
+                    .map(|l| l.items)
+            }
+        };
+        let found = found.map_err(|e| classify(identity, "read", &key, e).to_string())?;
+        Ok(found
+            .into_iter()
+            .filter_map(|o| {
+                let mut v = serde_json::to_value(o).ok()?;
+                v["apiVersion"] = ar.api_version.clone().into();
+                v["kind"] = ar.kind.clone().into();
+                Some(v)
+            })
+            .collect())
+    }
+
     /// Reads a live object as `user` (health checks): the applier can read what it applied, so the
     /// operator needs no read access of its own to arbitrary kinds.
     pub async fn get(

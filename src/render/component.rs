@@ -8,7 +8,7 @@ use super::pod::{ContainerParams, main_container, port_name};
 use super::{ComponentContext, is_string_map};
 use crate::names::{LABEL_APP_COMPONENT, LABEL_APP_NAME};
 
-pub(crate) const BUILTIN_COMPONENT_TYPES: [&str; 7] = [
+pub(crate) const BUILTIN_COMPONENT_TYPES: [&str; 8] = [
     "webservice",
     "worker",
     "task",
@@ -16,6 +16,7 @@ pub(crate) const BUILTIN_COMPONENT_TYPES: [&str; 7] = [
     "daemon",
     "statefulset",
     "k8s-objects",
+    "ref-objects",
 ];
 
 /// What a component renders before traits run: its main workload and auxiliary outputs.
@@ -27,7 +28,7 @@ pub(crate) struct ComponentOutput {
 
 /// KubeVela built-in component types oam-trust does not render, and why (a clear error instead
 /// of "unknown type").
-const UNRENDERED_BUILTINS: [(&str, &str); 7] = [
+const UNRENDERED_BUILTINS: [(&str, &str); 6] = [
     (
         "helmchart",
         "it installs a Helm chart through KubeVela's FluxCD addon, and oam-trust renders no Helm charts",
@@ -39,10 +40,6 @@ const UNRENDERED_BUILTINS: [(&str, &str); 7] = [
     (
         "module",
         "it fetches a module from a KubeVela module registry, and oam-trust has no registry",
-    ),
-    (
-        "ref-objects",
-        "it copies objects read from the cluster, and oam-trust renders without reading the cluster; write the objects out with k8s-objects",
     ),
     (
         "config-image-registry",

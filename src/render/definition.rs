@@ -16,9 +16,21 @@ pub struct Definitions {
     traits: BTreeMap<String, TraitDefinition>,
     policies: BTreeMap<String, PolicyDefinition>,
     workloads: BTreeMap<String, WorkloadDefinition>,
+    /// The objects `ref-objects` components name, read from the cluster; `None` offline.
+    referenced: Option<super::Referenced>,
 }
 
 impl Definitions {
+    /// These definitions with the objects the Application's `ref-objects` name.
+    pub fn with_referenced(mut self, referenced: Option<super::Referenced>) -> Self {
+        self.referenced = referenced;
+        self
+    }
+
+    pub(crate) fn referenced(&self) -> Option<&super::Referenced> {
+        self.referenced.as_ref()
+    }
+
     /// Reads every definition among `docs`; documents of other kinds are skipped.
     pub fn from_documents<'a>(
         docs: impl IntoIterator<Item = &'a Value>,

@@ -52,6 +52,9 @@ pub enum RenderError {
     },
     #[error("{scope}: {message}")]
     InvalidApplication { scope: String, message: String },
+    /// A `ref-objects` reference that could not be read (retried: the object may appear).
+    #[error("{scope}: ref-objects: {message}")]
+    Reference { scope: String, message: String },
     #[error("{scope}: {kind} \"{name}\" in namespace \"{namespace}\" is also rendered by {other}")]
     DuplicateObject {
         scope: String,
@@ -78,6 +81,7 @@ impl RenderError {
             Self::InvalidDefinition { .. } => "InvalidDefinition",
             Self::InvalidApplication { .. } => "InvalidApplication",
             Self::DuplicateObject { .. } => "DuplicateObject",
+            Self::Reference { .. } => "ReferenceUnreadable",
         }
     }
 }

@@ -12,6 +12,7 @@ mod kube;
 mod params;
 mod pod;
 mod policy;
+mod reference;
 mod trait_;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ pub use policy::{
     ApplyOnce, ApplyOnceRule, GarbageCollectRule, GcStrategy, ObjectPolicy, ResourcePolicies,
     ResourceUpdateRule, RuleSelector,
 };
+pub use reference::{ObjectReference, Referenced, Target, cleaned, references};
 
 use crate::api::oam::{Application, ApplicationComponent};
 use crate::names::{
@@ -315,6 +317,10 @@ fn render_component(
     }
     let properties = component.properties.as_ref();
     let output = match defs.component(type_) {
+        // Objects read from the cluster (by the controller), not a template.
+        None if type_ == "ref-objects" => {
+            reference::render(&ctx, properties, defs.referenced(), common.app_namespace)?
+        }
         Some(def) => match def.spec.schematic.as_ref().and_then(|s| s.kube.as_ref()) {
             Some(kube) => kube::render(&ctx, type_, kube, properties)?,
             None => match component::render_builtin(type_, &ctx, properties) {
@@ -348,6 +354,10 @@ fn render_component(
         },
     };
 
+    // Only ref-objects rendered offline produce nothing (they said so in a warning).
+    if output.workload.as_object().is_some_and(Map::is_empty) && output.auxiliaries.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut workload = output.workload;
     if workload["metadata"]["name"]
         .as_str()

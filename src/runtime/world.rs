@@ -175,6 +175,7 @@ impl WorldStores {
                 .collect(),
             missing_namespace: MissingNamespace::NoLabels,
             missing_guards: self.missing_guards(),
+            referenced: None,
             definitions: DefinitionCatalog {
                 components: self.component_defs.state(),
                 traits: self.trait_defs.state(),
