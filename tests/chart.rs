@@ -872,6 +872,10 @@ async fn installed() -> &'static Installed {
 async fn install_and_run() -> Installed {
     let admin = support::admin().await;
     support::install_crds(&admin).await;
+    // The guard policies, as other test binaries apply them (the chart's copy is disabled below):
+    // without them no grant that writes gets a token, and AccessReady stays False. Applied here too, so
+    // this binary passes alone on a fresh control plane, not only after one that installed them.
+    support::install_deploy_guard(&admin).await;
     let namespace = support::namespace(&admin, "chart").await;
     let release = format!("t{}", namespace.rsplit('-').next().unwrap());
     let ceiling = format!("{release}-ceiling");
