@@ -1,7 +1,9 @@
 //! The Helm chart (charts/oam-trust): `helm lint --strict`, `helm template` with every CI values file,
-//! the schema against typos, the RBAC against what the code uses, then `helm install` onto the local
-//! control plane and the operator running in-process as the chart's ServiceAccount (a TokenRequest
-//! token, not the admin credentials), so the end-to-end flow proves the chart's RBAC is sufficient.
+//! the schema against typos, the RBAC of each identity against what its part of the code uses, then
+//! `helm install` onto the local control plane and the operator running in-process as the chart's two
+//! identities: `--role controller` with a TokenRequest token of the controller's ServiceAccount and
+//! `--role exchange` with one of the exchange's (not the admin credentials), so the end-to-end flow
+//! proves each identity's RBAC is sufficient.
 //!
 //! Helm never touches the network here: the chart has no dependencies and no remote schema `$ref`s.
 mod support;
@@ -14,7 +16,7 @@ use std::time::Duration;
 use clap::Parser;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use oam_trust::api::oam::Application;
@@ -22,34 +24,40 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
 const WAIT: Duration = Duration::from_secs(90);
-/// `--instance` of the operator under the chart's RBAC: its Events say it was this one.
+/// `--instance` of the controller under the chart's RBAC: its Events say it was this one.
 const INSTANCE: &str = "chart-rbac";
+/// `--instance` of the exchange under the chart's RBAC.
+const EXCHANGE_INSTANCE: &str = "chart-rbac-exchange";
 
-/// Every (apiGroup, resource, verb) the operator uses, and which part of it does. The chart's own
-/// Roles and ClusterRoles must grant exactly this set: an extra permission fails
-/// `rbac_grants_exactly_what_the_operator_uses`, and a missing one fails it too (and the end-to-end
-/// test, for the parts that exist). Ceiling ClusterRoles are not the operator's own rules; they are
-/// checked separately.
+/// One (apiGroup, resource, verb) a part of the operator uses, and which code does.
+type Use = (&'static str, &'static str, &'static str, &'static str);
+
+/// Every (apiGroup, resource, verb) the controller (`run --role controller`) uses. The ClusterRoles and
+/// Roles the chart binds to the controller's ServiceAccount must grant exactly this set: an extra
+/// permission fails `rbac_grants_exactly_what_the_operator_uses`, and a missing one fails it too (and
+/// the end-to-end tests). Ceiling ClusterRoles are not the operator's own rules: the controller holds
+/// them only per namespace, through the RoleBindings it creates (`access::rights`).
 #[rustfmt::skip]
-const USED: &[(&str, &str, &str, &str)] = &[
-    ("apiextensions.k8s.io", "customresourcedefinitions", "get", "controller::check_crds_installed (resourceNames: the project's CRDs)"),
-    ("core.oam.dev", "applications", "list", "Application controller; federation::grants reflector"),
-    ("core.oam.dev", "applications", "watch", "Application controller; federation::grants reflector"),
+const CONTROLLER_USES: &[Use] = &[
+    ("apiextensions.k8s.io", "customresourcedefinitions", "get", "runtime::check_crds_installed (resourceNames: the project's CRDs)"),
+    ("core.oam.dev", "applications", "list", "Application controller"),
+    ("core.oam.dev", "applications", "watch", "Application controller"),
     ("core.oam.dev", "applications", "patch", "application.rs: cleanup finalizer add/remove"),
     ("core.oam.dev", "applications/status", "patch", "application::write_status (SSA)"),
-    ("core.oam.dev", "componentdefinitions", "list", "definition reflectors and watches"),
-    ("core.oam.dev", "componentdefinitions", "watch", "definition reflectors and watches"),
-    ("core.oam.dev", "traitdefinitions", "list", "definition reflectors and watches"),
-    ("core.oam.dev", "traitdefinitions", "watch", "definition reflectors and watches"),
-    ("core.oam.dev", "policydefinitions", "list", "definition reflectors and watches"),
-    ("core.oam.dev", "policydefinitions", "watch", "definition reflectors and watches"),
-    ("oam-trust.dev", "gitlabtrusts", "list", "trust controller; reflectors"),
-    ("oam-trust.dev", "gitlabtrusts", "watch", "trust controller; reflectors"),
+    ("core.oam.dev", "componentdefinitions", "list", "runtime::world stores; definition watches"),
+    ("core.oam.dev", "componentdefinitions", "watch", "runtime::world stores; definition watches"),
+    ("core.oam.dev", "traitdefinitions", "list", "runtime::world stores; definition watches"),
+    ("core.oam.dev", "traitdefinitions", "watch", "runtime::world stores; definition watches"),
+    ("core.oam.dev", "policydefinitions", "list", "runtime::world stores; definition watches"),
+    ("core.oam.dev", "policydefinitions", "watch", "runtime::world stores; definition watches"),
+    ("oam-trust.dev", "gitlabtrusts", "list", "trust controller; runtime::world stores"),
+    ("oam-trust.dev", "gitlabtrusts", "watch", "trust controller; runtime::world stores"),
     ("oam-trust.dev", "gitlabtrusts/status", "patch", "trust.rs: key status"),
     ("", "namespaces", "list", "runtime::world stores (namespace labels for a trust's namespaceSelector)"),
     ("", "namespaces", "watch", "runtime::world stores (namespace labels for a trust's namespaceSelector)"),
     ("rbac.authorization.k8s.io", "clusterroles", "list", "runtime::world stores (ceilings); rendered-object watch"),
     ("rbac.authorization.k8s.io", "clusterroles", "watch", "runtime::world stores (ceilings); rendered-object watch"),
+    ("rbac.authorization.k8s.io", "clusterroles", "bind", "access::rights: RoleBindings to the ceilings and the exchange's namespace role (resourceNames)"),
     ("admissionregistration.k8s.io", "validatingadmissionpolicies", "list", "runtime::world stores: guard policies installed"),
     ("admissionregistration.k8s.io", "validatingadmissionpolicies", "watch", "runtime::world stores: guard policies installed"),
     ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", "list", "runtime::world stores: guard policies installed"),
@@ -102,23 +110,56 @@ const USED: &[(&str, &str, &str, &str)] = &[
     ("rbac.authorization.k8s.io", "roles", "create", "access.rs: grant Role (SSA)"),
     ("rbac.authorization.k8s.io", "roles", "patch", "access.rs: grant Role (SSA)"),
     ("rbac.authorization.k8s.io", "roles", "delete", "access.rs: prune"),
-    ("rbac.authorization.k8s.io", "rolebindings", "get", "access.rs apply: read before SSA, unchanged grant RoleBindings are not rewritten"),
-    ("rbac.authorization.k8s.io", "rolebindings", "list", "grant-object watch; access.rs prune"),
+    ("rbac.authorization.k8s.io", "rolebindings", "get", "access.rs apply: read before SSA, unchanged grant and rights RoleBindings are not rewritten"),
+    ("rbac.authorization.k8s.io", "rolebindings", "list", "grant-object watch; access.rs prune; trust.rs sweep_rights"),
     ("rbac.authorization.k8s.io", "rolebindings", "watch", "grant-object watch"),
-    ("rbac.authorization.k8s.io", "rolebindings", "create", "access.rs: grant RoleBinding (SSA)"),
-    ("rbac.authorization.k8s.io", "rolebindings", "patch", "access.rs: grant RoleBinding (SSA)"),
-    ("rbac.authorization.k8s.io", "rolebindings", "delete", "access.rs: prune"),
+    ("rbac.authorization.k8s.io", "rolebindings", "create", "access.rs: grant RoleBinding, namespace rights (SSA)"),
+    ("rbac.authorization.k8s.io", "rolebindings", "patch", "access.rs: grant RoleBinding, namespace rights (SSA)"),
+    ("rbac.authorization.k8s.io", "rolebindings", "delete", "access.rs: prune; trust.rs sweep_rights"),
     ("", "pods", "list", "application::pending_reason (scheduler message)"),
-    ("events.k8s.io", "events", "create", "kube::runtime::events::Recorder (controllers, exchange audit)"),
+    ("events.k8s.io", "events", "create", "kube::runtime::events::Recorder (controllers)"),
     ("events.k8s.io", "events", "patch", "kube::runtime::events::Recorder (event series)"),
-    ("oam-trust.dev", "tokenissuances", "create", "federation/binding.rs: the record of an exchange (create-if-absent replay guard)"),
-    ("oam-trust.dev", "tokenissuances", "delete", "federation/binding.rs: revocation at the grant's TTL (the collector deletes the Secret)"),
-    ("oam-trust.dev", "tokenissuances", "list", "federation/reaper.rs: expired records, all of them"),
-    ("", "secrets", "create", "federation/binding.rs: binding Secret, owned by its TokenIssuance"),
-    ("", "serviceaccounts/token", "create", "federation/binding.rs: TokenRequest bound to the binding Secret"),
     ("coordination.k8s.io", "leases", "create", "leader.rs: the first replica creates the Lease"),
     ("coordination.k8s.io", "leases", "get", "leader.rs (resourceNames: the release's Lease)"),
     ("coordination.k8s.io", "leases", "update", "leader.rs: acquire and renew (replace)"),
+];
+
+/// Every (apiGroup, resource, verb) the exchange (`run --role exchange`) uses cluster-wide: what the
+/// chart binds to the exchange's ServiceAccount must be exactly this.
+#[rustfmt::skip]
+const EXCHANGE_USES: &[Use] = &[
+    ("apiextensions.k8s.io", "customresourcedefinitions", "get", "runtime::check_crds_installed (resourceNames: the project's CRDs)"),
+    ("core.oam.dev", "applications", "list", "federation::grants reflector"),
+    ("core.oam.dev", "applications", "watch", "federation::grants reflector"),
+    ("core.oam.dev", "componentdefinitions", "list", "runtime::world stores (grant derivation renders)"),
+    ("core.oam.dev", "componentdefinitions", "watch", "runtime::world stores (grant derivation renders)"),
+    ("core.oam.dev", "traitdefinitions", "list", "runtime::world stores (grant derivation renders)"),
+    ("core.oam.dev", "traitdefinitions", "watch", "runtime::world stores (grant derivation renders)"),
+    ("core.oam.dev", "policydefinitions", "list", "runtime::world stores (grant derivation renders)"),
+    ("core.oam.dev", "policydefinitions", "watch", "runtime::world stores (grant derivation renders)"),
+    ("oam-trust.dev", "gitlabtrusts", "list", "runtime::world stores (trusts_for_issuer)"),
+    ("oam-trust.dev", "gitlabtrusts", "watch", "runtime::world stores (trusts_for_issuer)"),
+    ("", "namespaces", "list", "runtime::world stores (namespace labels for a trust's namespaceSelector)"),
+    ("", "namespaces", "watch", "runtime::world stores (namespace labels for a trust's namespaceSelector)"),
+    ("rbac.authorization.k8s.io", "clusterroles", "list", "runtime::world stores (ceilings)"),
+    ("rbac.authorization.k8s.io", "clusterroles", "watch", "runtime::world stores (ceilings)"),
+    ("admissionregistration.k8s.io", "validatingadmissionpolicies", "list", "runtime::world stores: guard policies installed"),
+    ("admissionregistration.k8s.io", "validatingadmissionpolicies", "watch", "runtime::world stores: guard policies installed"),
+    ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", "list", "runtime::world stores: guard policies installed"),
+    ("admissionregistration.k8s.io", "validatingadmissionpolicybindings", "watch", "runtime::world stores: guard policies installed"),
+    ("oam-trust.dev", "tokenissuances", "create", "federation/binding.rs: the record of an exchange (create-if-absent replay guard)"),
+    ("oam-trust.dev", "tokenissuances", "delete", "federation/binding.rs: revocation at the grant's TTL (the collector deletes the Secret)"),
+    ("oam-trust.dev", "tokenissuances", "list", "federation/reaper.rs: expired records, all of them"),
+    ("events.k8s.io", "events", "create", "federation::events (TokenIssued, TokenDenied)"),
+    ("events.k8s.io", "events", "patch", "federation::events (event series)"),
+];
+
+/// What the exchange uses in one namespace where grants live: its namespace role, which the chart binds
+/// nowhere and the controller binds per namespace (`access::rights`).
+#[rustfmt::skip]
+const EXCHANGE_NAMESPACE_USES: &[Use] = &[
+    ("", "secrets", "create", "federation/binding.rs: binding Secret, owned by its TokenIssuance"),
+    ("", "serviceaccounts/token", "create", "federation/binding.rs: TokenRequest bound to the binding Secret"),
 ];
 
 fn root() -> PathBuf {
@@ -269,8 +310,17 @@ fn the_schema_rejects_typos_and_bad_values() {
     for (set, expect) in [
         ("image.tagg=v1", "additional properties 'tagg' not allowed"),
         (
-            "replicaCont=3",
+            "controller.replicaCont=3",
             "additional properties 'replicaCont' not allowed",
+        ),
+        // The single Deployment's settings are gone: each part has its own.
+        (
+            "replicaCount=3",
+            "additional properties 'replicaCount' not allowed",
+        ),
+        (
+            "serviceAccount.name=operator",
+            "additional properties 'name' not allowed",
         ),
         (
             "exchange.ingres.enabled=true",
@@ -280,7 +330,8 @@ fn the_schema_rejects_typos_and_bad_values() {
             "networkPolicy.egress.dnsPort=53",
             "additional properties 'dnsPort' not allowed",
         ),
-        ("replicaCount=0", "minimum"),
+        ("controller.replicaCount=0", "minimum"),
+        ("exchange.replicaCount=0", "minimum"),
         ("podAntiAffinity=sometimes", "podAntiAffinity"),
         (
             "rbac.applierServiceAccounts={Not_A_Name}",
@@ -303,7 +354,9 @@ fn the_schema_rejects_typos_and_bad_values() {
         "--set",
         "image.tag=v1",
         "--set",
-        "replicaCount=3",
+        "controller.replicaCount=3",
+        "--set",
+        "exchange.replicaCount=4",
     ]);
     let schema = std::fs::read_to_string(chart_path("values.schema.json")).unwrap();
     assert!(
@@ -312,143 +365,319 @@ fn the_schema_rejects_typos_and_bad_values() {
     );
 }
 
+/// The Deployment of one part (`controller` or `exchange`) of release `prod`.
+fn deployment<'a>(objs: &'a [Value], component: &str) -> &'a Value {
+    deployment_of(objs, "prod", component)
+}
+
+/// The Deployment of one part (`controller` or `exchange`) of `release`.
+fn deployment_of<'a>(objs: &'a [Value], release: &str, component: &str) -> &'a Value {
+    let name = format!("{release}-oam-trust-{component}");
+    let found: Vec<_> = of_kind(objs, "Deployment")
+        .into_iter()
+        .filter(|d| d["metadata"]["name"] == name.as_str())
+        .collect();
+    assert_eq!(found.len(), 1, "one Deployment {name}");
+    found[0]
+}
+
+fn container(d: &Value) -> &Value {
+    let containers = d["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    assert_eq!(containers.len(), 1, "one container");
+    &containers[0]
+}
+
+/// A container's environment, by name (the whole entry: `value` or `valueFrom`).
+fn env_of(c: &Value) -> BTreeMap<String, Value> {
+    c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().into(), e.clone()))
+        .collect()
+}
+
+/// Whether a label selector's `matchLabels` select an object with `labels`.
+fn selects(match_labels: &Value, labels: &Value) -> bool {
+    match_labels
+        .as_object()
+        .unwrap()
+        .iter()
+        .all(|(k, v)| &labels[k] == v)
+}
+
+/// `oam-trust run` parsed as a container runs it: its `args` after `run`, then each variable of `env`
+/// that `run` reads as its flag (clap reads the same definitions from the environment in a pod).
+fn parse_run(args: &[String], env: &BTreeMap<String, String>) -> oam_trust::runtime::RunArgs {
+    use clap::CommandFactory;
+    assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
+    let run = RunCli::command();
+    let mut argv = vec!["oam-trust".to_string()];
+    argv.extend(args[1..].iter().cloned());
+    for (name, value) in env {
+        let Some(arg) = run
+            .get_arguments()
+            .find(|a| a.get_env().is_some_and(|e| e == name.as_str()))
+        else {
+            continue;
+        };
+        let flag = format!("--{}", arg.get_long().expect("every run flag is long"));
+        if arg.get_action().takes_values() {
+            argv.extend([flag, value.clone()]);
+        } else if value == "true" {
+            argv.push(flag);
+        }
+    }
+    RunCli::try_parse_from(&argv)
+        .unwrap_or_else(|e| panic!("oam-trust run refuses the chart's settings {argv:?}: {e}"))
+        .run
+}
+
+/// The literal `value`s of an environment (entries with `valueFrom` left out).
+fn env_values(env: &BTreeMap<String, Value>) -> BTreeMap<String, String> {
+    env.iter()
+        .filter_map(|(k, e)| e["value"].as_str().map(|v| (k.clone(), v.to_string())))
+        .collect()
+}
+
 #[test]
-fn the_operator_deployment_is_hardened_and_highly_available() {
+fn the_operator_deployments_are_hardened_and_highly_available() {
     let objs = render(
         "prod",
         "oam-system",
         &["-f", &values_file("default-values.yaml")],
     );
-    let d = one(&objs, "Deployment");
-    assert_eq!(d["metadata"]["name"], "prod-oam-trust");
-    assert_eq!(d["spec"]["replicas"], 2);
-    let pod = &d["spec"]["template"]["spec"];
-    assert_eq!(pod["serviceAccountName"], "prod-oam-trust");
-    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-    assert_eq!(
-        pod["securityContext"]["seccompProfile"]["type"],
-        "RuntimeDefault"
-    );
-    let anti =
-        &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
-    assert_eq!(
-        anti["podAffinityTerm"]["topologyKey"],
-        "kubernetes.io/hostname"
-    );
-    assert_eq!(
-        anti["podAffinityTerm"]["labelSelector"]["matchLabels"],
-        d["spec"]["selector"]["matchLabels"]
-    );
-
-    let c = &pod["containers"][0];
-    assert_eq!(c["args"], json!(["run"]));
-    let sc = &c["securityContext"];
-    assert_eq!(sc["runAsNonRoot"], true);
-    assert_eq!(sc["readOnlyRootFilesystem"], true);
-    assert_eq!(sc["allowPrivilegeEscalation"], false);
-    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
-    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
-    let ports: BTreeMap<String, i64> = c["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            (
-                p["name"].as_str().unwrap().into(),
-                p["containerPort"].as_i64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        ports,
-        BTreeMap::from([("health".into(), 8081), ("exchange".into(), 8443)])
-    );
-    assert_eq!(
-        c["livenessProbe"]["httpGet"],
-        json!({"path": "/livez", "port": "health"})
-    );
-    assert_eq!(
-        c["readinessProbe"]["httpGet"],
-        json!({"path": "/readyz", "port": "health"})
-    );
-    assert!(c["resources"]["requests"]["cpu"].is_string());
-    assert!(c["resources"]["limits"]["memory"].is_string());
-
-    let env: BTreeMap<String, Value> = c["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| (e["name"].as_str().unwrap().into(), e.clone()))
-        .collect();
-    assert_eq!(
-        env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"],
-        "metadata.name"
-    );
-    assert_eq!(env["OAM_TRUST_LOG_FORMAT"]["value"], "json");
-    assert_eq!(env["OAM_TRUST_HEALTH_ADDR"]["value"], "0.0.0.0:8081");
-
-    // The clap definitions of `oam-trust run` accept what the chart sets.
-    let health = env["OAM_TRUST_HEALTH_ADDR"]["value"].as_str().unwrap();
-    let concurrency = env["OAM_TRUST_CONCURRENCY"]["value"].as_str().unwrap();
-    let parsed = RunCli::try_parse_from([
-        "oam-trust",
-        "--health-addr",
-        health,
-        "--concurrency",
-        concurrency,
-    ])
-    .expect("oam-trust run accepts the chart's settings");
-    assert_eq!(parsed.run.health_addr.port(), 8081);
-    // Every OAM_TRUST_* variable the chart sets is one `oam-trust run` reads (a misspelt name would
-    // be silently ignored), except the lease settings the runtime does not read yet.
+    assert_eq!(of_kind(&objs, "Deployment").len(), 2);
     let known = run_env_vars();
-    for name in env.keys().filter(|n| n.starts_with("OAM_TRUST_")) {
-        assert!(
-            known.contains(name) || PENDING_ENV.contains(&name.as_str()),
-            "the chart sets {name}, which `oam-trust run` does not read; it reads {known:?}"
+    for component in ["controller", "exchange"] {
+        let d = deployment(&objs, component);
+        assert_eq!(d["spec"]["replicas"], 2, "{component}");
+        let selector = &d["spec"]["selector"]["matchLabels"];
+        assert_eq!(selector["app.kubernetes.io/component"], component);
+        assert!(selects(
+            selector,
+            &d["spec"]["template"]["metadata"]["labels"]
+        ));
+        let pod = &d["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["serviceAccountName"],
+            format!("prod-oam-trust-{component}"),
+            "each part runs as its own ServiceAccount"
+        );
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
+        let anti = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+            [0];
+        assert_eq!(
+            anti["podAffinityTerm"]["topologyKey"],
+            "kubernetes.io/hostname"
+        );
+        assert_eq!(
+            &anti["podAffinityTerm"]["labelSelector"]["matchLabels"], selector,
+            "{component}: replicas spread from each other"
+        );
+
+        let c = container(d);
+        assert_eq!(c["args"], json!(["run", "--role", component]));
+        let sc = &c["securityContext"];
+        assert_eq!(sc["runAsNonRoot"], true);
+        assert_eq!(sc["readOnlyRootFilesystem"], true);
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+        assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+        assert_eq!(
+            c["livenessProbe"]["httpGet"],
+            json!({"path": "/livez", "port": "health"})
+        );
+        assert_eq!(
+            c["readinessProbe"]["httpGet"],
+            json!({"path": "/readyz", "port": "health"})
+        );
+        assert!(c["resources"]["requests"]["cpu"].is_string());
+        assert!(c["resources"]["limits"]["memory"].is_string());
+
+        let env = env_of(c);
+        assert_eq!(
+            env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.name"
+        );
+        assert_eq!(env["OAM_TRUST_LOG_FORMAT"]["value"], "json");
+        assert_eq!(env["OAM_TRUST_HEALTH_ADDR"]["value"], "0.0.0.0:8081");
+        // Every OAM_TRUST_* variable the chart sets is one `oam-trust run` reads (a misspelt name
+        // would be silently ignored).
+        for name in env.keys().filter(|n| n.starts_with("OAM_TRUST_")) {
+            assert!(
+                known.contains(name) || PENDING_ENV.contains(&name.as_str()),
+                "the chart sets {name}, which `oam-trust run` does not read; it reads {known:?}"
+            );
+        }
+        // The clap definitions of `oam-trust run` accept what the chart sets.
+        let parsed = parse_run(&strings(&c["args"]), &env_values(&env));
+        assert_eq!(parsed.health_addr.port(), 8081);
+
+        let ports: BTreeMap<String, i64> = c["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().into(),
+                    p["containerPort"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        let volumes: BTreeSet<String> = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_string())
+            .collect();
+        let exchange_env: Vec<&String> = env
+            .keys()
+            .filter(|n| n.starts_with("OAM_TRUST_EXCHANGE_") && !n.ends_with("_IDENTITY"))
+            .filter(|n| n.as_str() != "OAM_TRUST_EXCHANGE_NAMESPACE_ROLE")
+            .collect();
+        match component {
+            "controller" => {
+                assert_eq!(parsed.role, oam_trust::runtime::Role::Controller);
+                assert_eq!(ports, BTreeMap::from([("health".into(), 8081)]));
+                assert_eq!(
+                    volumes,
+                    BTreeSet::from(["tmp".to_string()]),
+                    "no TLS Secret"
+                );
+                assert!(
+                    exchange_env.is_empty(),
+                    "no exchange settings: {exchange_env:?}"
+                );
+                assert!(!parsed.exchange.is_configured());
+                // Leader election on the Lease the chart's Role names.
+                assert!(parsed.leader_elect);
+                assert_eq!(
+                    (parsed.lease_namespace.as_str(), parsed.lease_name.as_str()),
+                    ("oam-system", "prod-oam-trust")
+                );
+                // The rights it binds where grants live: itself to the ceilings, the exchange to
+                // its namespace role, under the names the chart gives them.
+                let sa = |name: &str| {
+                    format!("system:serviceaccount:oam-system:{name}")
+                        .parse::<oam_trust::access::rights::ServiceAccountRef>()
+                        .unwrap()
+                };
+                assert_eq!(
+                    parsed.rights.rights(),
+                    oam_trust::access::rights::Rights {
+                        controller: Some(sa("prod-oam-trust-controller")),
+                        exchange: Some((
+                            sa("prod-oam-trust-exchange"),
+                            "prod-oam-trust-exchange-namespace".into()
+                        )),
+                    }
+                );
+            }
+            _ => {
+                assert_eq!(parsed.role, oam_trust::runtime::Role::Exchange);
+                assert_eq!(
+                    ports,
+                    BTreeMap::from([("health".into(), 8081), ("exchange".into(), 8443)])
+                );
+                assert!(parsed.exchange.is_configured());
+                assert_eq!(parsed.exchange.exchange_listen.port(), 8443);
+                assert!(!parsed.exchange.exchange_insecure_http, "TLS in the pod");
+                assert_eq!(
+                    parsed.rights.rights(),
+                    oam_trust::access::rights::Rights::default(),
+                    "the exchange binds nothing"
+                );
+                for name in env.keys() {
+                    assert!(
+                        !name.starts_with("OAM_TRUST_LEASE_") && !name.ends_with("_IDENTITY"),
+                        "the exchange elects no leader and binds nothing: {name}"
+                    );
+                }
+                // TLS comes from a Secret mounted read-only where the env points.
+                let tls = pod["volumes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|v| v["name"] == "tls")
+                    .expect("a tls volume");
+                assert_eq!(tls["secret"]["secretName"], "prod-oam-trust-exchange-tls");
+                let mount = c["volumeMounts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|m| m["name"] == "tls")
+                    .unwrap();
+                assert_eq!(mount["readOnly"], true);
+                let cert = env["OAM_TRUST_EXCHANGE_TLS_CERT"]["value"]
+                    .as_str()
+                    .unwrap();
+                assert!(cert.starts_with(mount["mountPath"].as_str().unwrap()));
+            }
+        }
+    }
+    let (controller, exchange) = (
+        deployment(&objs, "controller"),
+        deployment(&objs, "exchange"),
+    );
+    let pod_labels = |d: &Value| d["spec"]["template"]["metadata"]["labels"].clone();
+    assert!(
+        !selects(
+            &controller["spec"]["selector"]["matchLabels"],
+            &pod_labels(exchange)
+        ) && !selects(
+            &exchange["spec"]["selector"]["matchLabels"],
+            &pod_labels(controller)
+        ),
+        "each Deployment selects its own pods only"
+    );
+
+    // One PodDisruptionBudget per Deployment.
+    let pdbs = of_kind(&objs, "PodDisruptionBudget");
+    assert_eq!(pdbs.len(), 2);
+    for d in [controller, exchange] {
+        let pdb = pdbs
+            .iter()
+            .find(|p| p["metadata"]["name"] == d["metadata"]["name"])
+            .expect("a PodDisruptionBudget named after the Deployment");
+        assert_eq!(pdb["spec"]["minAvailable"], 1);
+        assert_eq!(
+            pdb["spec"]["selector"]["matchLabels"],
+            d["spec"]["selector"]["matchLabels"]
         );
     }
 
-    // TLS comes from a Secret mounted read-only where the env points.
-    let tls = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "tls")
-        .expect("a tls volume");
-    assert_eq!(tls["secret"]["secretName"], "prod-oam-trust-exchange-tls");
-    let mount = c["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "tls")
-        .unwrap();
-    assert_eq!(mount["readOnly"], true);
-    let cert = env["OAM_TRUST_EXCHANGE_TLS_CERT"]["value"]
-        .as_str()
-        .unwrap();
-    assert!(cert.starts_with(mount["mountPath"].as_str().unwrap()));
-
-    let pdb = one(&objs, "PodDisruptionBudget");
-    assert_eq!(pdb["spec"]["minAvailable"], 1);
-    assert_eq!(
-        pdb["spec"]["selector"]["matchLabels"],
-        d["spec"]["selector"]["matchLabels"]
-    );
-
     let services = of_kind(&objs, "Service");
-    let exchange = services
+    let exchange_service = services
         .iter()
         .find(|s| s["metadata"]["name"] == "prod-oam-trust-exchange")
         .expect("the exchange Service");
     assert_eq!(
-        exchange["spec"]["ports"],
+        exchange_service["spec"]["ports"],
         json!([{"name": "https", "port": 443, "targetPort": "exchange", "protocol": "TCP"}])
     );
     assert_eq!(
-        exchange["spec"]["selector"],
-        d["spec"]["selector"]["matchLabels"]
+        exchange_service["spec"]["selector"], exchange["spec"]["selector"]["matchLabels"],
+        "the exchange Service reaches the exchange's pods only"
     );
+    // Metrics of both parts.
+    let metrics = services
+        .iter()
+        .find(|s| s["metadata"]["name"] == "prod-oam-trust-metrics")
+        .expect("the metrics Service");
+    for d in [controller, exchange] {
+        assert!(
+            selects(&metrics["spec"]["selector"], &pod_labels(d)),
+            "the metrics Service selects {}",
+            d["metadata"]["name"]
+        );
+    }
 
     // Optional parts stay off by default.
     for kind in ["Ingress", "Certificate", "NetworkPolicy", "ServiceMonitor"] {
@@ -511,7 +740,7 @@ fn ingress_and_cert_manager_render_when_enabled() {
         "HTTPS"
     );
     let cert = one(&objs, "Certificate");
-    let d = one(&objs, "Deployment");
+    let d = deployment_of(&objs, "edge", "exchange");
     let tls = d["spec"]["template"]["spec"]["volumes"]
         .as_array()
         .unwrap()
@@ -554,21 +783,45 @@ fn network_policy_and_service_monitor_render_when_enabled() {
             "monitoring.coreos.com/v1/ServiceMonitor",
         ],
     );
-    let np = one(&objs, "NetworkPolicy");
-    assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    // One NetworkPolicy per Deployment, selecting exactly its pods; only the exchange's take the
+    // token-exchange port.
+    let policies = of_kind(&objs, "NetworkPolicy");
+    assert_eq!(policies.len(), 2);
+    let policy = |component: &str| -> &Value {
+        let name = format!("mon-oam-trust-{component}");
+        let np = policies
+            .iter()
+            .find(|p| p["metadata"]["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("NetworkPolicy {name}"));
+        assert_eq!(
+            np["spec"]["podSelector"]["matchLabels"],
+            deployment_of(&objs, "mon", component)["spec"]["selector"]["matchLabels"],
+            "{name} selects the {component}'s pods"
+        );
+        assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+        let egress_cidrs: Vec<&str> = np["spec"]["egress"][1]["to"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["ipBlock"]["cidr"].as_str().unwrap())
+            .collect();
+        assert_eq!(egress_cidrs, ["10.0.0.1/32", "203.0.113.0/24"]);
+        np
+    };
+    let np = policy("exchange");
     assert_eq!(np["spec"]["ingress"][0]["ports"][0]["port"], "exchange");
     assert_eq!(
         np["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
         "ingress-nginx"
     );
     assert_eq!(np["spec"]["ingress"][1]["ports"][0]["port"], "health");
-    let egress_cidrs: Vec<&str> = np["spec"]["egress"][1]["to"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["ipBlock"]["cidr"].as_str().unwrap())
-        .collect();
-    assert_eq!(egress_cidrs, ["10.0.0.1/32", "203.0.113.0/24"]);
+    let np = policy("controller");
+    assert_eq!(
+        np["spec"]["ingress"],
+        json!([{"ports": [{"port": "health", "protocol": "TCP"}],
+                "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]}]),
+        "the controller takes metrics scrapes only"
+    );
 
     let sm = one(&objs, "ServiceMonitor");
     assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
@@ -585,32 +838,44 @@ fn network_policy_and_service_monitor_render_when_enabled() {
         );
     }
     assert_eq!(metrics["spec"]["ports"][0]["name"], "metrics");
-    let d = one(&objs, "Deployment");
-    assert!(
-        d["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-            .is_array(),
-        "podAntiAffinity: hard"
-    );
+    for component in ["controller", "exchange"] {
+        let d = deployment_of(&objs, "mon", component);
+        let term = &d["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            [0];
+        assert_eq!(
+            term["labelSelector"]["matchLabels"], d["spec"]["selector"]["matchLabels"],
+            "podAntiAffinity: hard, among the {component}'s replicas"
+        );
+    }
 
     // Without the Prometheus Operator's API the ServiceMonitor is left out.
     let objs = render("mon", "oam-system", &["-f", &f]);
     assert!(of_kind(&objs, "ServiceMonitor").is_empty());
-    assert_eq!(of_kind(&objs, "NetworkPolicy").len(), 1);
+    assert_eq!(of_kind(&objs, "NetworkPolicy").len(), 2);
+
+    // Without metrics peers nothing reaches the controller's pods.
+    let objs = render(
+        "mon",
+        "oam-system",
+        &["--set", "networkPolicy.enabled=true"],
+    );
+    let controller = of_kind(&objs, "NetworkPolicy")
+        .into_iter()
+        .find(|p| p["metadata"]["name"] == "mon-oam-trust-controller")
+        .unwrap();
+    assert_eq!(controller["spec"]["ingress"], json!([]));
 }
 
-/// Atoms (group, resource, verb) of the operator's own Roles and ClusterRoles in a rendering.
-fn operator_atoms(objs: &[Value]) -> BTreeSet<(String, String, String)> {
+type Atom = (String, String, String);
+
+/// Atoms (group, resource, verb) of one Role or ClusterRole.
+fn role_atoms(role: &Value) -> BTreeSet<Atom> {
     let mut out = BTreeSet::new();
-    for role in objs
-        .iter()
-        .filter(|o| (o["kind"] == "ClusterRole" || o["kind"] == "Role") && !is_ceiling(o))
-    {
-        for rule in role["rules"].as_array().unwrap() {
-            for g in strings(&rule["apiGroups"]) {
-                for r in strings(&rule["resources"]) {
-                    for v in strings(&rule["verbs"]) {
-                        out.insert((g.clone(), r.clone(), v));
-                    }
+    for rule in role["rules"].as_array().unwrap() {
+        for g in strings(&rule["apiGroups"]) {
+            for r in strings(&rule["resources"]) {
+                for v in strings(&rule["verbs"]) {
+                    out.insert((g.clone(), r.clone(), v));
                 }
             }
         }
@@ -618,16 +883,80 @@ fn operator_atoms(objs: &[Value]) -> BTreeSet<(String, String, String)> {
     out
 }
 
+fn uses(list: &[Use]) -> BTreeSet<Atom> {
+    list.iter()
+        .map(|(g, r, v, _)| (g.to_string(), r.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The Role or ClusterRole of a rendering that a binding's `roleRef` names.
+fn role_of<'a>(objs: &'a [Value], binding: &Value) -> &'a Value {
+    let kind = binding["roleRef"]["kind"].as_str().unwrap();
+    let name = binding["roleRef"]["name"].as_str().unwrap();
+    objs.iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| {
+            panic!(
+                "{} binds {kind} {name}, which the chart does not define",
+                binding["metadata"]["name"]
+            )
+        })
+}
+
+/// The bindings of a rendering (ClusterRoleBindings and RoleBindings) naming ServiceAccount `sa` of
+/// namespace `ns` as a subject.
+fn bindings_of<'a>(objs: &'a [Value], ns: &str, sa: &str) -> Vec<&'a Value> {
+    let me = json!({"kind": "ServiceAccount", "name": sa, "namespace": ns});
+    objs.iter()
+        .filter(|o| o["kind"] == "ClusterRoleBinding" || o["kind"] == "RoleBinding")
+        .filter(|b| b["subjects"].as_array().is_some_and(|s| s.contains(&me)))
+        .collect()
+}
+
+/// Every atom the chart grants `sa` through its own bindings.
+fn identity_atoms(objs: &[Value], ns: &str, sa: &str) -> BTreeSet<Atom> {
+    bindings_of(objs, ns, sa)
+        .into_iter()
+        .flat_map(|b| role_atoms(role_of(objs, b)))
+        .collect()
+}
+
+/// Fails on any atom `granted` holds beyond `used`, or `used` beyond `granted`.
+fn assert_exactly(who: &str, granted: &BTreeSet<Atom>, used: &[Use]) {
+    let used = uses(used);
+    let extra: Vec<_> = granted.difference(&used).collect();
+    assert!(
+        extra.is_empty(),
+        "the chart grants the {who} what its code never uses: {extra:?}"
+    );
+    let missing: Vec<_> = used.difference(granted).collect();
+    assert!(
+        missing.is_empty(),
+        "the {who}'s code uses what the chart does not grant it: {missing:?}"
+    );
+}
+
+fn rules_of(role: &Value) -> Vec<Value> {
+    role["rules"].as_array().unwrap().clone()
+}
+
 #[test]
 fn rbac_grants_exactly_what_the_operator_uses() {
     let objs = render("prod", "oam-system", &[]);
-    // No wildcard anywhere, ceiling included, and no non-resource URLs.
+    let (ns, controller, exchange) = (
+        "oam-system",
+        "prod-oam-trust-controller",
+        "prod-oam-trust-exchange",
+    );
+    let namespace_role = "prod-oam-trust-exchange-namespace";
+    // No wildcard anywhere, ceiling included, no non-resource URLs, no `escalate`; `bind` only in the
+    // one rule checked below.
     for role in objs
         .iter()
         .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
     {
         let name = role["metadata"]["name"].as_str().unwrap();
-        for rule in role["rules"].as_array().unwrap() {
+        for rule in rules_of(role) {
             for field in ["apiGroups", "resources", "verbs", "resourceNames"] {
                 assert!(
                     !strings(&rule[field]).iter().any(|s| s.contains('*')),
@@ -638,36 +967,139 @@ fn rbac_grants_exactly_what_the_operator_uses() {
                 rule["nonResourceURLs"].is_null(),
                 "{name}: nonResourceURLs: {rule}"
             );
-            for v in strings(&rule["verbs"]) {
-                assert!(
-                    !["escalate", "bind"].contains(&v.as_str()),
-                    "{name}: the operator gets `{v}`; grants must stay within the ceiling"
+            let verbs = strings(&rule["verbs"]);
+            assert!(
+                !verbs.iter().any(|v| v == "escalate"),
+                "{name}: `escalate`; grants must stay within the ceiling"
+            );
+            if verbs.iter().any(|v| v == "bind") {
+                assert_eq!(
+                    (name, &rule["apiGroups"], &rule["resources"], &rule["verbs"]),
+                    (
+                        "prod-oam-trust-grants",
+                        &json!(["rbac.authorization.k8s.io"]),
+                        &json!(["clusterroles"]),
+                        &json!(["bind"])
+                    ),
+                    "`bind` only on ClusterRoles, in its own rule of the controller's grants role: {rule}"
                 );
             }
         }
     }
 
-    let granted = operator_atoms(&objs);
-    let used: BTreeSet<(String, String, String)> = USED
-        .iter()
-        .map(|(g, r, v, _)| (g.to_string(), r.to_string(), v.to_string()))
-        .collect();
-    let extra: Vec<_> = granted.difference(&used).collect();
-    assert!(
-        extra.is_empty(),
-        "the chart grants what the operator never uses: {extra:?}"
+    // Each identity holds, through the chart's bindings, exactly what its part of the code uses.
+    assert_exactly(
+        "controller",
+        &identity_atoms(&objs, ns, controller),
+        CONTROLLER_USES,
     );
-    let missing: Vec<_> = used.difference(&granted).collect();
+    assert_exactly(
+        "exchange",
+        &identity_atoms(&objs, ns, exchange),
+        EXCHANGE_USES,
+    );
+    // The exchange's rights in a namespace where grants live: a ClusterRole nobody is bound to in the
+    // chart (the controller binds it per namespace).
+    let namespace_role_obj = of_kind(&objs, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == namespace_role)
+        .expect("the exchange's namespace role");
+    assert_exactly(
+        "exchange (per namespace)",
+        &role_atoms(namespace_role_obj),
+        EXCHANGE_NAMESPACE_USES,
+    );
+    // Every binding of the chart names one of the two identities; every Role and ClusterRole but the
+    // ceilings and the exchange's namespace role is bound, and none of those two is.
+    let bindings: Vec<&Value> = objs
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRoleBinding" || o["kind"] == "RoleBinding")
+        .collect();
+    let mut bound = BTreeSet::new();
+    for b in &bindings {
+        let subjects = b["subjects"].as_array().unwrap();
+        assert_eq!(subjects.len(), 1, "{}", b["metadata"]["name"]);
+        assert!(
+            [controller, exchange]
+                .iter()
+                .any(|sa| subjects[0]
+                    == json!({"kind": "ServiceAccount", "name": sa, "namespace": ns})),
+            "{} binds {}",
+            b["metadata"]["name"],
+            subjects[0]
+        );
+        let role = role_of(&objs, b);
+        assert!(
+            !is_ceiling(role) && role["metadata"]["name"] != namespace_role,
+            "{} binds {} in the chart: the controller binds it per namespace",
+            b["metadata"]["name"],
+            role["metadata"]["name"]
+        );
+        bound.insert(format!(
+            "{}/{}",
+            role["kind"].as_str().unwrap(),
+            role["metadata"]["name"].as_str().unwrap()
+        ));
+    }
+    let own: BTreeSet<String> = objs
+        .iter()
+        .filter(|o| (o["kind"] == "ClusterRole" || o["kind"] == "Role") && !is_ceiling(o))
+        .filter(|o| o["metadata"]["name"] != namespace_role)
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap(),
+                o["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        bound, own,
+        "every Role and ClusterRole of the operator is bound"
+    );
+    let cluster_roles_of = |sa: &str| -> BTreeSet<String> {
+        bindings_of(&objs, ns, sa)
+            .iter()
+            .filter(|b| b["kind"] == "ClusterRoleBinding")
+            .map(|b| b["roleRef"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        cluster_roles_of(controller),
+        BTreeSet::from(
+            [
+                "prod-oam-trust-applier",
+                "prod-oam-trust-controller",
+                "prod-oam-trust-grants"
+            ]
+            .map(String::from)
+        )
+    );
+    assert_eq!(
+        cluster_roles_of(exchange),
+        BTreeSet::from(["prod-oam-trust-exchange".to_string()])
+    );
+    // No identity may read or delete a Secret, anywhere.
+    for sa in [controller, exchange] {
+        for verb in ["get", "list", "watch", "delete"] {
+            let atom = (String::new(), "secrets".to_string(), verb.to_string());
+            assert!(
+                !identity_atoms(&objs, ns, sa).contains(&atom),
+                "{sa} may {verb} secrets"
+            );
+        }
+    }
     assert!(
-        missing.is_empty(),
-        "the operator uses what the chart does not grant: {missing:?}"
+        !role_atoms(namespace_role_obj)
+            .iter()
+            .any(|(_, r, v)| r == "secrets" && v != "create")
     );
 
     // Impersonation is limited by name to the applier ServiceAccounts in values.
     let rule_for = |objs: &[Value], verb: &str| -> Vec<Value> {
         objs.iter()
             .filter(|o| o["kind"] == "ClusterRole" && !is_ceiling(o))
-            .flat_map(|r| r["rules"].as_array().unwrap().clone())
+            .flat_map(rules_of)
             .filter(|r| strings(&r["verbs"]).iter().any(|v| v == verb))
             .collect()
     };
@@ -688,47 +1120,43 @@ fn rbac_grants_exactly_what_the_operator_uses() {
         json!(["oam-trust-applier", "deployer"])
     );
 
-    // The CRD check reads exactly the project's CRDs.
-    let crd_rule = objs
-        .iter()
-        .filter(|o| o["kind"] == "ClusterRole")
-        .flat_map(|r| r["rules"].as_array().unwrap().clone())
-        .find(|r| strings(&r["resources"]) == ["customresourcedefinitions"])
-        .unwrap();
-    let names: BTreeSet<String> = strings(&crd_rule["resourceNames"]).into_iter().collect();
+    // The CRD check reads exactly the project's CRDs, for both identities.
     let crds: BTreeSet<String> = oam_trust::api::all_crds()
         .into_iter()
         .map(|c| c.metadata.name.unwrap())
         .collect();
-    assert_eq!(names, crds);
+    let crd_rules: Vec<Value> = objs
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole")
+        .flat_map(rules_of)
+        .filter(|r| strings(&r["resources"]) == ["customresourcedefinitions"])
+        .collect();
+    assert_eq!(crd_rules.len(), 2, "one CRD rule per identity");
+    for rule in crd_rules {
+        let names: BTreeSet<String> = strings(&rule["resourceNames"]).into_iter().collect();
+        assert_eq!(names, crds);
+    }
 
     // Leases: create is namespace-wide (RBAC cannot name what does not exist yet); the rest only
-    // the release's own Lease.
+    // the release's own Lease. The controller's alone: the exchange elects no leader.
     let role = one(&objs, "Role");
     assert_eq!(role["metadata"]["namespace"], "oam-system");
-    for rule in role["rules"].as_array().unwrap() {
+    for rule in rules_of(role) {
         if strings(&rule["verbs"]) != ["create"] {
             assert_eq!(rule["resourceNames"], json!(["prod-oam-trust"]));
         }
     }
 
-    // The operator is bound to the ceiling ClusterRoles and nothing else beyond its own roles.
-    let bindings = of_kind(&objs, "ClusterRoleBinding");
-    let bound: BTreeSet<&str> = bindings
-        .iter()
-        .map(|b| b["roleRef"]["name"].as_str().unwrap())
-        .collect();
-    let own: BTreeSet<&str> = of_kind(&objs, "ClusterRole")
-        .iter()
-        .map(|r| r["metadata"]["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(bound, own, "every ClusterRole is bound, and only those");
-    for b in &bindings {
-        assert_eq!(
-            b["subjects"],
-            json!([{"kind": "ServiceAccount", "name": "prod-oam-trust", "namespace": "oam-system"}])
-        );
-    }
+    // `bind`: exactly the ceilings and the exchange's namespace role, whatever the values name.
+    let bind_names = |objs: &[Value]| -> Value {
+        let rules = rule_for(objs, "bind");
+        assert_eq!(rules.len(), 1);
+        rules[0]["resourceNames"].clone()
+    };
+    assert_eq!(
+        bind_names(&objs),
+        json!(["oam-trust-ceiling", namespace_role])
+    );
     let extra_ceiling = render(
         "prod",
         "oam-system",
@@ -736,15 +1164,21 @@ fn rbac_grants_exactly_what_the_operator_uses() {
             "--set",
             "ceiling.create=false",
             "--set",
-            "ceiling.extraClusterRoles={team-ceiling}",
+            "ceiling.extraClusterRoles={team-ceiling,other-ceiling}",
         ],
     );
-    let refs: Vec<&str> = of_kind(&extra_ceiling, "ClusterRoleBinding")
-        .iter()
-        .filter(|b| b["metadata"]["labels"]["oam-trust.dev/ceiling"] == "true")
-        .map(|b| b["roleRef"]["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(refs, ["team-ceiling"]);
+    assert_eq!(
+        bind_names(&extra_ceiling),
+        json!(["team-ceiling", "other-ceiling", namespace_role])
+    );
+    // No ceiling is bound cluster-wide.
+    for b in of_kind(&extra_ceiling, "ClusterRoleBinding") {
+        let role = b["roleRef"]["name"].as_str().unwrap();
+        assert!(
+            role.starts_with("prod-oam-trust-"),
+            "{role} bound cluster-wide"
+        );
+    }
 }
 
 #[test]
@@ -768,7 +1202,7 @@ fn cluster_scoped_names_include_the_release() {
             .collect()
     };
     let (na, nb) = (names(&a), names(&b));
-    let expected: BTreeSet<String> = ["applier", "controller", "exchange", "grants"]
+    let mut expected: BTreeSet<String> = ["applier", "controller", "exchange", "grants"]
         .iter()
         .flat_map(|r| {
             [
@@ -777,6 +1211,8 @@ fn cluster_scoped_names_include_the_release() {
             ]
         })
         .collect();
+    // The exchange's namespace role: bound per namespace by the controller, not by the chart.
+    expected.insert("ClusterRole/one-oam-trust-exchange-namespace".into());
     assert_eq!(na, expected);
     assert!(
         na.is_disjoint(&nb),
@@ -848,18 +1284,28 @@ fn the_deploy_admission_policy_is_config_verbatim() {
     );
 }
 
-/// One install of the chart and one operator running under its ServiceAccount, per test binary.
-/// The proof that the chart's RBAC suffices relies on this being the only operator alive, as in
-/// `hack/test.sh` (cargo runs test binaries one after another); Events carry `INSTANCE` so the
-/// assertions can tell this operator's work from another one's.
+/// One install of the chart and the operator running as its two identities, per test binary: the
+/// controller and the exchange, each in-process with a token of its own chart ServiceAccount. The proof
+/// that the chart's RBAC suffices relies on these being the only operators alive, as in `hack/test.sh`
+/// (cargo runs test binaries one after another); Events carry `INSTANCE` (controller) or
+/// `EXCHANGE_INSTANCE` so the assertions can tell which identity did the work.
 struct Installed {
     namespace: String,
     /// The chart's example ceiling ClusterRole, named after the release here.
     ceiling: String,
-    /// The operator's client configuration: the ServiceAccount token, no client certificate.
-    operator: kube::Config,
-    /// `host:port` of the operator's token exchange (plain HTTP on 127.0.0.1: a test only; the chart
-    /// serves it over TLS).
+    /// The controller's client configuration: its ServiceAccount's token, no client certificate.
+    controller: kube::Config,
+    /// The exchange's client configuration: its ServiceAccount's token, no client certificate.
+    exchange_identity: kube::Config,
+    /// ServiceAccount names of the controller and the exchange, in `namespace`.
+    controller_sa: String,
+    exchange_sa: String,
+    /// The ClusterRole the controller binds the exchange to where grants live.
+    exchange_namespace_role: String,
+    /// The release's full name (prefix of its ClusterRoles).
+    fullname: String,
+    /// `host:port` of the exchange (plain HTTP on 127.0.0.1: a test only; the chart serves it over
+    /// TLS).
     exchange: String,
 }
 
@@ -869,9 +1315,61 @@ async fn installed() -> &'static Installed {
     INSTALLED.get_or_init(install_and_run).await
 }
 
+/// A client configuration of the test cluster that authenticates with a TokenRequest token of
+/// ServiceAccount `ns/sa` alone (no client certificate), checked with a SelfSubjectReview.
+async fn identity_of(admin: &Client, ns: &str, sa: &str) -> kube::Config {
+    Api::<ServiceAccount>::namespaced(admin.clone(), ns)
+        .get(sa)
+        .await
+        .unwrap_or_else(|e| panic!("the chart's ServiceAccount {sa} exists: {e}"));
+    let token = support::token_for(admin, ns, sa, 3600).await;
+    let mut config = support::admin_config().await;
+    config.auth_info = Default::default();
+    config.auth_info.token = Some(token.into());
+    let (user, _) = support::whoami(&Client::try_from(config.clone()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(user, format!("system:serviceaccount:{ns}:{sa}"));
+    config
+}
+
+/// The args and literal env of the installed Deployment `name`'s container, as the API server holds it.
+async fn installed_container(
+    admin: &Client,
+    ns: &str,
+    name: &str,
+) -> (Vec<String>, BTreeMap<String, String>) {
+    let d = Api::<Deployment>::namespaced(admin.clone(), ns)
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("the chart's Deployment {name} exists: {e}"));
+    let d = serde_json::to_value(d).unwrap();
+    let c = container(&d);
+    (strings(&c["args"]), env_values(&env_of(c)))
+}
+
+/// Runs `oam-trust run` with `config` on a thread with its own runtime, so it outlives each test's.
+fn spawn_operator(what: &'static str, config: kube::Config, args: oam_trust::runtime::RunArgs) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            if let Err(e) = oam_trust::runtime::run_with_config(config, args).await {
+                eprintln!("the {what} under the chart's RBAC stopped: {e:#}");
+            }
+        });
+    });
+}
+
 async fn install_and_run() -> Installed {
     let admin = support::admin().await;
     support::install_crds(&admin).await;
+    // The guard policies, as other test binaries apply them (the chart's copy is disabled below):
+    // without them no grant that writes gets a token, and AccessReady stays False. Applied here too, so
+    // this binary passes alone on a fresh control plane, not only after one that installed them.
+    support::install_deploy_guard(&admin).await;
     let namespace = support::namespace(&admin, "chart").await;
     let release = format!("t{}", namespace.rsplit('-').next().unwrap());
     let ceiling = format!("{release}-ceiling");
@@ -900,64 +1398,66 @@ async fn install_and_run() -> Installed {
         out.contains("Next step"),
         "NOTES.txt tells the next step:\n{out}"
     );
-    let service_account = format!("{release}-oam-trust");
-    Api::<ServiceAccount>::namespaced(admin.clone(), &namespace)
-        .get(&service_account)
-        .await
-        .expect("the chart's ServiceAccount exists");
+    let fullname = format!("{release}-oam-trust");
+    let controller_sa = format!("{fullname}-controller");
+    let exchange_sa = format!("{fullname}-exchange");
+    let exchange_namespace_role = format!("{fullname}-exchange-namespace");
 
-    // The operator's credentials: a TokenRequest token of the chart's ServiceAccount, nothing else.
-    let token = support::token_for(&admin, &namespace, &service_account, 3600).await;
-    let mut config = support::admin_config().await;
-    config.auth_info = Default::default();
-    config.auth_info.token = Some(token.into());
-    let operator = config.clone();
-    let (user, _) = support::whoami(&Client::try_from(config.clone()).unwrap())
-        .await
-        .unwrap();
+    // Each identity's credentials: a TokenRequest token of its chart ServiceAccount, nothing else.
+    let controller = identity_of(&admin, &namespace, &controller_sa).await;
+    let exchange_identity = identity_of(&admin, &namespace, &exchange_sa).await;
+
+    // Each runs as its installed Deployment says (args and env, so the Lease and the rights it binds are
+    // the chart's), but for what only a pod has: its health and exchange addresses, its name, TLS.
+    let (args, mut env) = installed_container(&admin, &namespace, &controller_sa).await;
     assert_eq!(
-        user,
-        format!("system:serviceaccount:{namespace}:{service_account}")
+        env.get("OAM_TRUST_CONTROLLER_IDENTITY"),
+        Some(&format!(
+            "system:serviceaccount:{namespace}:{controller_sa}"
+        ))
     );
+    assert_eq!(
+        env.get("OAM_TRUST_EXCHANGE_IDENTITY"),
+        Some(&format!("system:serviceaccount:{namespace}:{exchange_sa}"))
+    );
+    assert_eq!(
+        env.get("OAM_TRUST_EXCHANGE_NAMESPACE_ROLE"),
+        Some(&exchange_namespace_role)
+    );
+    env.insert("OAM_TRUST_HEALTH_ADDR".into(), "127.0.0.1:0".into());
+    env.insert("POD_NAME".into(), INSTANCE.into());
+    let controller_args = parse_run(&args, &env);
+    assert_eq!(controller_args.role, oam_trust::runtime::Role::Controller);
+    assert!(controller_args.rights.controller_identity.is_some());
+    spawn_operator("controller", controller.clone(), controller_args);
 
-    // The token exchange runs in this operator too, so its RBAC is proven with the rest. Plain HTTP
-    // on a free loopback port, acceptable in a test only: the chart serves it over TLS.
+    // The exchange: plain HTTP on a free loopback port, acceptable in a test only (the chart serves it
+    // over TLS from a Secret).
     let exchange = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().to_string()
     };
-    // Leader election on the Lease the chart's Role allows (its RBAC is part of what is proven here).
-    let args = RunCli::try_parse_from([
-        "oam-trust",
-        "--health-addr",
-        "127.0.0.1:0",
-        "--instance",
-        INSTANCE,
-        "--exchange-listen",
-        exchange.as_str(),
-        "--exchange-insecure-http",
-        "--lease-namespace",
-        namespace.as_str(),
-        "--lease-name",
-        service_account.as_str(),
-    ])
-    .unwrap()
-    .run;
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            if let Err(e) = oam_trust::runtime::run_with_config(config, args).await {
-                eprintln!("the operator under the chart's RBAC stopped: {e:#}");
-            }
-        });
-    });
+    let (args, mut env) = installed_container(&admin, &namespace, &exchange_sa).await;
+    for tls in ["OAM_TRUST_EXCHANGE_TLS_CERT", "OAM_TRUST_EXCHANGE_TLS_KEY"] {
+        assert!(env.remove(tls).is_some(), "the chart sets {tls}");
+    }
+    env.insert("OAM_TRUST_EXCHANGE_INSECURE_HTTP".into(), "true".into());
+    env.insert("OAM_TRUST_EXCHANGE_LISTEN".into(), exchange.clone());
+    env.insert("OAM_TRUST_HEALTH_ADDR".into(), "127.0.0.1:0".into());
+    env.insert("POD_NAME".into(), EXCHANGE_INSTANCE.into());
+    let exchange_args = parse_run(&args, &env);
+    assert_eq!(exchange_args.role, oam_trust::runtime::Role::Exchange);
+    spawn_operator("exchange", exchange_identity.clone(), exchange_args);
+
     Installed {
         namespace,
         ceiling,
-        operator,
+        controller,
+        exchange_identity,
+        controller_sa,
+        exchange_sa,
+        exchange_namespace_role,
+        fullname,
         exchange,
     }
 }
@@ -1056,7 +1556,7 @@ async fn under_the_charts_rbac_applications_run_status_is_written_and_events_rec
             .await
             .iter()
             .any(|e| e.reporting_instance.as_deref() == Some(INSTANCE)),
-        "a RenderFailed Event from the operator under the chart's RBAC"
+        "a RenderFailed Event from the controller under the chart's RBAC"
     );
 }
 
@@ -1066,7 +1566,7 @@ async fn the_operator_impersonates_only_the_listed_appliers() {
     let admin = support::admin().await;
     let ns = support::app_namespace(&admin, "chart-imp", "admin").await;
     // `deployer` exists and may do anything in the namespace, but it is not in
-    // rbac.applierServiceAccounts: the API server refuses the operator's impersonation.
+    // rbac.applierServiceAccounts: the API server refuses the controller's impersonation.
     support::service_account_token(&admin, &ns, "deployer", 600).await;
     let rb: RoleBinding = serde_json::from_value(json!({
         "metadata": {"name": "deployer"},
@@ -1102,26 +1602,27 @@ async fn the_operator_impersonates_only_the_listed_appliers() {
         .unwrap()
         .message;
     assert!(message.contains("impersonate"), "{message}");
-    // Recorded by the operator under the chart's RBAC (its instance name), not by another one.
+    // Recorded by the controller under the chart's RBAC (its instance name), not by another one.
     assert!(
         events_with_reason(&admin, &ns, "ApplyFailed")
             .await
             .iter()
             .any(|e| e.reporting_instance.as_deref() == Some(INSTANCE)),
-        "an ApplyFailed Event from the operator under the chart's RBAC"
+        "an ApplyFailed Event from the controller under the chart's RBAC"
     );
 
-    // Asked of the API server directly, with the operator's own token.
-    let can = |verb: &'static str, resource: &'static str, name: Option<&'static str>| {
+    // Asked of the API server directly, with each identity's own token: the controller may
+    // impersonate the listed applier only, the exchange nobody.
+    let can = |who: &kube::Config, verb: &'static str, name: Option<&'static str>| {
         let ns = ns.clone();
-        let op = Client::try_from(chart.operator.clone()).unwrap();
+        let op = Client::try_from(who.clone()).unwrap();
         async move {
             support::can_i(
                 &op,
                 support::Access {
                     verb,
                     group: "",
-                    resource,
+                    resource: "serviceaccounts",
                     namespace: Some(&ns),
                     name,
                 },
@@ -1129,55 +1630,118 @@ async fn the_operator_impersonates_only_the_listed_appliers() {
             .await
         }
     };
-    assert!(can("impersonate", "serviceaccounts", Some("oam-trust-applier")).await);
-    assert!(!can("impersonate", "serviceaccounts", Some("deployer")).await);
-    assert!(!can("impersonate", "serviceaccounts", Some("default")).await);
+    let (controller, exchange) = (&chart.controller, &chart.exchange_identity);
+    assert!(can(controller, "impersonate", Some("oam-trust-applier")).await);
+    assert!(!can(controller, "impersonate", Some("deployer")).await);
+    assert!(!can(controller, "impersonate", Some("default")).await);
+    assert!(!can(exchange, "impersonate", Some("oam-trust-applier")).await);
+    assert!(!can(exchange, "impersonate", None).await);
 }
 
+/// Whether `client` may `verb` `resource` (`name`, when given) of `group` in namespace `ns`.
+async fn may(
+    client: &Client,
+    ns: &str,
+    (verb, group, resource, name): (&str, &str, &str, Option<&str>),
+) -> bool {
+    support::can_i(
+        client,
+        support::Access {
+            verb,
+            group,
+            resource,
+            namespace: Some(ns),
+            name,
+        },
+    )
+    .await
+}
+
+const RBAC: &str = "rbac.authorization.k8s.io";
+
 #[tokio::test]
-async fn the_operator_holds_no_write_access_of_its_own_and_grants_only_within_the_ceiling() {
+async fn neither_identity_holds_write_access_of_its_own_and_grants_stay_within_the_ceiling() {
     let chart = installed().await;
     let admin = support::admin().await;
     let ns = support::app_namespace(&admin, "chart-grant", "admin").await;
-    let op = &Client::try_from(chart.operator.clone()).unwrap();
-    let access = |verb, group, resource| support::Access {
-        verb,
-        group,
-        resource,
-        namespace: Some(&ns),
-        name: None,
-    };
+    let controller = &Client::try_from(chart.controller.clone()).unwrap();
+    let exchange = &Client::try_from(chart.exchange_identity.clone()).unwrap();
     // Reads (or deletes) of Secrets, RBAC verbs that would let it escalate, cluster-scoped writes:
-    // all refused.
-    for (verb, group, resource) in [
-        ("get", "", "secrets"),
-        ("list", "", "secrets"),
-        ("watch", "", "secrets"),
-        ("delete", "", "secrets"),
-        ("update", "oam-trust.dev", "tokenissuances"),
-        ("patch", "oam-trust.dev", "tokenissuances"),
-        ("create", "", "pods/portforward"),
-        ("create", "", "pods/exec"),
-        ("escalate", "rbac.authorization.k8s.io", "roles"),
-        ("bind", "rbac.authorization.k8s.io", "roles"),
-        ("create", "rbac.authorization.k8s.io", "clusterroles"),
-        ("create", "rbac.authorization.k8s.io", "clusterrolebindings"),
+    // refused to both identities.
+    let refused_to_both: &[(&str, &str, &str, Option<&str>)] = &[
+        ("get", "", "secrets", None),
+        ("list", "", "secrets", None),
+        ("watch", "", "secrets", None),
+        ("delete", "", "secrets", None),
+        ("update", "oam-trust.dev", "tokenissuances", None),
+        ("patch", "oam-trust.dev", "tokenissuances", None),
+        ("create", "", "pods/portforward", None),
+        ("create", "", "pods/exec", None),
+        ("escalate", RBAC, "roles", None),
+        ("escalate", RBAC, "clusterroles", None),
+        ("bind", RBAC, "roles", None),
+        ("bind", RBAC, "clusterroles", Some("admin")),
+        ("bind", RBAC, "clusterroles", Some("cluster-admin")),
+        ("create", RBAC, "clusterroles", None),
+        ("create", RBAC, "clusterrolebindings", None),
         (
             "create",
             "apiextensions.k8s.io",
             "customresourcedefinitions",
+            None,
         ),
-        ("create", "core.oam.dev", "applications"),
-        ("delete", "core.oam.dev", "applications"),
-    ] {
-        assert!(
-            !support::can_i(op, access(verb, group, resource)).await,
-            "the chart's ServiceAccount may {verb} {resource}.{group}"
-        );
-    }
+        ("create", "core.oam.dev", "applications", None),
+        ("delete", "core.oam.dev", "applications", None),
+    ];
+    // The exchange writes no grant, status, Lease or RBAC, and binds nothing.
+    let refused_to_the_exchange: &[(&str, &str, &str, Option<&str>)] = &[
+        ("create", RBAC, "roles", None),
+        ("create", RBAC, "rolebindings", None),
+        ("bind", RBAC, "clusterroles", Some(chart.ceiling.as_str())),
+        ("create", "", "serviceaccounts", None),
+        ("create", "", "configmaps", None),
+        ("patch", "core.oam.dev", "applications", None),
+        ("patch", "core.oam.dev", "applications/status", None),
+        ("patch", "oam-trust.dev", "gitlabtrusts/status", None),
+        ("create", "coordination.k8s.io", "leases", None),
+    ];
+    // The controller mints no token and creates no Secret, here or anywhere.
+    let refused_to_the_controller: &[(&str, &str, &str, Option<&str>)] = &[
+        ("create", "", "secrets", None),
+        ("create", "", "serviceaccounts/token", None),
+    ];
+    let check_refusals = |phase: &'static str| {
+        let ns = ns.clone();
+        async move {
+            for &a in refused_to_both {
+                assert!(
+                    !may(controller, &ns, a).await,
+                    "{phase}: the controller may {a:?}"
+                );
+                assert!(
+                    !may(exchange, &ns, a).await,
+                    "{phase}: the exchange may {a:?}"
+                );
+            }
+            for &a in refused_to_the_exchange {
+                assert!(
+                    !may(exchange, &ns, a).await,
+                    "{phase}: the exchange may {a:?}"
+                );
+            }
+            for &a in refused_to_the_controller {
+                assert!(
+                    !may(controller, &ns, a).await,
+                    "{phase}: the controller may {a:?}"
+                );
+            }
+        }
+    };
+    check_refusals("before any grant").await;
 
-    // A grant within the ceiling: the API server's escalation check lets the operator write it.
-    let roles = Api::<Role>::namespaced(op.clone(), &ns);
+    // No ceiling cluster-wide: before a grant lives in the namespace, the controller cannot write a
+    // Role even within the ceiling, and the exchange cannot mint a token here.
+    let roles = Api::<Role>::namespaced(controller.clone(), &ns);
     let within: Role = serde_json::from_value(json!({
         "metadata": {"name": "grant-within"},
         "rules": [
@@ -1186,16 +1750,59 @@ async fn the_operator_holds_no_write_access_of_its_own_and_grants_only_within_th
         ]
     }))
     .unwrap();
+    let err = roles
+        .create(&PostParams::default(), &within)
+        .await
+        .expect_err("a Role in a namespace where no grant lives");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 403),
+        "{err}"
+    );
+    for resource in ["secrets", "serviceaccounts/token"] {
+        assert!(
+            !may(exchange, &ns, ("create", "", resource, None)).await,
+            "the exchange may create {resource} where no grant lives"
+        );
+    }
+
+    // A grant makes the namespace one where grants live: the controller binds itself the ceiling and
+    // the exchange its namespace role here, then writes the grant.
+    let trust = support::selecting_trust(&admin, &ns, Some(&chart.ceiling)).await;
+    support::apply_app(
+        &admin,
+        &ns,
+        json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": "shop"},
+            "spec": {
+                "components": [{"name": "web", "type": "webservice", "properties": {"image": "nginx:1"}}],
+                "policies": [{"name": "ci", "type": "gitlab-access", "properties": {
+                    "trust": trust, "subjects": [{"projectId": "1450", "namespaceId": "72"}],
+                    "access": "deploy", "ttl": "10m"}}]
+            }}),
+    )
+    .await;
+    support::wait_app(&admin, &ns, "shop", "access granted", |a| {
+        a.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "AccessReady"
+                    && c.status == "True"
+                    && c.observed_generation == a.metadata.generation
+            })
+        })
+    })
+    .await;
+    check_refusals("where grants live").await;
+
+    // A grant within the ceiling: the API server's escalation check lets the controller write it.
     roles
         .create(&PostParams::default(), &within)
         .await
-        .expect("a Role within the ceiling is created by the operator");
+        .expect("a Role within the ceiling is created by the controller");
     let sa: ServiceAccount =
         serde_json::from_value(json!({"metadata": {"name": "grant-within"}})).unwrap();
-    Api::<ServiceAccount>::namespaced(op.clone(), &ns)
+    Api::<ServiceAccount>::namespaced(controller.clone(), &ns)
         .create(&PostParams::default(), &sa)
         .await
-        .expect("the operator creates grant ServiceAccounts");
+        .expect("the controller creates grant ServiceAccounts");
     let binding = |name: &str, kind: &str, role: &str| -> RoleBinding {
         serde_json::from_value(json!({
             "metadata": {"name": name},
@@ -1204,14 +1811,14 @@ async fn the_operator_holds_no_write_access_of_its_own_and_grants_only_within_th
         }))
         .unwrap()
     };
-    let bindings = Api::<RoleBinding>::namespaced(op.clone(), &ns);
+    let bindings = Api::<RoleBinding>::namespaced(controller.clone(), &ns);
     bindings
         .create(
             &PostParams::default(),
             &binding("grant-within", "Role", "grant-within"),
         )
         .await
-        .expect("a RoleBinding to a Role within the ceiling is created by the operator");
+        .expect("a RoleBinding to a Role within the ceiling is created by the controller");
 
     // Beyond the ceiling: refused by the API server, not by our code.
     let beyond: Role = serde_json::from_value(json!({
@@ -1237,8 +1844,21 @@ async fn the_operator_holds_no_write_access_of_its_own_and_grants_only_within_th
             "binding {role}: {err}"
         );
     }
-    // The token of a grant ServiceAccount: minted by the operator (federation's TokenRequest).
-    let token = support::token_for(op, &ns, "grant-within", 600).await;
+
+    // The exchange mints tokens here now, and still nowhere without grants.
+    for resource in ["secrets", "serviceaccounts/token"] {
+        assert!(
+            may(exchange, &ns, ("create", "", resource, None)).await,
+            "the exchange may not create {resource} where grants live"
+        );
+        assert!(
+            !may(exchange, &chart.namespace, ("create", "", resource, None)).await,
+            "the exchange may create {resource} in {}, where no grant lives",
+            chart.namespace
+        );
+    }
+    // The token of a grant ServiceAccount: minted by the exchange (federation's TokenRequest).
+    let token = support::token_for(exchange, &ns, "grant-within", 600).await;
     let granted = support::client_with_token(&token).await;
     assert!(
         support::can_i(
@@ -1253,6 +1873,10 @@ async fn the_operator_holds_no_write_access_of_its_own_and_grants_only_within_th
         )
         .await
     );
+
+    let _ = Api::<oam_trust::api::trust::GitLabTrust>::all(admin.clone())
+        .delete(&trust, &Default::default())
+        .await;
 }
 
 #[tokio::test]
@@ -1297,10 +1921,14 @@ async fn the_full_default_rendering_is_accepted_by_the_api_server() {
         String::from_utf8_lossy(&out.stderr)
     );
     let created = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        created.contains("deployment.apps/dry-oam-trust created (server dry run)"),
-        "{created}"
-    );
+    for component in ["controller", "exchange"] {
+        assert!(
+            created.contains(&format!(
+                "deployment.apps/dry-oam-trust-{component} created (server dry run)"
+            )),
+            "{created}"
+        );
+    }
     assert!(
         created.contains("clusterrole.rbac.authorization.k8s.io/oam-trust-ceiling"),
         "{created}"
@@ -1320,7 +1948,7 @@ async fn under_the_charts_rbac_access_declarations_become_grants_within_the_char
         )
         .await
         .unwrap();
-    // A trust whose ceiling is the chart's example ceiling, which the operator is bound to.
+    // A trust whose ceiling is the chart's example ceiling, which the controller may bind itself to.
     let trust = format!("chart-{ns}");
     let glt: oam_trust::api::trust::GitLabTrust = serde_json::from_value(json!({
         "apiVersion": "oam-trust.dev/v1alpha1", "kind": "GitLabTrust", "metadata": {"name": trust},
@@ -1385,7 +2013,7 @@ async fn under_the_charts_rbac_access_declarations_become_grants_within_the_char
         "every declaration granted: {denied:?}"
     );
 
-    // The grant objects were written by the operator under the chart's RBAC, within the ceiling.
+    // The grant objects were written by the controller under the chart's RBAC, within the ceiling.
     let lp = ListParams::default().labels("oam-trust.dev/grant,app.oam.dev/name=shop");
     let sas = Api::<ServiceAccount>::namespaced(admin.clone(), &ns)
         .list(&lp)
@@ -1420,6 +2048,114 @@ async fn under_the_charts_rbac_access_declarations_become_grants_within_the_char
         .unwrap()
         .items;
     assert_eq!(guards.len(), 1);
+
+    // The namespace's rights, bound by the controller before it wrote the grants: itself to the
+    // ceiling, the exchange to its namespace role.
+    let rights = Api::<RoleBinding>::namespaced(admin.clone(), &ns);
+    let ceilings = rights
+        .list(&ListParams::default().labels(&format!(
+            "{}=ceiling",
+            oam_trust::names::LABEL_NAMESPACE_RIGHTS
+        )))
+        .await
+        .unwrap()
+        .items;
+    let subject =
+        |sa: &str| json!([{"kind": "ServiceAccount", "name": sa, "namespace": chart.namespace}]);
+    assert_eq!(ceilings.len(), 1, "one ceiling binding: {ceilings:?}");
+    assert_eq!(
+        ceilings[0].name_any(),
+        oam_trust::access::rights::ceiling_binding_name(&chart.ceiling)
+    );
+    assert_eq!(
+        (
+            ceilings[0].role_ref.kind.as_str(),
+            ceilings[0].role_ref.name.as_str()
+        ),
+        ("ClusterRole", chart.ceiling.as_str())
+    );
+    assert_eq!(
+        serde_json::to_value(&ceilings[0].subjects).unwrap(),
+        subject(&chart.controller_sa)
+    );
+    let exchange = rights
+        .get(oam_trust::names::EXCHANGE_RIGHTS_BINDING)
+        .await
+        .expect("the exchange's RoleBinding where grants live");
+    assert_eq!(
+        exchange.labels()[oam_trust::names::LABEL_NAMESPACE_RIGHTS],
+        "exchange"
+    );
+    assert_eq!(
+        (
+            exchange.role_ref.kind.as_str(),
+            exchange.role_ref.name.as_str()
+        ),
+        ("ClusterRole", chart.exchange_namespace_role.as_str())
+    );
+    assert_eq!(
+        serde_json::to_value(&exchange.subjects).unwrap(),
+        subject(&chart.exchange_sa)
+    );
+
+    // Cluster-wide, neither identity is bound to anything but its own ClusterRoles; anywhere else,
+    // only to its Lease (the controller) and to the namespace rights above.
+    let names = |sa: &str| {
+        let me = (chart.namespace.clone(), sa.to_string());
+        move |subjects: &Option<Vec<k8s_openapi::api::rbac::v1::Subject>>| {
+            subjects.iter().flatten().any(|s| {
+                s.kind == "ServiceAccount"
+                    && (s.namespace.clone().unwrap_or_default(), s.name.clone()) == me
+            })
+        }
+    };
+    let crbs = Api::<ClusterRoleBinding>::all(admin.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let rbs = Api::<RoleBinding>::all(admin.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    for (sa, own) in [
+        (
+            &chart.controller_sa,
+            vec!["applier", "controller", "grants"],
+        ),
+        (&chart.exchange_sa, vec!["exchange"]),
+    ] {
+        let bound = names(sa);
+        let cluster_roles: BTreeSet<String> = crbs
+            .iter()
+            .filter(|b| bound(&b.subjects))
+            .map(|b| b.role_ref.name.clone())
+            .collect();
+        let expected: BTreeSet<String> = own
+            .iter()
+            .map(|r| format!("{}-{r}", chart.fullname))
+            .collect();
+        assert_eq!(cluster_roles, expected, "ClusterRoleBindings of {sa}");
+        for rb in rbs.iter().filter(|b| bound(&b.subjects)) {
+            let where_ = format!("{}/{}", rb.namespace().unwrap(), rb.name_any());
+            let kind = rb
+                .labels()
+                .get(oam_trust::names::LABEL_NAMESPACE_RIGHTS)
+                .map(String::as_str);
+            let role = (rb.role_ref.kind.as_str(), rb.role_ref.name.as_str());
+            let allowed = if *sa == chart.controller_sa {
+                (role == ("Role", &format!("{}-leader-election", chart.fullname))
+                    && rb.namespace().as_deref() == Some(&chart.namespace))
+                    || (kind == Some("ceiling") && role == ("ClusterRole", &chart.ceiling))
+            } else {
+                kind == Some("exchange")
+                    && rb.name_any() == oam_trust::names::EXCHANGE_RIGHTS_BINDING
+                    && role == ("ClusterRole", &chart.exchange_namespace_role)
+            };
+            assert!(allowed, "{sa} is bound by {where_} to {role:?}");
+        }
+    }
 
     let _ = Api::<oam_trust::api::trust::GitLabTrust>::all(admin.clone())
         .delete(&trust, &Default::default())
@@ -1524,7 +2260,7 @@ async fn under_the_charts_rbac_a_deploy_job_exchanges_its_id_token_once() {
     .await;
     assert!(
         support::eventually(WAIT, || exchange_ready(&chart.exchange)).await,
-        "the exchange of the operator under the chart's RBAC did not become ready at {}",
+        "the exchange under the chart's RBAC did not become ready at {}",
         chart.exchange
     );
 
@@ -1580,8 +2316,8 @@ async fn under_the_charts_rbac_a_deploy_job_exchanges_its_id_token_once() {
         "the deploy token must not list Secrets: {err}"
     );
 
-    // The TokenIssuance and the binding Secret it owns were written by the operator under the
-    // chart's RBAC (which cannot read either Secret back), and the issue recorded.
+    // The TokenIssuance and the binding Secret it owns were written by the exchange under the
+    // chart's RBAC (which cannot read the Secret back), and the issue recorded by it.
     let record_name = oam_trust::federation::binding::issuance_name(issuer.url(), &jti(&id_token));
     let record = Api::<oam_trust::api::issuance::TokenIssuance>::all(admin.clone())
         .get(&record_name)
@@ -1617,11 +2353,11 @@ async fn under_the_charts_rbac_a_deploy_job_exchanges_its_id_token_once() {
                 events_with_reason(&admin, &ns, "TokenIssued")
                     .await
                     .iter()
-                    .any(|e| e.reporting_instance.as_deref() == Some(INSTANCE))
+                    .any(|e| e.reporting_instance.as_deref() == Some(EXCHANGE_INSTANCE))
             }
         })
         .await,
-        "a TokenIssued Event from the operator under the chart's RBAC"
+        "a TokenIssued Event from the exchange under the chart's RBAC"
     );
 
     // The same ID token again: refused, nothing issued.

@@ -29,12 +29,13 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/part-of: oam-trust
 {{- end }}
 
-{{- define "oam-trust.serviceAccountName" -}}
-{{- if .Values.serviceAccount.create }}
-{{- default (include "oam-trust.fullname" .) .Values.serviceAccount.name }}
-{{- else }}
-{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
-{{- end }}
+{{/*
+Selector labels of one part's pods (controller or exchange), so each Service, PodDisruptionBudget,
+anti-affinity term and NetworkPolicy selects exactly that part: (dict "root" $ "component" "exchange").
+*/}}
+{{- define "oam-trust.componentSelectorLabels" -}}
+{{ include "oam-trust.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{- define "oam-trust.image" -}}
@@ -51,7 +52,10 @@ app.kubernetes.io/part-of: oam-trust
 {{- default (printf "%s-exchange-tls" (include "oam-trust.fullname" .)) .Values.exchange.tls.secretName }}
 {{- end }}
 
-{{/* Ceiling ClusterRoles the operator is bound to (see templates/rbac.yaml). */}}
+{{/*
+Ceiling ClusterRoles: the controller may bind itself to them, one namespace at a time, where its grants
+live (see templates/rbac.yaml); the chart binds them to nobody.
+*/}}
 {{- define "oam-trust.ceilingClusterRoles" -}}
 {{- $names := list }}
 {{- if .Values.ceiling.create }}{{ $names = append $names .Values.ceiling.name }}{{ end }}
