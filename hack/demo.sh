@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole product on one machine: a local control plane, a dev-issuer playing GitLab, the operator, and
+# The whole product on one machine: a local control plane, a dev-issuer playing GitLab, the operator (its
+# controller and its exchange, each as the chart's own ServiceAccount), and
 # a GitLab deploy job played end to end (ID token -> login -> set-image --wait -> allowed and refused
 # actions -> audit trail). Then keeps it all running and prints a KUBECONFIG line until Ctrl-C (or SIGTERM),
 # which stops everything it started and exits 0.
@@ -33,7 +34,7 @@ cargo build --quiet --bin oam-trust
 OAM="$ROOT/target/debug/oam-trust"
 [[ -n "${CARGO_TARGET_DIR:-}" ]] && OAM="$CARGO_TARGET_DIR/debug/oam-trust"
 
-PIDS=()           # the operator and dev-issuer
+PIDS=()           # the controller, the exchange and dev-issuer
 STARTED_CLUSTER=  # set when this run starts the control plane (and so stops it on Ctrl-C)
 STOPPING=         # set by Ctrl-C or SIGTERM
 # shellcheck disable=SC2317  # run from the traps below (shellcheck 0.9 calls trap handlers unreachable when a script ends in exit)
@@ -128,19 +129,50 @@ subjects: [{kind: ServiceAccount, name: oam-trust-applier, namespace: payments}]
 EOF
 sed 's/trust: gitlab-com/trust: gitlab-demo/' config/apps/payments.yaml | kubectl apply --server-side -f - >/dev/null
 
-step "Starting the operator (controllers + token exchange over TLS)"
-EX_PORT=$(free_port); HEALTH_PORT=$(free_port)
+step "The operator's two identities, from the Helm chart: ServiceAccounts, RBAC and the operator guard"
+OPNS=oam-trust RELEASE=demo
+FULL="$RELEASE-oam-trust"
+kubectl create namespace "$OPNS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+helm template "$RELEASE" charts/oam-trust -n "$OPNS" --set ceiling.create=false \
+  --set 'ceiling.extraClusterRoles={oam-trust-ceiling}' --set admissionPolicy.enabled=false \
+  --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml \
+  --show-only templates/operator-guard.yaml | kubectl apply --server-side -f - >/dev/null
+SERVER="$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
+identity_kubeconfig() { # role: a kubeconfig holding only a TokenRequest token of the role's ServiceAccount
+  local cfg="$D/demo/$1.kubeconfig"
+  rm -f "$cfg"
+  kubectl config --kubeconfig "$cfg" set-cluster local --server="$SERVER" \
+    --certificate-authority="$D/pki/ca.crt" --embed-certs >/dev/null
+  kubectl config --kubeconfig "$cfg" set-credentials "$1" \
+    --token="$(kubectl -n "$OPNS" create token "$FULL-$1" --duration=24h)" >/dev/null
+  kubectl config --kubeconfig "$cfg" set-context "$1" --cluster=local --user="$1" >/dev/null
+  kubectl config --kubeconfig "$cfg" use-context "$1" >/dev/null
+  echo "$cfg"
+}
+say "controller: system:serviceaccount:$OPNS:$FULL-controller; exchange: system:serviceaccount:$OPNS:$FULL-exchange"
+
+step "Starting the controller and the token exchange (over TLS), each as its own ServiceAccount"
+EX_PORT=$(free_port); HEALTH_PORT=$(free_port); EX_HEALTH_PORT=$(free_port)
 openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=oam-trust-exchange \
   -keyout "$D/demo/exchange.key" -out "$D/demo/exchange.csr" 2>/dev/null
 printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$D/demo/exchange.ext"
 openssl x509 -req -in "$D/demo/exchange.csr" -CA "$D/pki/ca.crt" -CAkey "$D/pki/ca.key" -CAcreateserial -days 7 \
   -extfile "$D/demo/exchange.ext" -out "$D/demo/exchange.crt" 2>/dev/null
-OAM_TRUST_LOG_FORMAT=json "$OAM" run --health-addr "127.0.0.1:$HEALTH_PORT" \
-  --exchange-listen "127.0.0.1:$EX_PORT" --exchange-tls-cert "$D/demo/exchange.crt" --exchange-tls-key "$D/demo/exchange.key" \
+KUBECONFIG="$(identity_kubeconfig controller)" OAM_TRUST_LOG_FORMAT=json "$OAM" run --role controller \
+  --health-addr "127.0.0.1:$HEALTH_PORT" --lease-namespace "$OPNS" --lease-name "$FULL" \
+  --controller-identity "system:serviceaccount:$OPNS:$FULL-controller" \
+  --exchange-identity "system:serviceaccount:$OPNS:$FULL-exchange" --exchange-namespace-role "$FULL-exchange-namespace" \
   >"$D/logs/operator.log" 2>&1 &
 PIDS+=($!)
-wait_until 180 "the operator's /readyz (log: $D/logs/operator.log)" curl -fsS "http://127.0.0.1:$HEALTH_PORT/readyz" \
+KUBECONFIG="$(identity_kubeconfig exchange)" OAM_TRUST_LOG_FORMAT=json "$OAM" run --role exchange \
+  --health-addr "127.0.0.1:$EX_HEALTH_PORT" \
+  --exchange-listen "127.0.0.1:$EX_PORT" --exchange-tls-cert "$D/demo/exchange.crt" --exchange-tls-key "$D/demo/exchange.key" \
+  >"$D/logs/exchange.log" 2>&1 &
+PIDS+=($!)
+wait_until 180 "the controller's /readyz (log: $D/logs/operator.log)" curl -fsS "http://127.0.0.1:$HEALTH_PORT/readyz" \
   || { tail -n 20 "$D/logs/operator.log" >&2; exit 1; }
+wait_until 180 "the exchange's /readyz (log: $D/logs/exchange.log)" curl -fsS "http://127.0.0.1:$EX_HEALTH_PORT/readyz" \
+  || { tail -n 20 "$D/logs/exchange.log" >&2; exit 1; }
 kubectl -n payments wait app/payments --for=jsonpath='{.status.status}'=running --timeout=300s >/dev/null
 kubectl -n payments get app payments
 kubectl -n payments get app payments -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}: {.message}{"\n"}{end}' | sed 's/^/    /'
@@ -185,21 +217,21 @@ try refused "exchange a token from an unprotected branch" env ID_TOKEN="$FORK" "
 step "Audit trail"
 kubectl -n payments get events --field-selector involvedObject.kind=Application,involvedObject.name=payments \
   --sort-by=.lastTimestamp | tail -n 8 | sed 's/^/    /'
-say "audit log lines (target oam_trust::audit) in $D/logs/operator.log:"
-grep '"oam_trust::audit"' "$D/logs/operator.log" | tail -n 4 | cut -c1-240 | sed 's/^/    /'
+say "audit log lines (target oam_trust::audit) in $D/logs/exchange.log:"
+grep '"oam_trust::audit"' "$D/logs/exchange.log" | tail -n 4 | cut -c1-240 | sed 's/^/    /'
 
 step "Done"
-say "The control plane, the operator and dev-issuer keep running. In another shell:"
+say "The control plane, the controller, the exchange and dev-issuer keep running. In another shell:"
 say "  export KUBECONFIG=$KUBECONFIG"
 say "  kubectl get app -A"
-say "Operator: health http://127.0.0.1:$HEALTH_PORT/readyz, token exchange https://127.0.0.1:$EX_PORT"
-say "Logs: $D/logs/operator.log (JSON), $D/logs/dev-issuer.log; '$CLUSTER_SH logs' for the control plane."
+say "Controller: health http://127.0.0.1:$HEALTH_PORT/readyz; token exchange https://127.0.0.1:$EX_PORT (health http://127.0.0.1:$EX_HEALTH_PORT/readyz)"
+say "Logs: $D/logs/operator.log (the controller, JSON), $D/logs/exchange.log (the exchange and its audit lines), $D/logs/dev-issuer.log; '$CLUSTER_SH logs' for the control plane."
 if [[ -n "$STARTED_CLUSTER" ]]; then
   say "Press Ctrl-C to stop them all."
 else
-  say "Press Ctrl-C to stop the operator and dev-issuer (the control plane was up before; '$CLUSTER_SH down' stops it)."
+  say "Press Ctrl-C to stop the controller, the exchange and dev-issuer (the control plane was up before; '$CLUSTER_SH down' stops it)."
 fi
 trap 'interrupted 0' INT TERM
-# Returns when the operator or dev-issuer exits on its own, which is a failure.
+# Returns when the controller, the exchange or dev-issuer exits on its own, which is a failure.
 wait -n "${PIDS[@]}" || true
-die "the operator or dev-issuer exited unexpectedly; see $D/logs/operator.log and $D/logs/dev-issuer.log"
+die "the controller, the exchange or dev-issuer exited unexpectedly; see $D/logs/operator.log, $D/logs/exchange.log and $D/logs/dev-issuer.log"

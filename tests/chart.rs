@@ -1278,9 +1278,14 @@ fn the_deploy_admission_policy_is_config_verbatim() {
         .iter()
         .filter_map(|p| p["metadata"]["name"].as_str())
         .collect();
+    // The tenant guards (fixed names, verbatim), and the release's own operator guard.
     assert_eq!(
         policies,
-        ["oam-trust-deploy-guard", "oam-trust-grant-guard"]
+        [
+            "oam-trust-deploy-guard",
+            "oam-trust-grant-guard",
+            "prod-oam-trust-operator-guard"
+        ]
     );
 }
 
@@ -1743,7 +1748,7 @@ async fn neither_identity_holds_write_access_of_its_own_and_grants_stay_within_t
     // Role even within the ceiling, and the exchange cannot mint a token here.
     let roles = Api::<Role>::namespaced(controller.clone(), &ns);
     let within: Role = serde_json::from_value(json!({
-        "metadata": {"name": "grant-within"},
+        "metadata": {"name": "oam-shop-within-0123456789abcdef0123", "labels": {"oam-trust.dev/grant": "true"}},
         "rules": [
             {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "patch"], "resourceNames": ["web"]},
             {"apiGroups": ["core.oam.dev"], "resources": ["applications"], "verbs": ["get", "patch"], "resourceNames": ["shop"]}
@@ -1798,16 +1803,16 @@ async fn neither_identity_holds_write_access_of_its_own_and_grants_stay_within_t
         .await
         .expect("a Role within the ceiling is created by the controller");
     let sa: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "grant-within"}})).unwrap();
+        serde_json::from_value(json!({"metadata": {"name": "oam-shop-within-0123456789abcdef0123", "labels": {"oam-trust.dev/grant": "true"}}})).unwrap();
     Api::<ServiceAccount>::namespaced(controller.clone(), &ns)
         .create(&PostParams::default(), &sa)
         .await
         .expect("the controller creates grant ServiceAccounts");
     let binding = |name: &str, kind: &str, role: &str| -> RoleBinding {
         serde_json::from_value(json!({
-            "metadata": {"name": name},
+            "metadata": {"name": name, "labels": {"oam-trust.dev/grant": "true"}},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": role},
-            "subjects": [{"kind": "ServiceAccount", "name": "grant-within", "namespace": ns}]
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]
         }))
         .unwrap()
     };
@@ -1815,14 +1820,18 @@ async fn neither_identity_holds_write_access_of_its_own_and_grants_stay_within_t
     bindings
         .create(
             &PostParams::default(),
-            &binding("grant-within", "Role", "grant-within"),
+            &binding(
+                "oam-shop-within-0123456789abcdef0123",
+                "Role",
+                "oam-shop-within-0123456789abcdef0123",
+            ),
         )
         .await
         .expect("a RoleBinding to a Role within the ceiling is created by the controller");
 
     // Beyond the ceiling: refused by the API server, not by our code.
     let beyond: Role = serde_json::from_value(json!({
-        "metadata": {"name": "grant-beyond"},
+        "metadata": {"name": "oam-shop-beyond-0123456789abcdef0123", "labels": {"oam-trust.dev/grant": "true"}},
         "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
     }))
     .unwrap();
@@ -1836,7 +1845,10 @@ async fn neither_identity_holds_write_access_of_its_own_and_grants_stay_within_t
     );
     for (kind, role) in [("ClusterRole", "cluster-admin"), ("ClusterRole", "admin")] {
         let err = bindings
-            .create(&PostParams::default(), &binding("grant-admin", kind, role))
+            .create(
+                &PostParams::default(),
+                &binding("oam-shop-admin-0123456789abcdef01234", kind, role),
+            )
             .await
             .unwrap_err();
         assert!(
@@ -1857,21 +1869,19 @@ async fn neither_identity_holds_write_access_of_its_own_and_grants_stay_within_t
             chart.namespace
         );
     }
-    // The token of a grant ServiceAccount: minted by the exchange (federation's TokenRequest).
-    let token = support::token_for(exchange, &ns, "grant-within", 600).await;
-    let granted = support::client_with_token(&token).await;
-    assert!(
-        support::can_i(
-            &granted,
-            support::Access {
-                verb: "patch",
-                group: "apps",
-                resource: "deployments",
-                namespace: Some(&ns),
-                name: Some("web")
-            }
+    // Even here, a grant token that is not bound to a binding Secret (so could not be revoked) is
+    // refused by the operator guard the chart installs: the exchange's real tokens are bound.
+    let unbound = Api::<ServiceAccount>::namespaced(exchange.clone(), &ns)
+        .create_token_request(
+            "oam-shop-within-0123456789abcdef0123",
+            &PostParams::default(),
+            &k8s_openapi::api::authentication::v1::TokenRequest::default(),
         )
         .await
+        .expect_err("an unbound grant token");
+    assert!(
+        matches!(&unbound, kube::Error::Api(s) if s.code == 403 && s.message.contains("operator-guard")),
+        "{unbound}"
     );
 
     let _ = Api::<oam_trust::api::trust::GitLabTrust>::all(admin.clone())

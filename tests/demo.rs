@@ -1,6 +1,7 @@
 //! The README's first command works as a user runs it: `hack/demo.sh`, on its own control plane, plays
 //! the whole story (operator, dev-issuer, GitLab deploy job, allowed and refused actions, audit trail),
-//! says that it keeps running, and does, with the operator answering `/readyz`; Ctrl-C (SIGINT to its
+//! says that it keeps running, and does, with its controller and its exchange (each as the chart's own
+//! ServiceAccount) answering `/readyz`; Ctrl-C (SIGINT to its
 //! process group, as a terminal sends it) then stops everything it started and exits 0.
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -43,42 +44,49 @@ fn the_demo_plays_keeps_running_and_stops_cleanly_on_ctrl_c() {
         );
     }
 
-    // It keeps running: the operator it started is alive and ready, at the address the demo printed.
+    // It keeps running: the controller and the exchange it started, each as its own chart
+    // ServiceAccount, are alive and ready at the addresses the demo printed.
     let operators: Vec<Proc> = processes()
         .into_iter()
         .filter(|p| p.is_operator_of(&demo.cluster_dir))
         .collect();
+    let mut roles: Vec<&str> = operators
+        .iter()
+        .filter_map(|p| p.arg_after("--role"))
+        .collect();
+    roles.sort();
     assert_eq!(
-        operators.len(),
-        1,
-        "expected one running operator of the demo, found {operators:?}\n{}",
+        roles,
+        ["controller", "exchange"],
+        "expected the demo's controller and exchange, found {operators:?}\n{}",
         demo.output()
     );
-    let operator = &operators[0];
-    assert_eq!(
-        operator.pgrp,
-        demo.pgid(),
-        "the operator runs in the demo's process group"
-    );
-    let health = operator
-        .arg_after("--health-addr")
-        .expect("the operator's --health-addr");
-    assert!(
-        stdout.contains(&format!("http://{health}/readyz")),
-        "the demo prints the operator's readiness address {health}\n{stdout}"
-    );
-    let addr: SocketAddr = health.parse().expect("--health-addr is host:port");
-    let deadline = Instant::now() + READY_WITHIN;
-    loop {
-        match http_status(addr, "/readyz") {
-            Ok(200) => break,
-            other if Instant::now() > deadline => panic!(
-                "the demo's operator (pid {}) does not answer /readyz with 200 after \
-                 {READY_WITHIN:?}: {other:?}\n{}",
-                operator.pid,
-                demo.output()
-            ),
-            _ => std::thread::sleep(Duration::from_millis(500)),
+    for operator in &operators {
+        assert_eq!(
+            operator.pgrp,
+            demo.pgid(),
+            "the operator runs in the demo's process group"
+        );
+        let health = operator
+            .arg_after("--health-addr")
+            .expect("the operator's --health-addr");
+        assert!(
+            stdout.contains(&format!("http://{health}/readyz")),
+            "the demo prints the operator's readiness address {health}\n{stdout}"
+        );
+        let addr: SocketAddr = health.parse().expect("--health-addr is host:port");
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            match http_status(addr, "/readyz") {
+                Ok(200) => break,
+                other if Instant::now() > deadline => panic!(
+                    "the demo's operator (pid {}) does not answer /readyz with 200 after \
+                     {READY_WITHIN:?}: {other:?}\n{}",
+                    operator.pid,
+                    demo.output()
+                ),
+                _ => std::thread::sleep(Duration::from_millis(500)),
+            }
         }
     }
     assert!(
@@ -268,6 +276,8 @@ struct Proc {
     pgrp: u32,
     state: char,
     args: Vec<String>,
+    /// `NAME=value` entries of its environment (the demo exports `OAM_TRUST_CLUSTER_DIR`).
+    env: Vec<String>,
 }
 
 impl Proc {
@@ -276,7 +286,11 @@ impl Proc {
         self.state != 'Z'
             && self.args.first().is_some_and(|a| a.ends_with("oam-trust"))
             && self.args.get(1).is_some_and(|a| a == "run")
-            && self.args.iter().any(|a| a.contains(dir.as_ref()))
+            && self
+                .args
+                .iter()
+                .chain(self.env.iter())
+                .any(|a| a.contains(dir.as_ref()))
     }
 
     fn arg_after(&self, flag: &str) -> Option<&str> {
@@ -315,11 +329,18 @@ fn processes() -> Vec<Proc> {
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
+        let env = std::fs::read(entry.path().join("environ"))
+            .unwrap_or_default()
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
         found.push(Proc {
             pid,
             pgrp,
             state,
             args,
+            env,
         });
     }
     found
