@@ -8,9 +8,10 @@
 //! Helm never touches the network here: the chart has no dependencies and no remote schema `$ref`s.
 mod support;
 
+use support::helm::{chart, helm, helm_ok, parse_docs, render, run_helm};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
 use clap::Parser;
@@ -166,81 +167,8 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn chart() -> PathBuf {
-    root().join("charts/oam-trust")
-}
-
-/// The helm binary hack/build-binaries.sh built (on PATH via OAM_TRUST_BIN, or built on demand).
-fn helm() -> PathBuf {
-    static HELM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    HELM.get_or_init(|| {
-        if let Ok(dir) = std::env::var("OAM_TRUST_BIN") {
-            let p = Path::new(&dir).join("helm");
-            if p.is_file() {
-                return p;
-            }
-        }
-        let out = std::process::Command::new("bash")
-            .arg(root().join("hack/build-binaries.sh"))
-            .arg("helm")
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("running hack/build-binaries.sh helm");
-        assert!(out.status.success(), "hack/build-binaries.sh helm failed");
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let dir = stdout
-            .lines()
-            .last()
-            .expect("build-binaries prints the bin dir");
-        Path::new(dir.trim()).join("helm")
-    })
-    .clone()
-}
-
-/// Runs helm with a private home (no repositories, no user config) and returns its output.
-fn run_helm(args: &[&str]) -> Output {
-    let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("helm-home");
-    std::process::Command::new(helm())
-        .args(args)
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .env_remove("KUBECONFIG")
-        .output()
-        .expect("running helm")
-}
-
-fn helm_ok(args: &[&str]) -> String {
-    let out = run_helm(args);
-    assert!(
-        out.status.success(),
-        "helm {} failed:\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 fn values_file(name: &str) -> String {
     chart().join("ci").join(name).to_string_lossy().into_owned()
-}
-
-/// `helm template` of the chart as release `release` in namespace `ns`, parsed into objects.
-fn render(release: &str, ns: &str, extra: &[&str]) -> Vec<Value> {
-    let chart = chart().to_string_lossy().into_owned();
-    let mut args = vec!["template", release, chart.as_str(), "-n", ns];
-    args.extend_from_slice(extra);
-    parse_docs(&helm_ok(&args))
-}
-
-fn parse_docs(yaml: &str) -> Vec<Value> {
-    serde_yaml_ng::Deserializer::from_str(yaml)
-        .filter_map(|doc| {
-            let v: Value = serde::Deserialize::deserialize(doc).expect("helm renders valid YAML");
-            (!v.is_null()).then_some(v)
-        })
-        .collect()
 }
 
 fn of_kind<'a>(objs: &'a [Value], kind: &str) -> Vec<&'a Value> {
