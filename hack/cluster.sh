@@ -99,6 +99,11 @@ up() {
 
   log "starting kube-apiserver on https://127.0.0.1:$API_PORT"
   local p="$D/pki" extra=()
+  # Structured authentication (API-server-native GitLab OIDC): the operator's controller keeps this
+  # file current (--authn-config-out); the API server reloads it when it changes. Empty to begin with.
+  if [[ ! -s "$D/authn-config.yaml" ]]; then
+    printf 'apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\njwt: []\n' >"$D/authn-config.yaml"
+  fi
   # Extra kube-apiserver flags, split on whitespace (no globbing).
   read -r -a extra <<<"${OAM_TRUST_APISERVER_EXTRA_FLAGS:-}"
   start kube-apiserver "$BIN/kube-apiserver" \
@@ -114,6 +119,7 @@ up() {
     --endpoint-reconciler-type=none \
     --allow-privileged=true \
     --profiling=false \
+    --authentication-config="$D/authn-config.yaml" \
     "${extra[@]}"
   wait_for "kube-apiserver /readyz" 120 curl -fsS --cacert "$p/ca.crt" --cert "$p/admin.crt" --key "$p/admin.key" \
     "https://127.0.0.1:$API_PORT/readyz"
