@@ -45,6 +45,8 @@ pub enum Command {
     SetImage(crate::set_image::SetImageArgs),
     /// Offline: which grant an ID token gets, and why every other grant refused it.
     Explain(crate::explain::ExplainArgs),
+    /// Offline: print the kube-apiserver AuthenticationConfiguration for trusts with federation.apiServer.
+    AuthnConfig(crate::authn_config::AuthnConfigArgs),
     /// Print the version and git revision.
     Version,
 }
@@ -60,6 +62,7 @@ impl Cli {
             Command::Login(args) => tokio_main(crate::federation::client::login(args)),
             Command::SetImage(args) => tokio_main(crate::set_image::set_image(args)),
             Command::Explain(args) => crate::explain::explain_command(args),
+            Command::AuthnConfig(args) => crate::authn_config::authn_config_command(args),
             Command::Version => {
                 println!("oam-trust {}", crate::VERSION);
                 Ok(())
