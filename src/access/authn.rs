@@ -9,10 +9,14 @@
 //! - `matcher::check_token` (the token as a whole) → `claimValidationRules`: the CI claims
 //!   (`project_id`, `namespace_id`, `job_id`, `pipeline_id`, non-empty), the fork-pipeline refusals,
 //!   the trust's `allow` list, `require.refProtected`, `require.environmentProtected` and
-//!   `require.maxTokenAge` (`claims.exp - claims.iat`). One more rule, which the exchange does not
-//!   have: every claim these rules read must be a JSON string when present, as GitLab sends them. The
-//!   exchange also reads numbers (and JSON booleans for `ref_protected`) leniently; the API server
-//!   refuses such a token instead, so it is never wider than the exchange.
+//!   token lifetime (`claims.exp - claims.iat` within `require.maxTokenAge`, else `oidc::verify`'s
+//!   default, with `iat` and `jti` present as `oidc::verify` requires). One more rule, which the
+//!   exchange does not have: every claim these rules read must be a JSON string when present, as
+//!   GitLab sends them. The exchange also reads some numbers (and JSON booleans for `ref_protected`)
+//!   leniently; the API server refuses such a token instead, so it is never wider than the exchange.
+//!   What `oidc::verify` checks against the clock (`nbf`, `iat` not in the future) and the signing
+//!   algorithm (RS256/ES256 only) has no place in the config: kube-apiserver checks `exp` itself and
+//!   accepts every algorithm the issuer's keys support.
 //! - `matcher::subject_mismatch` (one subject) → one conjunction per subject in the groups
 //!   expression; a grant's group is given when ANY of its subjects holds. Globs become anchored RE2
 //!   patterns ([`glob_regex`]) with exactly `glob::matches`' semantics; literal globs become `==`.
@@ -69,7 +73,8 @@ pub const API_SERVER_LIMITS: &str = "a job authenticating to the API server with
 /// The CI claims every token must carry (as `matcher::check_token` requires).
 const CI_CLAIMS: [&str; 4] = ["project_id", "namespace_id", "job_id", "pipeline_id"];
 /// Claims the rules and subject fields read, all strings in a GitLab CI ID token.
-const STRING_CLAIMS: [&str; 16] = [
+const STRING_CLAIMS: [&str; 17] = [
+    "jti",
     "project_id",
     "namespace_id",
     "job_id",
@@ -235,6 +240,7 @@ fn authenticator(trust: &GitLabTrust, grants: &[&Grant]) -> Result<Built, String
     if let Some(reason) = unservable(trust) {
         return Err(reason);
     }
+    check_issuer(&spec.issuer)?;
     let mut audiences: Vec<&str> = Vec::new();
     for aud in &spec.audiences {
         if aud.is_empty() {
@@ -336,6 +342,22 @@ fn authenticator(trust: &GitLabTrust, grants: &[&Grant]) -> Result<Built, String
     })
 }
 
+/// What kube-apiserver checks of `issuer.url` beyond the GitLabTrust's own rules: https, and no
+/// user info, query or fragment (one such URL would make it refuse the whole file).
+fn check_issuer(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("its issuer {url:?} is not an https:// URL"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.is_empty() || authority.contains('@') || url.contains(['?', '#']) {
+        return Err(format!(
+            "its issuer {url:?} has no host, or has user info, a query or a fragment, which the API \
+             server refuses"
+        ));
+    }
+    Ok(())
+}
+
 /// What kube-apiserver checks of `certificateAuthority`: PEM certificates, at least one.
 fn check_ca_bundle(pem: &str) -> Result<(), String> {
     use rustls::pki_types::CertificateDer;
@@ -405,21 +427,37 @@ fn validation_rules(trust: &GitLabTrust) -> Result<Vec<(String, String)>, String
                 format!("GitLabTrust {name} requires a protected environment"),
             ));
         }
-        if let Some(max) = &require.max_token_age {
-            let max = crate::duration::parse(max)
-                .map_err(|e| format!("its require.maxTokenAge is invalid: {e}"))?
-                .as_secs();
-            rules.push((
-                format!(
-                    "has(claims.exp) && has(claims.iat) && claims.exp - claims.iat >= 0 && \
-                     claims.exp - claims.iat <= {max}"
-                ),
-                format!(
-                    "the ID token lives longer (exp - iat) than GitLabTrust {name}'s maxTokenAge {max}s"
-                ),
-            ));
-        }
     }
+    // `oidc::verify` (every exchange): `iat` present, `exp` after it, `exp - iat` within the trust's
+    // maxTokenAge or the default; `check_token` asks no more. A `jti` too, though the API server has
+    // no use for it: a token without one is not GitLab's.
+    let max_token_age = spec
+        .require
+        .as_ref()
+        .and_then(|r| r.max_token_age.as_deref());
+    let (max, whose) = match max_token_age {
+        Some(max) => (
+            crate::duration::parse(max)
+                .map_err(|e| format!("its require.maxTokenAge is invalid: {e}"))?,
+            format!("GitLabTrust {name}'s maxTokenAge"),
+        ),
+        None => (
+            crate::oidc::verify::DEFAULT_MAX_TOKEN_AGE,
+            format!("the default maximum token age (GitLabTrust {name} sets no maxTokenAge)"),
+        ),
+    };
+    let max = max.as_secs();
+    rules.push((
+        format!(
+            "has(claims.exp) && has(claims.iat) && claims.exp > claims.iat && \
+             claims.exp - claims.iat <= {max}"
+        ),
+        format!("the ID token must carry iat and live (exp - iat) at most {whose}, {max}s"),
+    ));
+    rules.push((
+        "has(claims.jti) && claims.jti != \"\"".into(),
+        "not a GitLab ID token: claim jti is missing".into(),
+    ));
     Ok(rules)
 }
 
@@ -1367,6 +1405,21 @@ mod tests {
         ] {
             let err = condition_expression(source).unwrap_err();
             assert!(err.contains(why), "{source}: {err}");
+        }
+    }
+
+    #[test]
+    fn issuers_the_api_server_refuses_are_caught() {
+        assert!(check_issuer("https://gitlab.example.com").is_ok());
+        assert!(check_issuer("https://gitlab.example.com/sub").is_ok());
+        for bad in [
+            "http://gitlab.example.com",
+            "https://user@gitlab.example.com",
+            "https://gitlab.example.com?x=1",
+            "https://gitlab.example.com#f",
+            "https:///path",
+        ] {
+            assert!(check_issuer(bad).is_err(), "{bad}");
         }
     }
 
