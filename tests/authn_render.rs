@@ -6,6 +6,13 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rsa::pkcs1::{EncodeRsaPrivateKey, LineEnding};
+use rsa::traits::PublicKeyParts;
 
 use cel::extractors::This;
 use oam_trust::access::{
@@ -13,6 +20,7 @@ use oam_trust::access::{
 };
 use oam_trust::api::trust::GitLabTrust;
 use oam_trust::manifest::Manifests;
+use oam_trust::oidc::KeySet;
 use serde_json::{Map, Value, json};
 
 fn fixtures() -> Manifests {
@@ -85,10 +93,43 @@ fn api_server(authenticator: &Value, claims: &Value) -> Option<BTreeSet<String>>
     }
 }
 
-/// What the token exchange decides: `None` when it refuses the token, else the groups of every grant
-/// it matches (ignoring ambiguity: no `resource` narrows).
-fn exchange(claims: &Value, trust: &GitLabTrust, grants: &GrantSet) -> Option<BTreeSet<String>> {
-    let claims = GitLabClaims::from_json(claims.clone()).ok()?;
+/// Signs claim sets as GitLab would, for the exchange's own verification.
+struct Signer {
+    key: EncodingKey,
+    keys: KeySet,
+}
+
+fn signer() -> Signer {
+    let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).unwrap();
+    let pem = key.to_pkcs1_pem(LineEnding::LF).unwrap();
+    let public = key.to_public_key();
+    let jwks = json!({"keys": [{
+        "kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256",
+        "n": URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
+        "e": URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
+    }]});
+    Signer {
+        key: EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        keys: KeySet::from_jwks_json(jwks.to_string().as_bytes()).unwrap(),
+    }
+}
+
+/// What the token exchange decides for a GitLab-signed token with `claims`, a second after it was
+/// issued: its verification (`oidc::verify`), then `match_token`. `None` when it refuses the token,
+/// else the groups of every grant it matches (ignoring ambiguity: no `resource` narrows).
+fn exchange(
+    signer: &Signer,
+    claims: &Value,
+    trust: &GitLabTrust,
+    grants: &GrantSet,
+) -> Option<BTreeSet<String>> {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("k1".into());
+    let token = jsonwebtoken::encode(&header, claims, &signer.key).unwrap();
+    let iat = claims["iat"].as_u64().unwrap_or(1_735_689_600);
+    let now = UNIX_EPOCH + Duration::from_secs(iat + 1);
+    let verified = oam_trust::oidc::verify(&token, trust, &signer.keys, now).ok()?;
+    let claims = GitLabClaims::from_json(Value::Object(verified.claims)).ok()?;
     let group = |g: &oam_trust::access::Grant| g.api_server_group.clone().expect("grant group");
     match match_token(&claims, trust, grants, None) {
         MatchOutcome::TokenRefused(_) => None,
@@ -434,7 +475,7 @@ fn claim_sets() -> Vec<Value> {
             "user_access_level",
             rng.pick(&["maintainer", "owner", "developer", ABSENT]),
         );
-        match rng.pick(&[0, 1, 1, 2, 3]) {
+        match rng.pick(&[0, 1, 1, 1, 1, 2, 3]) {
             0 => {}
             1 => {
                 set(&mut c, "job_project_id", project);
@@ -468,12 +509,21 @@ fn claim_sets() -> Vec<Value> {
         c.insert("iat".into(), json!(iat));
         c.insert(
             "exp".into(),
-            json!(iat + rng.pick(&[300_i64, 3600, 3601, 7200, -5])),
+            json!(iat + rng.pick(&[300_i64, 300, 600, 3600, 3601, 7200, -5])),
         );
         if i % 113 == 9 {
             c.remove("iat");
         }
         c.insert("iss".into(), json!("https://gitlab.example.com"));
+        match i % 131 {
+            11 => {}
+            12 => {
+                c.insert("jti".into(), json!(""));
+            }
+            _ => {
+                c.insert("jti".into(), json!(format!("jti-{i}")));
+            }
+        }
         c.insert("aud".into(), json!("https://k8s.example.com"));
         c.insert("runner_id".into(), json!(55));
         out.push(Value::Object(c));
@@ -486,6 +536,7 @@ fn differential_the_api_server_decides_as_the_exchange() {
     let m = fixtures();
     let (world, config) = config(&m);
     let grants = grants(&world, &m);
+    let signer = signer();
     let mut compared = 0;
     let mut refused = 0;
     let mut matched: BTreeSet<String> = BTreeSet::new();
@@ -493,8 +544,9 @@ fn differential_the_api_server_decides_as_the_exchange() {
     for trust_name in ["gitlab", "gitlab-protected"] {
         let trust = &world.trusts[trust_name];
         let authenticator = authenticator(&config, &trust.spec.issuer);
-        for claims in claim_sets() {
-            let want = exchange(&claims, trust, &grants);
+        for mut claims in claim_sets() {
+            claims["iss"] = trust.spec.issuer.clone().into();
+            let want = exchange(&signer, &claims, trust, &grants);
             let got = api_server(authenticator, &claims);
             assert_eq!(
                 got, want,
@@ -510,9 +562,15 @@ fn differential_the_api_server_decides_as_the_exchange() {
             }
         }
     }
+    eprintln!(
+        "{compared} claim sets compared: {refused} refused by both, {with_groups} given groups by both"
+    );
     // The claim sets exercise both refusals and matches, and every expressible grant matches some.
     assert_eq!(compared, 3000);
-    assert!(refused > 300 && refused < 2700, "{refused} refused");
+    assert!(
+        refused > 300 && compared - refused > 300,
+        "{refused} of {compared} refused"
+    );
     assert!(with_groups > 100, "{with_groups} with groups");
     let expressible: BTreeSet<String> = grants
         .grants
@@ -527,40 +585,45 @@ fn differential_the_api_server_decides_as_the_exchange() {
 }
 
 #[test]
-fn where_claims_are_not_strings_the_api_server_is_narrower() {
+fn where_claims_are_not_gitlab_shaped_the_api_server_is_narrower() {
     let m = fixtures();
     let (world, config) = config(&m);
     let grants = grants(&world, &m);
+    let signer = signer();
     let trust = &world.trusts["gitlab"];
     let authenticator = authenticator(&config, &trust.spec.issuer);
     let base = json!({
+        "iss": "https://gitlab.example.com", "aud": "https://k8s.example.com", "jti": "j",
         "project_id": "1450", "namespace_id": "72", "project_path": "platform/api",
         "namespace_path": "platform", "job_id": "1", "pipeline_id": "2", "ref": "main",
         "ref_type": "branch", "ref_protected": "true", "iat": 100, "exp": 400,
     });
-    assert!(
-        !exchange(&base, trust, &grants).unwrap().is_empty(),
-        "the base token matches a grant"
-    );
+    let matched = exchange(&signer, &base, trust, &grants).unwrap();
+    assert!(!matched.is_empty(), "the base token matches a grant");
+    assert_eq!(api_server(authenticator, &base), Some(matched));
+    // Claims of another JSON type than GitLab's: the exchange reads some leniently, the API server
+    // refuses them all.
+    let mut lenient = Vec::new();
     for (claim, value) in [
         ("project_id", json!(1450)),
         ("namespace_id", json!(72)),
         ("ref_protected", json!(true)),
         ("job_id", json!(1)),
         ("environment", Value::Null),
+        ("jti", json!(7)),
     ] {
         let mut claims = base.clone();
         claims[claim] = value;
-        let lenient = exchange(&claims, trust, &grants);
-        assert!(
-            lenient.is_some(),
-            "{claim}: the exchange reads it leniently"
-        );
         assert_eq!(api_server(authenticator, &claims), None, "{claim}: refused");
+        if exchange(&signer, &claims, trust, &grants).is_some() {
+            lenient.push(claim);
+        }
     }
+    assert_eq!(lenient, ["namespace_id", "ref_protected", "environment"]);
     // Beyond the exchange's evaluation bound (its conditions see at most 64 list elements and
     // claims), the API server never gives a group the exchange would not.
     let ext = json!({
+        "iss": "https://gitlab.example.com", "aud": "https://k8s.example.com", "jti": "j",
         "project_id": "1460", "namespace_id": "73", "project_path": "ext/tool",
         "namespace_path": "ext", "job_id": "1", "pipeline_id": "2", "iat": 100, "exp": 400,
     });
@@ -577,7 +640,11 @@ fn where_claims_are_not_strings_the_api_server_is_narrower() {
     long.push("platform/sre".into());
     listed["groups_direct"] = json!(long);
     assert!(!readers(&listed), "70 groups: past the bound");
-    assert!(exchange(&listed, trust, &grants).unwrap().is_empty());
+    assert!(
+        exchange(&signer, &listed, trust, &grants)
+            .unwrap()
+            .is_empty()
+    );
     let mut wide = ext.clone();
     wide["groups_direct"] = json!(["platform/sre"]);
     for i in 0..70 {
