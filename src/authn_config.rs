@@ -8,16 +8,6 @@ use crate::manifest::{Manifests, OutputFormat};
 
 /// `oam-trust authn-config -f FILE|DIR ...`.
 #[derive(clap::Args, Debug)]
-#[command(
-    long_about = "Print the kube-apiserver AuthenticationConfiguration (apiserver.config.k8s.io/v1, \
-    for --authentication-config) that lets GitLab CI jobs authenticate to the API server with their \
-    ID tokens: one JWT authenticator per GitLabTrust with federation.apiServer: true, whose CEL claim \
-    validation rules carry the trust's allow list and requirements and whose groups mapping puts a job \
-    in oam-trust:grant:<namespace>:<grant> exactly when its claims satisfy that grant's gitlab-access \
-    declaration. Reads the same files as `render`: GitLabTrusts, Applications, definitions, \
-    Namespaces and ceiling ClusterRoles. Warnings (trusts left out and why, what the API server cannot \
-    do that the token exchange does) go to stderr; the exit code is 0 whenever the files parse."
-)]
 pub struct AuthnConfigArgs {
     /// GitLabTrusts, Applications and definitions (files or directories; multi-document YAML or JSON).
     #[arg(short = 'f', long = "file", required = true)]
