@@ -45,6 +45,19 @@ pub enum Command {
     SetImage(crate::set_image::SetImageArgs),
     /// Offline: which grant an ID token gets, and why every other grant refused it.
     Explain(crate::explain::ExplainArgs),
+    /// Offline: print the kube-apiserver AuthenticationConfiguration for trusts with federation.apiServer.
+    ///
+    /// The document (apiserver.config.k8s.io/v1, for kube-apiserver --authentication-config) lets
+    /// GitLab CI jobs authenticate to the API server with their ID tokens: one JWT authenticator per
+    /// GitLabTrust with federation.apiServer: true, whose CEL claim validation rules carry the trust's
+    /// allow list and requirements, with username gitlab:ci_job:<job id> and the group
+    /// oam-trust:grant:<namespace>:<grant> exactly when the job's claims satisfy that grant's
+    /// gitlab-access declaration. Reads the same files as `render` (GitLabTrusts, Applications,
+    /// definitions, Namespaces, ceiling ClusterRoles). Warnings go to stderr: trusts left out and why
+    /// (static or uri JWKS, too many grants), subjects the API server cannot carry, and what it cannot
+    /// do that the token exchange does (no replay protection, no TTL shorter than the ID token, no
+    /// operator audit record). The exit code is 0 whenever the files parse.
+    AuthnConfig(crate::authn_config::AuthnConfigArgs),
     /// Print the version and git revision.
     Version,
 }
@@ -60,6 +73,7 @@ impl Cli {
             Command::Login(args) => tokio_main(crate::federation::client::login(args)),
             Command::SetImage(args) => tokio_main(crate::set_image::set_image(args)),
             Command::Explain(args) => crate::explain::explain_command(args),
+            Command::AuthnConfig(args) => crate::authn_config::authn_config_command(args),
             Command::Version => {
                 println!("oam-trust {}", crate::VERSION);
                 Ok(())

@@ -3,10 +3,11 @@
 //!
 //! `render` and `access` are pure (plain data in, plain data out); `runtime` composes the process and
 //! holds what `controller` and `federation` share; only those three talk to the API server; `oidc` is
-//! the one place that verifies a GitLab ID token. `explain`, `set_image` and `manifest` are CLI commands
+//! the one place that verifies a GitLab ID token. `explain`, `set_image`, `authn_config` and `manifest` are CLI commands
 //! beside the rooms they use.
 pub mod access;
 pub mod api;
+pub mod authn_config;
 pub mod cli;
 pub mod controller;
 pub mod dev_issuer;

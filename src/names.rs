@@ -111,3 +111,22 @@ pub const ROLE_GUARD: &str = "replay-guard";
 pub const ROLE_BINDING: &str = "token-binding";
 /// Secret type of binding Secrets.
 pub const SECRET_TYPE: &str = "oam-trust.dev/token-binding";
+
+// API-server OIDC mode (`access::authn`): identities the API server maps a GitLab CI ID token to.
+/// Username prefix of a GitLab CI job the API server authenticates itself (`gitlab:ci_job:<job id>`):
+/// the GitLab agent's `ci_job` username, so the guard admission policies (`config/admission/`), which
+/// treat `gitlab:ci_job:*` as a grant identity, judge such a job as they judge the agent's.
+pub const CI_JOB_USERNAME_PREFIX: &str = "gitlab:ci_job:";
+/// Prefix of the group a grant's RoleBinding names in API-server mode:
+/// `oam-trust:grant:<namespace>:<grant object name>` ([`grant_group`]).
+pub const GRANT_GROUP_PREFIX: &str = "oam-trust:grant:";
+/// User extra keys of a job the API server authenticates: where it came from, for audit logs.
+pub const EXTRA_PROJECT_PATH: &str = "oam-trust.dev/project-path";
+pub const EXTRA_PROJECT_ID: &str = "oam-trust.dev/project-id";
+pub const EXTRA_PIPELINE_ID: &str = "oam-trust.dev/pipeline-id";
+pub const EXTRA_REF: &str = "oam-trust.dev/ref";
+
+/// The API-server-mode group of the grant whose objects are named `grant` in `namespace`.
+pub fn grant_group(namespace: &str, grant: &str) -> String {
+    format!("{GRANT_GROUP_PREFIX}{namespace}:{grant}")
+}

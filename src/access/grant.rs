@@ -31,7 +31,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, Role, RoleBinding};
 
 use super::ceiling::RuleAtom;
 use super::declaration::{Declaration, declarations};
-use super::{agent, objects, rules, selector, validate};
+use super::{agent, authn, objects, rules, selector, validate};
 use crate::api::access::{Access, GitLabAccess, Subject};
 use crate::api::oam::Application;
 use crate::api::trust::GitLabTrust;
@@ -89,6 +89,10 @@ pub struct Grant {
     pub agent_groups: Vec<String>,
     /// Conditions the GitLab agent cannot enforce for this grant (agent mode only).
     pub unenforceable: Vec<Unenforceable>,
+    /// The group the API server puts a job in when its ID token satisfies this grant
+    /// (`names::grant_group`), bound by the RoleBinding; `None` unless the trust enables
+    /// `federation.apiServer` (`access::authn`).
+    pub api_server_group: Option<String>,
 }
 
 /// A condition that holds for token exchange but not for jobs coming through the GitLab agent.
@@ -300,11 +304,20 @@ fn derive_one(
     } else {
         (Vec::new(), Vec::new())
     };
+    let api_server_group = trust.spec.federation().api_server.then(|| {
+        api_server_warnings(&trust_name, trust, &props.subjects, warnings);
+        names::grant_group(namespace, &name)
+    });
+    let groups: Vec<String> = agent_groups
+        .iter()
+        .chain(&api_server_group)
+        .cloned()
+        .collect();
     let objects::GrantObjects {
         service_account,
         role,
         role_binding,
-    } = objects::grant_objects(app, &name, decl, &trust_name, rules, &agent_groups);
+    } = objects::grant_objects(app, &name, decl, &trust_name, rules, &groups);
     Ok(Grant {
         id: decl.id.clone(),
         namespace: namespace.to_string(),
@@ -320,7 +333,33 @@ fn derive_one(
         name,
         agent_groups,
         unenforceable,
+        api_server_group,
     })
+}
+
+/// What a grant under a trust in API-server mode should say on its Application: what the API server
+/// cannot do that the exchange does, the subjects it cannot carry, and whether it serves the trust at all.
+fn api_server_warnings(
+    trust_name: &str,
+    trust: &GitLabTrust,
+    subjects: &[Subject],
+    warnings: &mut Vec<String>,
+) {
+    warnings.push(format!(
+        "GitLabTrust {trust_name:?} enables federation.apiServer: {}",
+        authn::API_SERVER_LIMITS
+    ));
+    if let Some(reason) = authn::unservable(trust) {
+        warnings.push(format!(
+            "GitLabTrust {trust_name:?} enables federation.apiServer but the API server cannot serve \
+             it: {reason}; jobs can use this grant only through the token exchange"
+        ));
+    }
+    for gap in authn::subject_gaps(subjects) {
+        warnings.push(format!(
+            "federation.apiServer: the API server never matches {gap} (the token exchange still does)"
+        ));
+    }
 }
 
 /// The trust must select the Application's namespace (assumed, with a warning, when it is unknown).

@@ -8,8 +8,10 @@
 //!   from `validate` (subjects, allow list, TTL), `rules` (presets, explicit rules, the ceiling),
 //!   `objects` (the RBAC objects and their names) and `agent` (GitLab agent groups);
 //! - `world`: everything a derivation reads besides the Application;
-//! - `matcher`, `claims`, `condition`, `glob`, `selector`, `ceiling`, `kinds`: the pieces those use.
+//! - `matcher`, `claims`, `condition`, `glob`, `selector`, `ceiling`, `kinds`: the pieces those use;
+//! - `authn`: the same rules as the API server's own JWT authenticator (federation mode 3).
 mod agent;
+pub mod authn;
 pub mod ceiling;
 pub mod claims;
 pub mod condition;
@@ -25,6 +27,7 @@ pub mod selector;
 mod validate;
 pub mod world;
 
+pub use authn::{AuthnConfig, authentication_config};
 pub use claims::GitLabClaims;
 pub use grant::{
     Grant, GrantInput, GrantSet, GrantWarning, Refusal, RefusalReason, Unenforceable, derive_grants,

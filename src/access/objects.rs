@@ -32,7 +32,7 @@ pub(super) struct GrantObjects {
 }
 
 /// Builds the grant's objects named `name`: the Role holds `rules`, the RoleBinding binds the
-/// ServiceAccount and `groups` (the GitLab agent's).
+/// ServiceAccount and `groups` (the GitLab agent's, and the API-server-mode grant group).
 pub(super) fn grant_objects(
     app: &Application,
     name: &str,
@@ -187,7 +187,7 @@ pub const GUARD_KEY_SERVICE_ACCOUNTS: &str = "serviceAccounts.";
 /// The guards' parameters for one Application (`config/admission/deploy-guard.yaml` documents the
 /// keys):
 /// - for every `deploy` grant, who holds it (`<grant>.principals`: `user:<name>` and
-///   `group:<name>`, comma-separated) and which components it covers (`<grant>.components`: names,
+///   `group:<name>` — the GitLab agent's groups and the API-server-mode grant group — comma-separated) and which components it covers (`<grant>.components`: names,
 ///   or `*` for the whole Application) — the deploy guard;
 /// - every grant's principals, whatever its access (`grant-principals`), and per component the
 ///   non-default ServiceAccounts its rendered pods and pod templates run as
@@ -215,7 +215,13 @@ pub fn guard_params(
                 .as_deref()
                 .unwrap_or(&grant.name)
         )];
-        principals.extend(grant.agent_groups.iter().map(|g| format!("group:{g}")));
+        principals.extend(
+            grant
+                .agent_groups
+                .iter()
+                .chain(&grant.api_server_group)
+                .map(|g| format!("group:{g}")),
+        );
         everyone.extend(principals.iter().cloned());
         if is_deploy(grant) {
             data.insert(format!("{}.principals", grant.name), principals.join(","));
