@@ -124,6 +124,7 @@ fn start_operator(config: Config, metrics: Arc<Metrics>) {
             definitions_namespace: oam_trust::names::DEFAULT_DEFINITIONS_NAMESPACE.into(),
             role: Default::default(),
             rights: Default::default(),
+            authn: Default::default(),
             lease_name: "oam-trust-bench".into(),
             exchange: Default::default(),
         };

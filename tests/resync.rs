@@ -27,6 +27,7 @@ fn args() -> RunArgs {
         definitions_namespace: oam_trust::names::DEFAULT_DEFINITIONS_NAMESPACE.into(),
         role: Default::default(),
         rights: Default::default(),
+        authn: Default::default(),
         lease_name: "unused".into(),
         exchange: Default::default(),
     }

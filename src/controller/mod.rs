@@ -4,6 +4,7 @@
 pub mod access;
 pub mod application;
 pub mod apply;
+pub mod authn;
 pub mod conditions;
 pub mod health;
 pub mod sharing;
@@ -55,6 +56,8 @@ pub struct Controllers {
     pub definitions_namespace: String,
     /// Who the controller binds where grants live (`--controller-identity`, `--exchange-identity`).
     pub rights: crate::access::rights::Rights,
+    /// Where the API server's authentication config goes (`--authn-config-out`, `--authn-config-map`).
+    pub authn: authn::AuthnArgs,
     /// Set once every store has listed its objects.
     pub synced: Arc<AtomicBool>,
 }
@@ -82,6 +85,12 @@ pub async fn run(c: Controllers) -> anyhow::Result<()> {
     });
     let app_controller = application_controller(&c.client, c.concurrency, &world, streams);
     let apps = app_controller.store();
+    let authn_loop = authn::run(
+        c.authn.clone(),
+        c.client.clone(),
+        world.clone(),
+        apps.clone(),
+    );
 
     let synced = {
         let world = world.clone();
@@ -130,6 +139,7 @@ pub async fn run(c: Controllers) -> anyhow::Result<()> {
 
     tokio::select! {
         _ = trust_loop => tracing::info!("trust controller stopped"),
+        _ = authn_loop => {}
         _ = synced => {}
         _ = app_loop => tracing::info!("application controller stopped"),
     }

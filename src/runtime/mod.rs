@@ -62,6 +62,9 @@ pub struct RunArgs {
     /// Rights the controller grants the operator's identities in each namespace where grants live.
     #[command(flatten)]
     pub rights: RightsArgs,
+    /// Where the controller keeps the API server's authentication config (`federation.apiServer`).
+    #[command(flatten)]
+    pub authn: crate::controller::authn::AuthnArgs,
     /// The token-exchange service (served by every replica).
     #[command(flatten)]
     pub exchange: crate::federation::ExchangeArgs,
@@ -218,6 +221,7 @@ pub async fn run_with_metrics(
             instance: args.instance.clone(),
             definitions_namespace: args.definitions_namespace.clone(),
             rights: args.rights.rights(),
+            authn: args.authn.clone(),
             synced: readiness.controllers.clone(),
         })
         .await

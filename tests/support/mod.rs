@@ -260,6 +260,7 @@ pub async fn operator() {
                     definitions_namespace: oam_trust::names::DEFAULT_DEFINITIONS_NAMESPACE.into(),
                     role: Default::default(),
                     rights: Default::default(),
+                    authn: Default::default(),
                     lease_name: format!("oam-trust-tests-{}", std::process::id()),
                     exchange: Default::default(),
                 };
