@@ -225,7 +225,19 @@ async fn scene() -> Scene {
                         "subjects": [{"projectId": "1450", "ref": "main", "environment": "production", "environmentProtected": true}],
                         "access": "deploy"}},
                     {"name": "readers", "type": "gitlab-access", "properties": {"trust": trust,
-                        "subjects": [{"projectPath": "platform/*-api"}], "access": "read"}}]}}))
+                        "subjects": [{"projectPath": "platform/*-api"}], "access": "read"}},
+                    // More subject shapes, so the differential below covers each field the API
+                    // server's CEL must carry.
+                    {"name": "tags", "type": "gitlab-access", "properties": {"trust": trust,
+                        "subjects": [{"namespacePath": "plat*", "refType": "tag", "ref": "v*"}], "access": "read"}},
+                    {"name": "pushers", "type": "gitlab-access", "properties": {"trust": trust,
+                        "subjects": [{"projectId": "1452", "pipelineSource": ["push", "web"], "userLogin": "alice"},
+                                     {"projectId": "1453", "deploymentTier": "staging"}], "access": "read"}},
+                    {"name": "deep", "type": "gitlab-access", "properties": {"trust": trust,
+                        "subjects": [{"projectPath": "platform/**/a-?pi", "refProtected": true}], "access": "read"}},
+                    {"name": "maintainers", "type": "gitlab-access", "properties": {"trust": trust,
+                        "subjects": [{"projectId": "1450", "condition": "claims.user_access_level in ['maintainer', 'owner']"}],
+                        "access": "read"}}]}}))
         .await;
     Scene {
         admin,
@@ -486,6 +498,47 @@ async fn the_api_server_and_the_matcher_agree_on_every_claim_set(s: &Scene) {
         v.push(vec![("ref", json!("mainline"))]);
         v.push(vec![("deployment_tier", json!("staging"))]);
         v.push(vec![("user_login", json!("mallory"))]);
+        for (r, t) in [
+            ("v1.2", "tag"),
+            ("v1.2", "branch"),
+            ("main", "tag"),
+            ("x-v1", "tag"),
+        ] {
+            v.push(vec![("ref", json!(r)), ("ref_type", json!(t))]);
+        }
+        for (project, source, user, tier) in [
+            ("1452", "push", "alice", "production"),
+            ("1452", "web", "alice", "production"),
+            ("1452", "schedule", "alice", "production"),
+            ("1452", "push", "bob", "production"),
+            ("1453", "push", "bob", "staging"),
+            ("1453", "push", "bob", "production"),
+        ] {
+            v.push(vec![
+                ("project_id", json!(project)),
+                ("job_project_id", json!(project)),
+                ("pipeline_source", json!(source)),
+                ("user_login", json!(user)),
+                ("deployment_tier", json!(tier)),
+            ]);
+        }
+        for path in [
+            "platform/sub/a-api",
+            "platform/a/b/a-xpi",
+            "platform/a-api",
+            "platform/sub/a-apix",
+        ] {
+            v.push(vec![
+                ("project_path", json!(path)),
+                ("job_project_path", json!(path)),
+                ("project_id", json!("1470")),
+                ("job_project_id", json!("1470")),
+            ]);
+        }
+        for level in ["developer", "owner", "maintainer"] {
+            v.push(vec![("user_access_level", json!(level))]);
+        }
+        v.push(vec![("user_access_level", Value::Null)]);
         v
     };
     assert!(variants.len() >= 50, "{} claim sets", variants.len());
