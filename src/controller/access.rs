@@ -556,6 +556,49 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_guard_unbinds_the_groups_of_grants_that_write() {
+        let (app, mut world) = declaring();
+        let trust = world.trusts.get_mut("t").unwrap();
+        // OIDC discovery: a static JWKS is something the API server cannot serve.
+        trust.spec.jwks = None;
+        trust.spec.federation = Some(
+            serde_json::from_value(serde_json::json!({"apiServer": true, "gitlabAgent": true}))
+                .unwrap(),
+        );
+        let groups = |world: &crate::access::World, grant: &str| -> usize {
+            let built = super::super::application::build(&app, world);
+            let name = &built
+                .grants
+                .grants
+                .iter()
+                .find(|g| g.id == grant)
+                .unwrap()
+                .name;
+            built
+                .grant_objects
+                .iter()
+                .filter(|o| o["kind"] == "RoleBinding" && o["metadata"]["name"] == name.as_str())
+                .flat_map(|o| o["subjects"].as_array().cloned().unwrap_or_default())
+                .filter(|s| s["kind"] == "Group")
+                .count()
+        };
+        assert!(
+            groups(&world, "policy/deploy") >= 2,
+            "agent and API-server groups bound"
+        );
+        world.missing_guards = vec!["oam-trust-deploy-guard".into()];
+        assert_eq!(
+            groups(&world, "policy/deploy"),
+            0,
+            "fail closed, as the exchange does"
+        );
+        assert!(
+            groups(&world, "policy/read") >= 1,
+            "a grant that only reads keeps its groups"
+        );
+    }
+
+    #[test]
     fn no_guard_parameters_without_grants() {
         let app: Application = serde_json::from_value(serde_json::json!({
             "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",

@@ -217,10 +217,10 @@ pub fn build(app: &Application, world: &World) -> Built {
                 .filter_map(|g| world.trusts.get(&g.trust)?.spec.ceiling.as_ref())
                 .map(|c| c.cluster_role_ref.clone())
                 .collect(),
-            grant_objects: crate::access::objects::objects_of(
-                app,
+            grant_objects: without_unguarded_groups(
+                crate::access::objects::objects_of(app, &derived.grants, &derived.rendered),
                 &derived.grants,
-                &derived.rendered,
+                &world.missing_guards,
             ),
             rendered: Ok(derived.rendered),
             grants: derived.grants,
@@ -241,6 +241,36 @@ pub fn build(app: &Application, world: &World) -> Built {
             component_types: BTreeMap::new(),
         },
     }
+}
+
+/// While a guard admission policy is missing the exchange issues no token for a grant that writes;
+/// the other two ways in (GitLab agent groups, the API server's grant groups) must fail closed the
+/// same way, so the RoleBindings of such grants bind their ServiceAccount only.
+fn without_unguarded_groups(
+    mut objects: Vec<Value>,
+    grants: &GrantSet,
+    missing_guards: &[String],
+) -> Vec<Value> {
+    if missing_guards.is_empty() {
+        return objects;
+    }
+    let writers: BTreeSet<&str> = grants
+        .grants
+        .iter()
+        .filter(|g| g.writes())
+        .map(|g| g.name.as_str())
+        .collect();
+    for object in &mut objects {
+        if object["kind"] == "RoleBinding"
+            && object["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| writers.contains(n))
+            && let Some(subjects) = object["subjects"].as_array_mut()
+        {
+            subjects.retain(|s| s["kind"] != "Group");
+        }
+    }
+    objects
 }
 
 /// What step 3 did.
