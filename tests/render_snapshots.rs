@@ -1358,14 +1358,10 @@ fn policy_override_matches_unanchored_patterns_replaces_on_type_change_and_adds(
 /// The examples that cannot render here, and the error a user sees for each: they need another
 /// cluster, an addon or registry, reads from the cluster, or a built-in oam-trust does not render
 /// (service-binding's example also gives `ports: 80`, which KubeVela's own schema rejects).
-const DOC_EXAMPLES_NOT_RENDERED: [(&str, &str); 9] = [
+const DOC_EXAMPLES_NOT_RENDERED: [(&str, &str); 8] = [
     (
         "component/addon#0",
         r#"component "fluxcd": KubeVela built-in component type "addon" cannot be rendered: it installs a KubeVela addon from an addon registry, and oam-trust has no addon registry"#,
-    ),
-    (
-        "component/config-image-registry#0",
-        r#"component "image-dev": KubeVela built-in component type "config-image-registry" cannot be rendered: KubeVela config components are not rendered by oam-trust"#,
     ),
     (
         "component/helmchart#0",

@@ -8,7 +8,7 @@ use super::pod::{ContainerParams, main_container, port_name};
 use super::{ComponentContext, is_string_map};
 use crate::names::{LABEL_APP_COMPONENT, LABEL_APP_NAME};
 
-pub(crate) const BUILTIN_COMPONENT_TYPES: [&str; 8] = [
+pub(crate) const BUILTIN_COMPONENT_TYPES: [&str; 9] = [
     "webservice",
     "worker",
     "task",
@@ -17,6 +17,7 @@ pub(crate) const BUILTIN_COMPONENT_TYPES: [&str; 8] = [
     "statefulset",
     "k8s-objects",
     "ref-objects",
+    "config-image-registry",
 ];
 
 /// What a component renders before traits run: its main workload and auxiliary outputs.
@@ -28,7 +29,7 @@ pub(crate) struct ComponentOutput {
 
 /// KubeVela built-in component types oam-trust does not render, and why (a clear error instead
 /// of "unknown type").
-const UNRENDERED_BUILTINS: [(&str, &str); 6] = [
+const UNRENDERED_BUILTINS: [(&str, &str); 5] = [
     (
         "helmchart",
         "it installs a Helm chart through KubeVela's FluxCD addon, and oam-trust renders no Helm charts",
@@ -40,10 +41,6 @@ const UNRENDERED_BUILTINS: [(&str, &str); 6] = [
     (
         "module",
         "it fetches a module from a KubeVela module registry, and oam-trust has no registry",
-    ),
-    (
-        "config-image-registry",
-        "KubeVela config components are not rendered by oam-trust",
     ),
     (
         "config-helm-repository",
@@ -69,6 +66,7 @@ pub(crate) fn render_builtin(
         "task" => task(ctx, properties),
         "cron-task" => cron_task(ctx, properties),
         "k8s-objects" => k8s_objects(ctx, properties),
+        "config-image-registry" => config_image_registry(ctx, properties),
         other => {
             let (name, reason) = UNRENDERED_BUILTINS.iter().find(|(n, _)| *n == other)?;
             Err(RenderError::UnsupportedDefinition {
@@ -389,6 +387,74 @@ fn cron_task(
             "kind": "CronJob",
             "metadata": { "name": ctx.component },
             "spec": spec,
+        }),
+        auxiliaries: Vec::new(),
+    })
+}
+
+/// `config-image-registry`: a Secret carrying an image registry's credentials, as KubeVela's CUE
+/// writes it (`.dockerconfigjson` when `auth` is given, the `config.oam.dev/*` labels).
+fn config_image_registry(
+    ctx: &ComponentContext,
+    properties: Option<&Value>,
+) -> Result<ComponentOutput, RenderError> {
+    use base64::Engine as _;
+    let mut p = Params::root(&ctx.scope, properties)?;
+    let registry = p.str("registry")?.to_string();
+    let auth = p.opt_object("auth")?;
+    let insecure = p.opt_bool("insecure")?;
+    let use_http = p.opt_bool("useHTTP")?;
+    let mut string_data = Map::new();
+    let has_auth = auth.is_some();
+    if let Some(mut a) = auth {
+        let username = a.str("username")?.to_string();
+        let password = a.str("password")?.to_string();
+        let email = a.opt_str("email")?.map(str::to_string);
+        a.finish()?;
+        // CUE's json.Marshal keeps the declaration order (username, password, email, auth); a
+        // serde_json map would sort the keys, so the document is written out here.
+        let quote = |v: &str| Value::from(v).to_string();
+        let mut fields = vec![
+            format!("\"username\":{}", quote(&username)),
+            format!("\"password\":{}", quote(&password)),
+        ];
+        if let Some(email) = email {
+            fields.push(format!("\"email\":{}", quote(&email)));
+        }
+        let basic =
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        fields.push(format!("\"auth\":{}", quote(&basic)));
+        let doc = format!(
+            "{{\"auths\":{{{}:{{{}}}}}}}",
+            quote(&registry),
+            fields.join(",")
+        );
+        string_data.insert(".dockerconfigjson".into(), doc.into());
+    }
+    if let Some(b) = insecure {
+        string_data.insert("insecure-skip-verify".into(), b.to_string().into());
+    }
+    if let Some(b) = use_http {
+        string_data.insert("protocol-use-http".into(), b.to_string().into());
+    }
+    p.finish()?;
+    Ok(ComponentOutput {
+        workload: json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": ctx.component,
+                "namespace": ctx.namespace,
+                "labels": {
+                    "config.oam.dev/catalog": "velacore-config",
+                    "config.oam.dev/type": "image-registry",
+                    "config.oam.dev/multi-cluster": "true",
+                    "config.oam.dev/identifier": registry,
+                    "config.oam.dev/sub-type": "auth",
+                }
+            },
+            "type": if has_auth { "kubernetes.io/dockerconfigjson" } else { "Opaque" },
+            "stringData": string_data,
         }),
         auxiliaries: Vec::new(),
     })
