@@ -2311,5 +2311,41 @@ async fn under_the_charts_rbac_a_deploy_job_exchanges_its_id_token_once() {
         Err(e) => panic!("a replayed ID token: expected invalid_grant, got {e}"),
     }
 
+    // Revocation by deleting the record: the garbage collector deletes the Secret the exchange
+    // bound the token to, and the API server stops accepting the token.
+    let unauthorized = |token: String| async move {
+        let client = support::client_with_token(&token).await;
+        matches!(support::whoami(&client).await, Err(kube::Error::Api(s)) if s.code == 401)
+    };
+    Api::<oam_trust::api::issuance::TokenIssuance>::all(admin.clone())
+        .delete(&record_name, &Default::default())
+        .await
+        .unwrap();
+    assert!(
+        support::eventually(WAIT, || unauthorized(answer.access_token.clone())).await,
+        "a token whose TokenIssuance is deleted is refused"
+    );
+
+    // The reaper, run by the exchange under its own identity: the Application goes, so do its
+    // records, and the token with them.
+    let (_, second) = loop {
+        let id_token = issuer.mint(&MintRequest::new()).unwrap();
+        if let Ok(answer) = post(id_token.clone()).await {
+            break (id_token, answer);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    Api::<Application>::namespaced(admin.clone(), &ns)
+        .delete("shop", &Default::default())
+        .await
+        .unwrap();
+    assert!(
+        support::eventually(Duration::from_secs(120), || unauthorized(
+            second.access_token.clone()
+        ))
+        .await,
+        "the token of a deleted Application is revoked"
+    );
+
     let _ = trusts.delete(&trust, &Default::default()).await;
 }
