@@ -472,8 +472,8 @@ impl Applier {
                 }
                 // Never adopt an object another owner controls: its name was taken first.
                 (None, Some(live)) => {
-                    if let Some(theirs) = controller_of(live)
-                        && controller_of(&obj).is_some_and(|ours| ours.0 != theirs.0)
+                    if let Some(theirs) = sharing::controller_of(live)
+                        && sharing::controller_of(&obj).is_some_and(|ours| ours.0 != theirs.0)
                     {
                         return Err(ApplyError::NameConflict {
                             kind: key.kind.clone(),
@@ -756,21 +756,6 @@ fn classify(
             source: Box::new(other),
         },
     }
-}
-
-/// The controller ownerReference of an object: (uid, kind, name).
-fn controller_of(obj: &Value) -> Option<(&str, &str, &str)> {
-    obj["metadata"]["ownerReferences"]
-        .as_array()?
-        .iter()
-        .find(|r| r["controller"] == true)
-        .map(|r| {
-            (
-                r["uid"].as_str().unwrap_or_default(),
-                r["kind"].as_str().unwrap_or_default(),
-                r["name"].as_str().unwrap_or_default(),
-            )
-        })
 }
 
 /// True when every field of `desired` holds in `live`: maps by key (extra live keys are defaults or

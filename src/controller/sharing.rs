@@ -25,24 +25,31 @@ pub fn app_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")
 }
 
+/// The controller ownerReference of an object: (uid, kind, name).
+pub fn controller_of(obj: &Value) -> Option<(&str, &str, &str)> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"] == true)
+        .map(|r| {
+            (
+                r["uid"].as_str().unwrap_or_default(),
+                r["kind"].as_str().unwrap_or_default(),
+                r["name"].as_str().unwrap_or_default(),
+            )
+        })
+}
+
 /// Who manages `live`, for the Application `(namespace, name, uid)`.
 pub fn managed_by(live: &Value, namespace: &str, name: &str, uid: &str) -> Managed {
-    let meta = &live["metadata"];
-    if let Some(controller) = meta["ownerReferences"]
-        .as_array()
-        .and_then(|refs| refs.iter().find(|r| r["controller"] == true))
-    {
-        return if controller["uid"].as_str() == Some(uid) {
+    if let Some((their_uid, kind, their_name)) = controller_of(live) {
+        return if their_uid == uid {
             Managed::Us
         } else {
-            Managed::Other(format!(
-                "{} {}",
-                controller["kind"].as_str().unwrap_or_default(),
-                controller["name"].as_str().unwrap_or_default()
-            ))
+            Managed::Other(format!("{kind} {their_name}"))
         };
     }
-    let labels = &meta["labels"];
+    let labels = &live["metadata"]["labels"];
     match (
         labels[LABEL_APP_NAME].as_str(),
         labels[LABEL_APP_NAMESPACE].as_str(),
