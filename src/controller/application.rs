@@ -326,12 +326,8 @@ async fn apply(ctx: &Context, app: &Application, built: &Built) -> Outcome {
     let desired: BTreeSet<ObjectKey> = objects.iter().map(ObjectKey::of).collect();
     let mut tracked: Vec<ObjectKey> = objects
         .iter()
-        .zip(
-            built
-                .object_policies
-                .iter()
-                .chain(std::iter::repeat(&Default::default())),
-        )
+        // `build` derives one policy per rendered object, in the same order.
+        .zip(&built.object_policies)
         .filter(|(_, p)| !p.read_only && p.gc != GcStrategy::Never)
         .map(|(o, _)| ObjectKey::of(o))
         .collect();
