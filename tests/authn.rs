@@ -18,7 +18,6 @@ use oam_trust::access::{GitLabClaims, MatchOutcome, match_token};
 use oam_trust::api::trust::GitLabTrust;
 use oam_trust::dev_issuer::{DevIssuer, DevIssuerOptions, MintRequest};
 use oam_trust::runtime::metrics::Metrics;
-use oam_trust::runtime::{RunArgs, run_with_metrics};
 use serde_json::{Value, json};
 
 const AUD: &str = "https://oam-trust.test/apiserver";
@@ -31,26 +30,9 @@ async fn authn_file() -> PathBuf {
 
 /// An operator of this test only, keeping the authentication config current.
 async fn start_operator(out: PathBuf) -> tokio::task::JoinHandle<()> {
-    let config = support::admin_config().await;
-    let mut args = RunArgs {
-        health_addr: "127.0.0.1:0".parse().unwrap(),
-        concurrency: 4,
-        instance: Some("authn".into()),
-        leader_elect: false,
-        lease_namespace: "default".into(),
-        definitions_namespace: oam_trust::names::DEFAULT_DEFINITIONS_NAMESPACE.into(),
-        role: Default::default(),
-        rights: Default::default(),
-        lease_name: "unused".into(),
-        exchange: Default::default(),
-        authn: Default::default(),
-    };
+    let mut args = support::own_operator_args("authn");
     args.authn.authn_config_out = Some(out);
-    tokio::spawn(async move {
-        if let Err(e) = run_with_metrics(config, args, Arc::new(Metrics::default())).await {
-            panic!("the operator under test stopped: {e:#}");
-        }
-    })
+    support::start_own_operator(args, Arc::new(Metrics::default())).await
 }
 
 /// `(username, groups)` the API server authenticates `token` as, or the HTTP status it refuses with.

@@ -11,36 +11,13 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use oam_trust::api::trust::GitLabTrust;
 use oam_trust::runtime::metrics::Metrics;
-use oam_trust::runtime::{RunArgs, run_with_metrics};
 use serde_json::json;
 
 const APPS: usize = 8;
 
-fn args() -> RunArgs {
-    RunArgs {
-        health_addr: "127.0.0.1:0".parse().unwrap(),
-        concurrency: 4,
-        instance: Some("resync".into()),
-        // No Lease: its renewals are writes, and this test counts every write the operator makes.
-        leader_elect: false,
-        lease_namespace: "default".into(),
-        definitions_namespace: oam_trust::names::DEFAULT_DEFINITIONS_NAMESPACE.into(),
-        role: Default::default(),
-        rights: Default::default(),
-        authn: Default::default(),
-        lease_name: "unused".into(),
-        exchange: Default::default(),
-    }
-}
-
-/// Runs an operator on this test's runtime with its own counters; abort the handle to stop it.
+/// Runs an operator with its own counters; abort the handle to stop it.
 async fn start_operator(metrics: Arc<Metrics>) -> tokio::task::JoinHandle<()> {
-    let config = support::admin_config().await;
-    tokio::spawn(async move {
-        if let Err(e) = run_with_metrics(config, args(), metrics).await {
-            panic!("the operator under test stopped: {e:#}");
-        }
-    })
+    support::start_own_operator(support::own_operator_args("resync"), metrics).await
 }
 
 #[tokio::test]

@@ -272,6 +272,38 @@ pub async fn operator() {
     });
 }
 
+/// `RunArgs` of an operator one test runs for itself: no Lease (its renewals would be writes of
+/// their own), four Applications at once, an ephemeral health port.
+pub fn own_operator_args(instance: &str) -> oam_trust::runtime::RunArgs {
+    oam_trust::runtime::RunArgs {
+        health_addr: "127.0.0.1:0".parse().unwrap(),
+        concurrency: 4,
+        instance: Some(instance.into()),
+        leader_elect: false,
+        lease_namespace: "default".into(),
+        definitions_namespace: oam_trust::names::DEFAULT_DEFINITIONS_NAMESPACE.into(),
+        role: Default::default(),
+        rights: Default::default(),
+        authn: Default::default(),
+        lease_name: "unused".into(),
+        exchange: Default::default(),
+    }
+}
+
+/// Runs an operator with `args` as the admin on this test's runtime, recording into `metrics`;
+/// abort the handle to stop it.
+pub async fn start_own_operator(
+    args: oam_trust::runtime::RunArgs,
+    metrics: std::sync::Arc<oam_trust::runtime::metrics::Metrics>,
+) -> tokio::task::JoinHandle<()> {
+    let config = admin_config().await;
+    tokio::spawn(async move {
+        if let Err(e) = oam_trust::runtime::run_with_metrics(config, args, metrics).await {
+            panic!("the operator under test stopped: {e:#}");
+        }
+    })
+}
+
 /// A namespace with an applier ServiceAccount bound to the given ClusterRole (`admin` when the test
 /// does not care): what a namespace admin sets up once for oam-trust.
 pub async fn app_namespace(client: &Client, prefix: &str, applier_role: &str) -> String {
