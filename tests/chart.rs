@@ -2220,20 +2220,23 @@ async fn under_the_charts_rbac_a_deploy_job_exchanges_its_id_token_once() {
     };
     // The exchange's own view of the grant may trail AccessReady by a moment: a refused attempt is
     // retried with a fresh ID token (a refusal consumes nothing), and the last refusal is reported.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let (id_token, answer) = loop {
-        let id_token = issuer.mint(&MintRequest::new()).unwrap();
-        match post(id_token.clone()).await {
-            Ok(answer) => break (id_token, answer),
-            Err(e) => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "the exchange under the chart's RBAC did not issue a token: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(500)).await;
+    let issue = || async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let id_token = issuer.mint(&MintRequest::new()).unwrap();
+            match post(id_token.clone()).await {
+                Ok(answer) => break (id_token, answer),
+                Err(e) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "the exchange under the chart's RBAC did not issue a token: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
             }
         }
     };
+    let (id_token, answer) = issue().await;
     assert!(!answer.access_token.is_empty(), "200 with an access_token");
     assert_eq!(answer.grant.namespace, ns);
     assert_eq!(answer.grant.application, "shop");
@@ -2328,13 +2331,7 @@ async fn under_the_charts_rbac_a_deploy_job_exchanges_its_id_token_once() {
 
     // The reaper, run by the exchange under its own identity: the Application goes, so do its
     // records, and the token with them.
-    let (_, second) = loop {
-        let id_token = issuer.mint(&MintRequest::new()).unwrap();
-        if let Ok(answer) = post(id_token.clone()).await {
-            break (id_token, answer);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let (_, second) = issue().await;
     Api::<Application>::namespaced(admin.clone(), &ns)
         .delete("shop", &Default::default())
         .await
