@@ -6,6 +6,7 @@
 pub mod access;
 pub mod issuance;
 pub mod oam;
+pub mod revision;
 pub mod schema;
 pub mod trust;
 

@@ -32,7 +32,8 @@ pub struct ApplicationSpec {
     pub components: Vec<ApplicationComponent>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<AppPolicy>,
-    /// Kept as written; oam-trust runs the default workflow (apply every component).
+    /// KubeVela's workflow (`steps`, `mode`); none given: the default workflow (apply every
+    /// component, in every placement the policies name). Parsed by `render::workflow`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::api::schema::preserve_object")]
     pub workflow: Option<Value>,
@@ -101,6 +102,69 @@ pub struct ApplicationStatus {
     pub services: Vec<ApplicationComponentStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub applied_resources: Vec<ClusterObjectReference>,
+    /// The workflow's run for the latest revision (absent for the default workflow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<WorkflowStatus>,
+    /// The ApplicationRevision (`<app>-v<N>`) the current spec is recorded in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_revision: Option<DefinitionRevisionRef>,
+}
+
+/// `status.workflow`, in KubeVela's shape: the run of the Application's workflow for one revision.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowStatus {
+    /// The revision this run deploys; a new revision starts a new run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_revision: Option<String>,
+    /// `<steps mode>-<subSteps mode>`: `StepByStep-DAG` unless `spec.workflow.mode` says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// `executing`, `suspending`, `succeeded` or `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// True while a `suspend` step waits. Setting it to false resumes the run (what
+    /// `oam-trust resume` and `vela workflow resume` do); always written, never absent.
+    #[serde(default)]
+    pub suspend: bool,
+    #[serde(default)]
+    pub terminated: bool,
+    #[serde(default)]
+    pub finished: bool,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<WorkflowStepStatus>,
+}
+
+/// One step's state (`status.workflow.steps[]`, and `subSteps` of a `step-group`).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowStepStatus {
+    /// Stable for the run: `<name>` (KubeVela uses a random id; a name is unique in a workflow).
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `pending`, `running`, `suspending`, `succeeded`, `failed` or `skipped`.
+    pub phase: String,
+    /// A bounded category: `Timeout`, `Skip`, `Suspended`, `Resumed`, `Wait`, `Execute`, `Apply`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the step started running (RFC 3339): what `timeout` and a suspend's `duration` count from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_execute_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_execute_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sub_steps: Vec<WorkflowStepStatus>,
 }
 
 /// Health of one component.
@@ -424,6 +488,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         TraitDefinition::crd(),
         PolicyDefinition::crd(),
         WorkloadDefinition::crd(),
+        super::revision::ApplicationRevision::crd(),
     ]
 }
 

@@ -21,3 +21,8 @@ pub fn preserve_object_list(_: &mut SchemaGenerator) -> Schema {
 pub fn duration(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"type": "string", "pattern": crate::duration::PATTERN})
 }
+
+/// A map of free-form objects (the definitions an ApplicationRevision records, by name).
+pub fn preserve_object_map(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "object", "additionalProperties": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}})
+}

@@ -829,6 +829,8 @@ fn next_status(
         conditions: conditions::merge(&old.conditions, desired, generation, Timestamp::now()),
         services: services.unwrap_or(old.services),
         applied_resources: old.applied_resources,
+        workflow: old.workflow,
+        latest_revision: old.latest_revision,
     }
 }
 
@@ -842,6 +844,8 @@ async fn write_status(
         && old.status == status.status
         && old.services == status.services
         && old.applied_resources == status.applied_resources
+        && old.workflow == status.workflow
+        && old.latest_revision == status.latest_revision
         && conditions::same_ignoring_time(&old.conditions, &status.conditions);
     if unchanged {
         return Ok(());
