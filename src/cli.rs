@@ -43,6 +43,8 @@ pub enum Command {
     Login(crate::federation::client::LoginArgs),
     /// Set component images of an Application (what a deploy grant allows) and wait for the rollout.
     SetImage(crate::set_image::SetImageArgs),
+    /// Continue an Application's suspended workflow step (`vela workflow resume`): what an `approve` grant may do.
+    Resume(crate::resume::ResumeArgs),
     /// Offline: which grant an ID token gets, and why every other grant refused it.
     Explain(crate::explain::ExplainArgs),
     /// Offline: print the kube-apiserver AuthenticationConfiguration for trusts with federation.apiServer.
@@ -72,6 +74,7 @@ impl Cli {
             Command::Render(args) => crate::manifest::render_command(args),
             Command::Login(args) => tokio_main(crate::federation::client::login(args)),
             Command::SetImage(args) => tokio_main(crate::set_image::set_image(args)),
+            Command::Resume(args) => tokio_main(crate::resume::resume(args)),
             Command::Explain(args) => crate::explain::explain_command(args),
             Command::AuthnConfig(args) => crate::authn_config::authn_config_command(args),
             Command::Version => {

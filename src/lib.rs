@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod names;
 pub mod oidc;
 pub mod render;
+pub mod resume;
 pub mod runtime;
 pub mod set_image;
 pub mod telemetry;

@@ -81,6 +81,7 @@ pub const GUARD_BINDINGS: &[&str] = &[
     "oam-trust-deploy-guard-base",
     "oam-trust-grant-guard",
     "oam-trust-grant-guard-params",
+    "oam-trust-approve-guard",
 ];
 /// Deploy-guard ConfigMap key holding the Application name the parameters are about.
 pub const GUARD_KEY_APPLICATION: &str = "application";

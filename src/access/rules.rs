@@ -15,6 +15,7 @@ use crate::names;
 
 const READ_VERBS: &[&str] = &["get", "list", "watch"];
 const APPLICATIONS: &str = "applications";
+const APPLICATIONS_STATUS: &str = "applications/status";
 /// Verbs that change an object (or many): never granted on the Application except through `deploy`.
 const WRITE_VERBS: &[&str] = &[
     "create",
@@ -82,6 +83,13 @@ fn rule(group: &str, resource: &str, verbs: &[&str], names: Option<Vec<String>>)
 pub fn preset_rules(preset: Preset, application: &str, objects: &ObjectNames) -> Vec<PolicyRule> {
     let names = |set: &BTreeSet<String>| Some(set.iter().cloned().collect::<Vec<_>>());
     let mut rules = Vec::new();
+    if preset == Preset::Approve {
+        // Reads its Application and writes its status, which the approve guard narrows to a resume.
+        let app = Some(vec![application.to_string()]);
+        rules.push(rule(names::OAM_GROUP, APPLICATIONS, READ_VERBS, app.clone()));
+        rules.push(rule(names::OAM_GROUP, APPLICATIONS_STATUS, &["get", "patch"], app));
+        return rules;
+    }
     for ((group, resource), set) in objects {
         rules.push(rule(group, resource, READ_VERBS, names(set)));
         if preset == Preset::Manage {
@@ -97,7 +105,7 @@ pub fn preset_rules(preset: Preset, application: &str, objects: &ObjectNames) ->
     // Only `deploy` writes the Application, and only through the deploy guard (images of its
     // components); `manage` operates the rendered objects but never edits the declarations behind them.
     let app_verbs: &[&str] = match preset {
-        Preset::Read | Preset::Manage => READ_VERBS,
+        Preset::Read | Preset::Manage | Preset::Approve => READ_VERBS,
         Preset::Deploy => &["get", "list", "watch", "patch", "update"],
     };
     rules.push(rule(

@@ -63,6 +63,9 @@ pub struct Derived {
     pub policies: render::ResourcePolicies,
     /// Component name -> type (what `componentTypes` selectors of those policies match).
     pub component_types: BTreeMap<String, String>,
+    /// The workflow, and per rendered object the steps that apply it (`render::Rendering`).
+    pub workflow: Option<render::workflow::Workflow>,
+    pub object_steps: Vec<std::collections::BTreeSet<String>>,
 }
 
 impl World {
@@ -111,6 +114,8 @@ impl World {
             grants,
             policies: rendering.policies,
             component_types: rendering.component_types,
+            workflow: rendering.workflow,
+            object_steps: rendering.object_steps,
         })
     }
 }

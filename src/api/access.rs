@@ -84,7 +84,7 @@ impl RefType {
     }
 }
 
-/// A preset (`read`, `deploy`, `manage`) or explicit `{rules: [...]}`.
+/// A preset (`read`, `deploy`, `manage`, `approve`) or explicit `{rules: [...]}`.
 #[derive(JsonSchema, Serialize, Clone, Debug, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum Access {
@@ -101,6 +101,10 @@ pub enum Preset {
     Read,
     Deploy,
     Manage,
+    /// Resumes a suspended workflow step of its Application, and nothing else: read the
+    /// Application, and patch its status only to set `status.workflow.suspend` to false (the
+    /// approve guard in `config/admission/deploy-guard.yaml` refuses every other change).
+    Approve,
 }
 
 /// `access: {rules: [...]}`.
@@ -147,15 +151,16 @@ impl<'de> Deserialize<'de> for Access {
                 "read" => Ok(Access::Preset(Preset::Read)),
                 "deploy" => Ok(Access::Preset(Preset::Deploy)),
                 "manage" => Ok(Access::Preset(Preset::Manage)),
+                "approve" => Ok(Access::Preset(Preset::Approve)),
                 other => Err(D::Error::custom(format!(
-                    "unknown access {other:?}: use read, deploy, manage or {{rules: [...]}}"
+                    "unknown access {other:?}: use read, deploy, manage, approve or {{rules: [...]}}"
                 ))),
             },
             v @ serde_json::Value::Object(_) => serde_json::from_value::<ExplicitRules>(v)
                 .map(Access::Rules)
                 .map_err(|e| D::Error::custom(format!("access.rules: {e}"))),
             _ => Err(D::Error::custom(
-                "access must be read, deploy, manage or {rules: [...]}",
+                "access must be read, deploy, manage, approve or {rules: [...]}",
             )),
         }
     }

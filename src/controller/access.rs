@@ -263,6 +263,7 @@ fn access_name(access: &Access) -> &'static str {
         Access::Preset(Preset::Read) => "read",
         Access::Preset(Preset::Deploy) => "deploy",
         Access::Preset(Preset::Manage) => "manage",
+        Access::Preset(Preset::Approve) => "approve",
         Access::Rules(_) => "rules",
     }
 }

@@ -33,7 +33,7 @@ use super::sharing;
 use crate::access::{GrantSet, World};
 use crate::api::oam::{
     Application, ApplicationComponentStatus, ApplicationStatus, ApplicationTraitStatus,
-    ClusterObjectReference, WorkloadGvk,
+    ClusterObjectReference, WorkflowStatus, WorkloadGvk,
 };
 use crate::names::{self, FINALIZER};
 use crate::render::{GcStrategy, RenderError, RenderedObject};
@@ -177,6 +177,10 @@ pub struct Built {
     pub object_policies: Vec<crate::render::ObjectPolicy>,
     /// Component name -> type, for matching the policies against objects no longer rendered.
     pub component_types: BTreeMap<String, String>,
+    /// The workflow (`None`: the default one, which applies every rendered object at once), and per
+    /// rendered object the steps that apply it.
+    pub workflow: Option<crate::render::workflow::Workflow>,
+    pub object_steps: Vec<BTreeSet<String>>,
 }
 
 /// Step 2: renders and derives, with no IO.
@@ -210,6 +214,8 @@ pub fn build(app: &Application, world: &World) -> Built {
                 .collect(),
             policies: derived.policies.clone(),
             component_types: derived.component_types.clone(),
+            workflow: derived.workflow.clone(),
+            object_steps: derived.object_steps.clone(),
             ceilings: derived
                 .grants
                 .grants
@@ -239,6 +245,8 @@ pub fn build(app: &Application, world: &World) -> Built {
             policies: Default::default(),
             object_policies: Vec::new(),
             component_types: BTreeMap::new(),
+            workflow: None,
+            object_steps: Vec::new(),
         },
     }
 }
@@ -283,12 +291,18 @@ pub struct Outcome {
     services: Option<Vec<ApplicationComponentStatus>>,
     /// What `status.appliedResources` records when everything applied: the objects this
     /// Application deletes later (not the read-only or garbage-collect `never` ones), and those no
-    /// longer rendered that a policy keeps until the Application goes.
+    /// longer rendered that a policy keeps until the Application goes (or, while a workflow runs,
+    /// that its later steps have not replaced yet).
     tracked: Option<Vec<ObjectKey>>,
+    /// The workflow's run (`None`: the default workflow).
+    workflow: Option<WorkflowStatus>,
+    /// How many of the rendered objects the workflow applied so far (all, without a workflow).
+    selected: usize,
 }
 
 /// Step 3: writes what `built` says (grant objects first, so a removed declaration is revoked even
-/// when the rendered objects cannot be applied), prunes, and observes health.
+/// when the rendered objects cannot be applied), runs the workflow's steps (or applies every object
+/// for the default workflow), prunes once the run has succeeded, and observes health.
 async fn apply(ctx: &Context, app: &Application, built: &Built) -> Outcome {
     let Ok(rendered) = &built.rendered else {
         return Outcome {
@@ -296,6 +310,8 @@ async fn apply(ctx: &Context, app: &Application, built: &Built) -> Outcome {
             applied: None,
             services: None,
             tracked: None,
+            workflow: None,
+            selected: 0,
         };
     };
     let access = grants::apply(ctx, app, built).await;
@@ -304,38 +320,64 @@ async fn apply(ctx: &Context, app: &Application, built: &Built) -> Outcome {
         namespace: names::namespace_of(app).to_string(),
         reference: serde_json::to_value(app.controller_reference()).unwrap_or(Value::Null),
     };
-    let objects: Vec<Value> = rendered.iter().map(|r| r.object.clone()).collect();
     // The Application changed since it was last reconciled (apply-once `affect: onUpdate`).
     let updating =
         app.metadata.generation != app.status.as_ref().and_then(|s| s.observed_generation);
-    let applied = ctx
-        .applier
-        .apply_rendered(&user, &objects, &owner, &built.object_policies, updating)
-        .await;
+    let steps = Steps {
+        ctx,
+        built,
+        rendered,
+        user: &user,
+        owner: &owner,
+        updating,
+    };
+    let (selected, run, applied) = match &built.workflow {
+        None => {
+            let all: Vec<usize> = (0..rendered.len()).collect();
+            let applied = steps.apply(&all).await;
+            (all, None, applied)
+        }
+        Some(wf) => {
+            let (selected, run, applied) = steps.run(app, wf).await;
+            (selected, Some(run), applied)
+        }
+    };
     let Ok(done) = &applied else {
         return Outcome {
             access: Some(access),
             applied: Some(applied),
             services: None,
             tracked: None,
+            workflow: run,
+            selected: selected.len(),
         };
     };
     if done.written > 0 {
         ctx.metrics.objects_applied(done.written);
     }
-    let desired: BTreeSet<ObjectKey> = objects.iter().map(ObjectKey::of).collect();
-    let mut tracked: Vec<ObjectKey> = objects
+    let desired: BTreeSet<ObjectKey> = selected
+        .iter()
+        .map(|i| ObjectKey::of(&rendered[*i].object))
+        .collect();
+    let mut tracked: Vec<ObjectKey> = selected
         .iter()
         // `build` derives one policy per rendered object, in the same order.
-        .zip(&built.object_policies)
-        .filter(|(_, p)| !p.read_only && p.gc != GcStrategy::Never)
-        .map(|(o, _)| ObjectKey::of(o))
+        .filter(|i| {
+            let p = &built.object_policies[**i];
+            !p.read_only && p.gc != GcStrategy::Never
+        })
+        .map(|i| ObjectKey::of(&rendered[*i].object))
         .collect();
     let stale: Vec<ObjectKey> = previous_keys(app)
         .into_iter()
         .filter(|k| !desired.contains(k))
         .collect();
-    let (kept, stale) = if built.policies.keep_legacy_resource {
+    // A workflow prunes only once its run has succeeded: until then the objects of steps it has not
+    // reached yet (production, behind an approval) stay as the previous revision left them.
+    let run_succeeded = run
+        .as_ref()
+        .is_none_or(|r| r.finished && r.status.as_deref() == Some(super::workflow::RUN_SUCCEEDED));
+    let (kept, stale) = if built.policies.keep_legacy_resource || !run_succeeded {
         (stale, Vec::new())
     } else {
         retained(ctx, &user, &owner, built, stale).await
@@ -368,7 +410,17 @@ async fn apply(ctx: &Context, app: &Application, built: &Built) -> Outcome {
             }
         }
     }
-    let mut services = component_health(app, ctx, &user, rendered).await;
+    let applied_objects: Vec<RenderedObject> =
+        selected.iter().map(|i| rendered[*i].clone()).collect();
+    let mut services = component_health(app, ctx, &user, &applied_objects).await;
+    if built.workflow.is_some() {
+        // Only what the workflow deployed so far has a health to report.
+        services.retain(|s| {
+            applied_objects
+                .iter()
+                .any(|o| o.component.as_deref() == Some(s.name.as_str()))
+        });
+    }
     for service in &mut services {
         service.definition = built.definitions.get(&service.name).cloned();
     }
@@ -377,7 +429,136 @@ async fn apply(ctx: &Context, app: &Application, built: &Built) -> Outcome {
         applied: Some(applied),
         services: Some(services),
         tracked: Some(tracked),
+        workflow: run,
+        selected: selected.len(),
     }
+}
+
+/// What applying some of an Application's rendered objects needs.
+struct Steps<'a> {
+    ctx: &'a Context,
+    built: &'a Built,
+    rendered: &'a [RenderedObject],
+    user: &'a str,
+    owner: &'a Owner,
+    updating: bool,
+}
+
+impl Steps<'_> {
+    /// Applies `rendered[i]` for each `i` of `selected`, all-or-nothing.
+    async fn apply(&self, selected: &[usize]) -> Result<Applied, ApplyError> {
+        let objects: Vec<Value> = selected
+            .iter()
+            .map(|i| self.rendered[*i].object.clone())
+            .collect();
+        let policies: Vec<crate::render::ObjectPolicy> = selected
+            .iter()
+            .map(|i| self.built.object_policies[*i].clone())
+            .collect();
+        self.ctx
+            .applier
+            .apply_rendered(self.user, &objects, self.owner, &policies, self.updating)
+            .await
+    }
+
+    /// Runs the workflow from its recorded state: schedules, applies the objects of the apply
+    /// steps that run or ran, settles each running one by its workloads' health, and goes on while
+    /// steps finish. Returns the objects applied, the run, and the last apply's result.
+    async fn run(
+        &self,
+        app: &Application,
+        wf: &crate::render::workflow::Workflow,
+    ) -> (Vec<usize>, WorkflowStatus, Result<Applied, ApplyError>) {
+        let now = Timestamp::now();
+        let previous = app.status.as_ref().and_then(|s| s.workflow.as_ref());
+        let mut run = super::workflow::begin(wf, previous, &run_revision(app), now);
+        let mut total = Applied::default();
+        let mut last: Option<Vec<usize>> = None;
+        for _ in 0..=wf.all_steps().len() {
+            super::workflow::schedule(wf, &mut run, now);
+            let active = super::workflow::applying(wf, &run);
+            let selected: Vec<usize> = (0..self.rendered.len())
+                .filter(|i| {
+                    self.built.object_steps[*i]
+                        .iter()
+                        .any(|s| active.contains(s.as_str()))
+                })
+                .collect();
+            if last.as_ref() != Some(&selected) {
+                match self.apply(&selected).await {
+                    Ok(applied) => {
+                        total.written += applied.written;
+                        total.outside_owner_namespace.extend(applied.outside_owner_namespace);
+                    }
+                    Err(e) => {
+                        for step in super::workflow::running_apply_steps(wf, &run) {
+                            super::workflow::settle_apply(&mut run, step, Err(e.to_string()), now);
+                        }
+                        return (selected, run, Err(e));
+                    }
+                }
+                last = Some(selected);
+            }
+            let mut moved = false;
+            for step in super::workflow::running_apply_steps(wf, &run) {
+                let health = self.step_health(step).await;
+                moved |= health.is_ok();
+                super::workflow::settle_apply(&mut run, step, health, now);
+            }
+            if !moved {
+                break;
+            }
+        }
+        (last.unwrap_or_default(), run, Ok(total))
+    }
+
+    /// `Ok` when every workload `step` applies is healthy, else what is not.
+    async fn step_health(&self, step: &str) -> Result<(), String> {
+        let mut waiting = Vec::new();
+        for (i, object) in self.rendered.iter().enumerate() {
+            if !self.built.object_steps[i].contains(step)
+                || object.object["metadata"]["labels"][names::LABEL_RESOURCE_TYPE]
+                    != names::RESOURCE_TYPE_WORKLOAD
+            {
+                continue;
+            }
+            let key = ObjectKey::of(&object.object);
+            let health = match self.ctx.applier.get(Identity::Applier(self.user), &key).await {
+                Ok(Some(live)) => health::of_workload(&live),
+                Ok(None) => health::Health {
+                    healthy: false,
+                    message: "workload not found".into(),
+                },
+                Err(e) => health::Health {
+                    healthy: false,
+                    message: format!("reading workload: {e}"),
+                },
+            };
+            if !health.healthy {
+                waiting.push(format!(
+                    "{} {}/{}: {}",
+                    key.kind,
+                    key.namespace.as_deref().unwrap_or_default(),
+                    key.name,
+                    health.message
+                ));
+            }
+        }
+        if waiting.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("waiting for healthy workloads: {}", waiting.join("; ")))
+        }
+    }
+}
+
+/// The run a workflow's state belongs to: a spec change starts a new run.
+fn run_revision(app: &Application) -> String {
+    format!(
+        "{}-generation-{}",
+        app.name_any(),
+        app.metadata.generation.unwrap_or_default()
+    )
 }
 
 /// Splits objects no longer rendered into those a `garbage-collect` rule keeps (`onAppDelete`:
@@ -571,6 +752,9 @@ async fn update_status(
             status
                 .conditions
                 .retain(|c| !access.cleared.contains(&c.type_.as_str()));
+            if outcome.workflow.is_some() {
+                status.workflow = outcome.workflow;
+            }
             write_status(&apps, app, status).await?;
             return if e.is_permanent() {
                 Ok(Action::requeue(Duration::from_secs(300)))
@@ -597,7 +781,19 @@ async fn update_status(
 
     let services = outcome.services.unwrap_or_default();
     let healthy = services.iter().all(|s| s.healthy);
-    let phase = if healthy { "running" } else { "unhealthy" };
+    let run = outcome.workflow;
+    let phase = match run.as_ref() {
+        Some(r) if r.status.as_deref() == Some(super::workflow::RUN_SUSPENDING) => {
+            "workflowSuspending"
+        }
+        Some(r) if r.status.as_deref() == Some(super::workflow::RUN_FAILED) => "workflowFailed",
+        Some(r) if !r.finished => "runningWorkflow",
+        _ if healthy => "running",
+        _ => "unhealthy",
+    };
+    if let Some(r) = &run {
+        announce_workflow(ctx, app, r).await;
+    }
     let unhealthy: Vec<String> = services
         .iter()
         .filter(|s| !s.healthy)
@@ -615,7 +811,15 @@ async fn update_status(
             "Applied",
             true,
             "Applied",
-            format!("{} objects applied", rendered.len()),
+            match &run {
+                None => format!("{} objects applied", rendered.len()),
+                Some(r) => format!(
+                    "{} of {} objects applied (workflow {})",
+                    outcome.selected,
+                    rendered.len(),
+                    r.status.as_deref().unwrap_or("executing")
+                ),
+            },
         ),
         if healthy {
             Desired::new("Healthy", true, "AllHealthy", "all components are healthy")
@@ -638,17 +842,59 @@ async fn update_status(
         None => rendered.iter().map(|r| ObjectKey::of(&r.object)).collect(),
     };
     status.applied_resources = tracked.iter().map(ref_of_key).collect();
+    let next_step = match (&built.workflow, &run) {
+        (Some(wf), Some(r)) => super::workflow::next_check(wf, r, Timestamp::now()),
+        _ => None,
+    };
+    status.workflow = run;
     write_status(&apps, app, status).await?;
     if access.failed {
         return Ok(Action::requeue(Duration::from_secs(10)));
     }
-    Ok(if !healthy {
-        Action::requeue(UNHEALTHY_RECHECK)
+    let recheck = if !healthy {
+        Some(UNHEALTHY_RECHECK)
     } else if rendered.iter().any(|r| r.kind() == "Secret") {
-        Action::requeue(SECRET_RECHECK)
+        Some(SECRET_RECHECK)
     } else {
-        Action::await_change()
+        None
+    };
+    Ok(match (recheck, next_step) {
+        (Some(a), Some(b)) => Action::requeue(a.min(b)),
+        (Some(d), None) | (None, Some(d)) => Action::requeue(d),
+        (None, None) => Action::await_change(),
     })
+}
+
+/// An Event when the run suspends, resumes, succeeds or fails (compared with the recorded run).
+async fn announce_workflow(ctx: &Context, app: &Application, run: &WorkflowStatus) {
+    let before = app.status.as_ref().and_then(|s| s.workflow.as_ref());
+    let same_run = before.is_some_and(|b| b.app_revision == run.app_revision);
+    let was = |status: &str| same_run && before.is_some_and(|b| b.status.as_deref() == Some(status));
+    let now = run.status.as_deref().unwrap_or_default();
+    let (type_, reason, note) = match now {
+        super::workflow::RUN_SUSPENDING if !was(super::workflow::RUN_SUSPENDING) => (
+            EventType::Normal,
+            "WorkflowSuspended",
+            run.message.clone().unwrap_or_default(),
+        ),
+        super::workflow::RUN_SUCCEEDED if !was(super::workflow::RUN_SUCCEEDED) => (
+            EventType::Normal,
+            "WorkflowSucceeded",
+            "every workflow step succeeded".to_string(),
+        ),
+        super::workflow::RUN_FAILED if !was(super::workflow::RUN_FAILED) => (
+            EventType::Warning,
+            "WorkflowFailed",
+            run.message.clone().unwrap_or_default(),
+        ),
+        super::workflow::RUN_EXECUTING if was(super::workflow::RUN_SUSPENDING) => (
+            EventType::Normal,
+            "WorkflowResumed",
+            "the workflow was resumed".to_string(),
+        ),
+        _ => return,
+    };
+    publish(ctx, app, type_, reason, "Workflow", &note).await;
 }
 
 /// The objects an earlier reconcile applied (`status.appliedResources`).
@@ -851,7 +1097,13 @@ async fn write_status(
         return Ok(());
     }
     tracing::debug!(app = %app.name_any(), phase = ?status.status, "writing status");
-    let patch = json!({"apiVersion": Application::api_version(&()), "kind": Application::kind(&()), "status": status});
+    let mut patch = json!({"apiVersion": Application::api_version(&()), "kind": Application::kind(&()), "status": status});
+    // A resume (`status.workflow.suspend: false`, written by someone else) must not be overwritten
+    // by a status computed from an older read: the write fails with 409 and the reconcile runs
+    // again on the resumed Application.
+    if old.workflow.as_ref().is_some_and(|w| w.suspend) {
+        patch["metadata"] = json!({"resourceVersion": app.resource_version()});
+    }
     apps.patch_status(
         &app.name_any(),
         &PatchParams::apply(names::FIELD_MANAGER).force(),

@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod health;
 pub mod sharing;
 pub mod trust;
+pub mod workflow;
 
 use std::pin::Pin;
 use std::sync::Arc;

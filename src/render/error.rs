@@ -52,6 +52,14 @@ pub enum RenderError {
     },
     #[error("{scope}: {message}")]
     InvalidApplication { scope: String, message: String },
+    /// A workflow step of a type oam-trust does not run: the whole workflow is refused, never run
+    /// in part.
+    #[error("workflow step \"{step}\": step type \"{type_}\" is not supported (supported: {supported}); nothing of the Application is applied until the workflow is changed")]
+    UnsupportedStep {
+        step: String,
+        type_: String,
+        supported: String,
+    },
     /// A `ref-objects` reference that could not be read (retried: the object may appear).
     #[error("{scope}: ref-objects: {message}")]
     Reference { scope: String, message: String },
@@ -80,6 +88,7 @@ impl RenderError {
             Self::UnsupportedDefinition { .. } => "UnsupportedDefinition",
             Self::InvalidDefinition { .. } => "InvalidDefinition",
             Self::InvalidApplication { .. } => "InvalidApplication",
+            Self::UnsupportedStep { .. } => "UnsupportedWorkflowStep",
             Self::DuplicateObject { .. } => "DuplicateObject",
             Self::Reference { .. } => "ReferenceUnreadable",
         }

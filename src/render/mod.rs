@@ -14,8 +14,9 @@ mod pod;
 mod policy;
 mod reference;
 mod trait_;
+pub mod workflow;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
@@ -98,6 +99,11 @@ pub struct Rendering {
     pub policies: ResourcePolicies,
     /// Component name -> component type after overrides (what `componentTypes` selectors match).
     pub component_types: BTreeMap<String, String>,
+    /// The Application's workflow (`None`: the default workflow, which applies every object).
+    pub workflow: Option<workflow::Workflow>,
+    /// Per object (in the order of `objects`): the workflow steps that apply it (empty for the
+    /// default workflow).
+    pub object_steps: Vec<BTreeSet<String>>,
 }
 
 /// What a component's templates may read (KubeVela's `context.*`).
@@ -123,20 +129,23 @@ pub fn render_application(
 /// Renders `app` and reports what it ignored (`warnings`) and the resource policies it declares.
 pub fn render(app: &Application, defs: &Definitions) -> Result<Rendering, RenderError> {
     let (result, warnings) = params::collect_warnings(|| render_objects(app, defs));
-    let (objects, policies, component_types) = result?;
+    let parts = result?;
     Ok(Rendering {
-        objects,
+        objects: parts.objects,
         warnings,
-        policies,
-        component_types,
+        policies: parts.policies,
+        component_types: parts.component_types,
+        workflow: workflow::parse(app.spec.workflow.as_ref())?,
+        object_steps: parts.object_steps,
     })
 }
 
-type RenderedParts = (
-    Vec<RenderedObject>,
-    ResourcePolicies,
-    BTreeMap<String, String>,
-);
+struct RenderedParts {
+    objects: Vec<RenderedObject>,
+    policies: ResourcePolicies,
+    component_types: BTreeMap<String, String>,
+    object_steps: Vec<BTreeSet<String>>,
+}
 
 fn render_objects(app: &Application, defs: &Definitions) -> Result<RenderedParts, RenderError> {
     let app_name = app
@@ -176,11 +185,19 @@ fn render_objects(app: &Application, defs: &Definitions) -> Result<RenderedParts
         order: usize,
         placement: usize,
         object: RenderedObject,
+        steps: BTreeSet<String>,
     }
     let mut objects: BTreeMap<(String, String, String, String), Entry> = BTreeMap::new();
     for (placement_index, placement) in placements.iter().enumerate() {
         let components = policy::apply_overrides(&app.spec.components, &placement.overrides)?;
         for (position, component) in components.iter().enumerate() {
+            if placement
+                .component
+                .as_ref()
+                .is_some_and(|only| *only != component.name)
+            {
+                continue;
+            }
             let order = app
                 .spec
                 .components
@@ -204,12 +221,17 @@ fn render_objects(app: &Application, defs: &Definitions) -> Result<RenderedParts
                         },
                     });
                 }
+                // Rendered again by a later placement: the later one's content wins, and every
+                // step that renders it applies it.
+                let mut steps = objects.remove(&key).map(|e| e.steps).unwrap_or_default();
+                steps.extend(placement.step.clone());
                 objects.insert(
                     key,
                     Entry {
                         order,
                         placement: placement_index,
                         object,
+                        steps,
                     },
                 );
             }
@@ -230,11 +252,13 @@ fn render_objects(app: &Application, defs: &Definitions) -> Result<RenderedParts
                 b.object.namespace(),
             ))
     });
-    Ok((
-        out.into_iter().map(|e| e.object).collect(),
-        resource_policies,
+    let object_steps = out.iter().map(|e| e.steps.clone()).collect();
+    Ok(RenderedParts {
+        objects: out.into_iter().map(|e| e.object).collect(),
+        policies: resource_policies,
         component_types,
-    ))
+        object_steps,
+    })
 }
 
 /// Labels and annotations every object of the Application gets.

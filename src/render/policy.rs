@@ -1,6 +1,6 @@
 //! Policies: `topology` (where objects go: one namespace of the local cluster) and `override`
 //! (per-placement patches of component properties and traits), combined the way KubeVela's
-//! default workflow or the Application's `deploy` steps combine them; and the resource policies
+//! default workflow or the Application's `deploy` and `apply-component` steps combine them; and the resource policies
 //! (`garbage-collect`, `apply-once`, `shared-resource`, `take-over`, `read-only`,
 //! `resource-update`), parsed and validated here and honoured by whoever applies the objects.
 use serde_json::{Map, Value};
@@ -29,6 +29,10 @@ pub(crate) struct Placement {
     /// A topology policy named the namespace: it replaces any `metadata.namespace` of the objects.
     pub forced: bool,
     pub overrides: Vec<Override>,
+    /// The workflow step that applies this placement (`None`: the default workflow).
+    pub step: Option<String>,
+    /// An `apply-component` step's one component (`None`: every component).
+    pub component: Option<String>,
 }
 
 /// Which rendered objects a resource-policy rule applies to (KubeVela's
@@ -331,8 +335,9 @@ pub(crate) fn plan(
         parsed.push((policy.name.as_deref(), entry));
     }
 
-    let steps = deploy_steps(app.spec.workflow.as_ref())?;
-    if steps.is_empty() {
+    let Some(workflow) = super::workflow::parse(app.spec.workflow.as_ref())? else {
+        // The default workflow: every component, in every topology's namespace (or the
+        // Application's), with every override.
         let overrides: Vec<Override> = parsed
             .iter()
             .filter_map(|(_, p)| match p {
@@ -348,28 +353,62 @@ pub(crate) fn plan(
             })
             .collect();
         return Ok((
-            placements(namespaces, overrides, app_namespace),
+            placements(namespaces, overrides, app_namespace, None, None),
             resource_policies,
         ));
-    }
+    };
+    // A workflow: only what its `deploy` and `apply-component` steps apply is rendered, each
+    // placement tagged with its step.
     let mut out = Vec::new();
-    for (step, policy_names) in steps {
-        let mut namespaces = Vec::new();
-        let mut overrides = Vec::new();
-        for name in policy_names {
-            match parsed.iter().find(|(n, _)| *n == Some(name.as_str())) {
-                Some((_, Parsed::Topology(ns, forced))) => namespaces.push((ns.clone(), *forced)),
-                Some((_, Parsed::Override(o))) => overrides.push(o.clone()),
-                Some((_, Parsed::Ignored)) => {}
-                None => {
+    for step in workflow.all_steps() {
+        match &step.kind {
+            super::workflow::StepKind::Deploy { policies } => {
+                let mut namespaces = Vec::new();
+                let mut overrides = Vec::new();
+                for name in policies {
+                    match parsed.iter().find(|(n, _)| *n == Some(name.as_str())) {
+                        Some((_, Parsed::Topology(ns, forced))) => {
+                            namespaces.push((ns.clone(), *forced))
+                        }
+                        Some((_, Parsed::Override(o))) => overrides.push(o.clone()),
+                        Some((_, Parsed::Ignored)) => {}
+                        None => {
+                            return Err(RenderError::InvalidApplication {
+                                scope: format!("workflow step {:?}", step.name),
+                                message: format!("policy {name:?} is not defined in spec.policies"),
+                            });
+                        }
+                    }
+                }
+                out.extend(placements(
+                    namespaces,
+                    overrides,
+                    app_namespace,
+                    Some(&step.name),
+                    None,
+                ));
+            }
+            super::workflow::StepKind::ApplyComponent {
+                component,
+                namespace,
+            } => {
+                if !app.spec.components.iter().any(|c| &c.name == component) {
                     return Err(RenderError::InvalidApplication {
-                        scope: format!("workflow step {step:?}"),
-                        message: format!("policy {name:?} is not defined in spec.policies"),
+                        scope: format!("workflow step {:?}", step.name),
+                        message: format!("properties.component {component:?} is not a component of the Application"),
                     });
                 }
+                let namespaces = namespace.iter().map(|n| (n.clone(), true)).collect();
+                out.extend(placements(
+                    namespaces,
+                    Vec::new(),
+                    app_namespace,
+                    Some(&step.name),
+                    Some(component),
+                ));
             }
+            _ => {}
         }
-        out.extend(placements(namespaces, overrides, app_namespace));
     }
     Ok((out, resource_policies))
 }
@@ -378,6 +417,8 @@ fn placements(
     namespaces: Vec<(String, bool)>,
     overrides: Vec<Override>,
     app_namespace: &str,
+    step: Option<&str>,
+    component: Option<&str>,
 ) -> Vec<Placement> {
     let namespaces = if namespaces.is_empty() {
         vec![(app_namespace.to_string(), false)]
@@ -390,6 +431,8 @@ fn placements(
             namespace,
             forced,
             overrides: overrides.clone(),
+            step: step.map(str::to_string),
+            component: component.map(str::to_string),
         })
         .collect()
 }
@@ -626,35 +669,6 @@ fn override_policy(scope: &str, policy: &AppPolicy) -> Result<Override, RenderEr
         components,
         selector,
     })
-}
-
-/// The workflow's `deploy` steps (also inside step groups) and the policies each names.
-fn deploy_steps(workflow: Option<&Value>) -> Result<Vec<(String, Vec<String>)>, RenderError> {
-    let mut out = Vec::new();
-    let Some(workflow) = workflow else {
-        return Ok(out);
-    };
-    let mut p = Params::root("workflow", Some(workflow))?;
-    collect_deploy_steps(p.opt_list("steps")?.unwrap_or_default(), &mut out)?;
-    Ok(out)
-}
-
-fn collect_deploy_steps(
-    steps: Vec<Params>,
-    out: &mut Vec<(String, Vec<String>)>,
-) -> Result<(), RenderError> {
-    for mut step in steps {
-        let name = step.opt_str("name")?.unwrap_or_default().to_string();
-        if step.opt_str("type")? == Some("deploy") {
-            let policies = match step.opt_object("properties")? {
-                Some(mut props) => props.opt_str_list("policies")?.unwrap_or_default(),
-                None => Vec::new(),
-            };
-            out.push((name, policies));
-        }
-        collect_deploy_steps(step.opt_list("subSteps")?.unwrap_or_default(), out)?;
-    }
-    Ok(())
 }
 
 /// The components of one placement after its overrides, each with its position for ordering.
