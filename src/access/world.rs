@@ -65,7 +65,7 @@ pub struct Derived {
     pub component_types: BTreeMap<String, String>,
     /// The workflow, and per rendered object the steps that apply it (`render::Rendering`).
     pub workflow: Option<render::workflow::Workflow>,
-    pub object_steps: Vec<std::collections::BTreeSet<String>>,
+    pub object_steps: Vec<Option<String>>,
 }
 
 impl World {

@@ -163,7 +163,10 @@ pub struct WorkflowStepStatus {
     pub first_execute_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_execute_time: Option<String>,
+    /// A `step-group`'s steps (KubeVela's `WorkflowSubStepStatus`: groups do not nest, so its
+    /// schema has no `subSteps` of its own).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::api::schema::workflow_sub_steps")]
     pub sub_steps: Vec<WorkflowStepStatus>,
 }
 
@@ -505,5 +508,27 @@ impl Application {
                 ..kube::Resource::owner_ref(self, &())?
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written sub-step schema (`schema::workflow_sub_steps`) lists exactly the step's
+    /// fields but `subSteps`.
+    #[test]
+    fn sub_step_schema_matches_the_step_fields() {
+        let crd = serde_json::to_value(Application::crd()).unwrap();
+        let step = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+            ["properties"]["workflow"]["properties"]["steps"]["items"];
+        let keys = |v: &Value| -> Vec<String> {
+            let mut k: Vec<String> = v["properties"].as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let mut expected = keys(step);
+        expected.retain(|k| k != "subSteps");
+        assert_eq!(keys(&step["properties"]["subSteps"]["items"]), expected);
     }
 }

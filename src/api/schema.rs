@@ -26,3 +26,17 @@ pub fn duration(_: &mut SchemaGenerator) -> Schema {
 pub fn preserve_object_map(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"type": "object", "additionalProperties": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}})
 }
+
+/// `status.workflow.steps[].subSteps`: the step schema without `subSteps` (a CRD schema cannot
+/// recurse, and step groups do not nest).
+pub fn workflow_sub_steps(_: &mut SchemaGenerator) -> Schema {
+    let string = json_schema!({"type": "string"});
+    json_schema!({"type": "array", "items": {
+        "type": "object",
+        "required": ["id", "name", "type", "phase"],
+        "properties": {
+            "id": string, "name": string, "type": string, "phase": string, "reason": string,
+            "message": string, "firstExecuteTime": string, "lastExecuteTime": string
+        }
+    }})
+}

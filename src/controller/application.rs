@@ -178,9 +178,9 @@ pub struct Built {
     /// Component name -> type, for matching the policies against objects no longer rendered.
     pub component_types: BTreeMap<String, String>,
     /// The workflow (`None`: the default one, which applies every rendered object at once), and per
-    /// rendered object the steps that apply it.
+    /// rendered object the step that applies it.
     pub workflow: Option<crate::render::workflow::Workflow>,
-    pub object_steps: Vec<BTreeSet<String>>,
+    pub object_steps: Vec<Option<String>>,
 }
 
 /// Step 2: renders and derives, with no IO.
@@ -477,13 +477,7 @@ impl Steps<'_> {
         for _ in 0..=wf.all_steps().len() {
             super::workflow::schedule(wf, &mut run, now);
             let active = super::workflow::applying(wf, &run);
-            let selected: Vec<usize> = (0..self.rendered.len())
-                .filter(|i| {
-                    self.built.object_steps[*i]
-                        .iter()
-                        .any(|s| active.contains(s.as_str()))
-                })
-                .collect();
+            let selected = self.selected(wf, &active);
             if last.as_ref() != Some(&selected) {
                 match self.apply(&selected).await {
                     Ok(applied) => {
@@ -512,11 +506,39 @@ impl Steps<'_> {
         (last.unwrap_or_default(), run, Ok(total))
     }
 
+    /// The objects of the `active` steps; of an object two of them render, the later step's copy.
+    fn selected(
+        &self,
+        wf: &crate::render::workflow::Workflow,
+        active: &BTreeSet<&str>,
+    ) -> Vec<usize> {
+        let order: Vec<&str> = wf.all_steps().iter().map(|s| s.name.as_str()).collect();
+        let rank = |step: &str| order.iter().position(|s| *s == step).unwrap_or(0);
+        let mut chosen: BTreeMap<ObjectKey, usize> = BTreeMap::new();
+        for (i, step) in self.built.object_steps.iter().enumerate() {
+            let Some(step) = step.as_deref().filter(|s| active.contains(s)) else {
+                continue;
+            };
+            let key = ObjectKey::of(&self.rendered[i].object);
+            match chosen.get(&key) {
+                Some(&j)
+                    if rank(self.built.object_steps[j].as_deref().unwrap_or_default())
+                        > rank(step) => {}
+                _ => {
+                    chosen.insert(key, i);
+                }
+            }
+        }
+        let mut out: Vec<usize> = chosen.into_values().collect();
+        out.sort_unstable();
+        out
+    }
+
     /// `Ok` when every workload `step` applies is healthy, else what is not.
     async fn step_health(&self, step: &str) -> Result<(), String> {
         let mut waiting = Vec::new();
         for (i, object) in self.rendered.iter().enumerate() {
-            if !self.built.object_steps[i].contains(step)
+            if self.built.object_steps[i].as_deref() != Some(step)
                 || object.object["metadata"]["labels"][names::LABEL_RESOURCE_TYPE]
                     != names::RESOURCE_TYPE_WORKLOAD
             {

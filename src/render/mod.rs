@@ -16,7 +16,7 @@ mod reference;
 mod trait_;
 pub mod workflow;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
@@ -101,9 +101,10 @@ pub struct Rendering {
     pub component_types: BTreeMap<String, String>,
     /// The Application's workflow (`None`: the default workflow, which applies every object).
     pub workflow: Option<workflow::Workflow>,
-    /// Per object (in the order of `objects`): the workflow steps that apply it (empty for the
-    /// default workflow).
-    pub object_steps: Vec<BTreeSet<String>>,
+    /// Per object (in the order of `objects`): the workflow step that applies it (`None` for the
+    /// default workflow). Two steps that render the same object (a canary and then the full
+    /// rollout, in one namespace) each get their own copy: a step applies its own content.
+    pub object_steps: Vec<Option<String>>,
 }
 
 /// What a component's templates may read (KubeVela's `context.*`).
@@ -144,7 +145,7 @@ struct RenderedParts {
     objects: Vec<RenderedObject>,
     policies: ResourcePolicies,
     component_types: BTreeMap<String, String>,
-    object_steps: Vec<BTreeSet<String>>,
+    object_steps: Vec<Option<String>>,
 }
 
 fn render_objects(app: &Application, defs: &Definitions) -> Result<RenderedParts, RenderError> {
@@ -185,9 +186,10 @@ fn render_objects(app: &Application, defs: &Definitions) -> Result<RenderedParts
         order: usize,
         placement: usize,
         object: RenderedObject,
-        steps: BTreeSet<String>,
+        step: Option<String>,
     }
-    let mut objects: BTreeMap<(String, String, String, String), Entry> = BTreeMap::new();
+    type Key = (Option<String>, (String, String, String, String));
+    let mut objects: BTreeMap<Key, Entry> = BTreeMap::new();
     for (placement_index, placement) in placements.iter().enumerate() {
         let components = policy::apply_overrides(&app.spec.components, &placement.overrides)?;
         for (position, component) in components.iter().enumerate() {
@@ -206,7 +208,7 @@ fn render_objects(app: &Application, defs: &Definitions) -> Result<RenderedParts
                 .unwrap_or(app.spec.components.len() + position);
             component_types.insert(component.name.clone(), component.type_.clone());
             for object in render_component(&common, component, placement, defs)? {
-                let key = object_key(&object.object);
+                let key = (placement.step.clone(), object_key(&object.object));
                 if let Some(existing) = objects.get(&key)
                     && existing.placement == placement_index
                 {
@@ -221,17 +223,14 @@ fn render_objects(app: &Application, defs: &Definitions) -> Result<RenderedParts
                         },
                     });
                 }
-                // Rendered again by a later placement: the later one's content wins, and every
-                // step that renders it applies it.
-                let mut steps = objects.remove(&key).map(|e| e.steps).unwrap_or_default();
-                steps.extend(placement.step.clone());
+                // Rendered again by a later placement of the same step: the later one wins.
                 objects.insert(
                     key,
                     Entry {
                         order,
                         placement: placement_index,
                         object,
-                        steps,
+                        step: placement.step.clone(),
                     },
                 );
             }
@@ -252,7 +251,7 @@ fn render_objects(app: &Application, defs: &Definitions) -> Result<RenderedParts
                 b.object.namespace(),
             ))
     });
-    let object_steps = out.iter().map(|e| e.steps.clone()).collect();
+    let object_steps = out.iter().map(|e| e.step.clone()).collect();
     Ok(RenderedParts {
         objects: out.into_iter().map(|e| e.object).collect(),
         policies: resource_policies,

@@ -21,7 +21,7 @@ use oam_trust::federation::{
 };
 use oam_trust::oidc::{KeyCacheConfig, KeyCaches};
 use oam_trust::runtime::metrics::Metrics;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support;
 
@@ -43,11 +43,17 @@ pub struct World {
 pub struct Declarations {
     /// TTL of the deploy policy.
     pub deploy_ttl: &'static str,
+    /// Another Application instead of `shop`: made from the trust's and the namespace's names, with
+    /// how many grants it declares.
+    pub application: Option<(fn(&str, &str) -> Value, usize)>,
 }
 
 impl Default for Declarations {
     fn default() -> Self {
-        Declarations { deploy_ttl: "10m" }
+        Declarations {
+            deploy_ttl: "10m",
+            application: None,
+        }
     }
 }
 
@@ -155,6 +161,7 @@ pub async fn world(prefix: &str, decl: Declarations) -> World {
         "metadata": {"name": ceiling},
         "rules": [
             {"apiGroups": ["core.oam.dev"], "resources": ["applications"], "verbs": ["get", "list", "watch", "patch", "update"]},
+            {"apiGroups": ["core.oam.dev"], "resources": ["applications/status"], "verbs": ["get", "patch"]},
             {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch"]},
             {"apiGroups": [""], "resources": ["services", "configmaps"], "verbs": ["get", "list", "watch"]}
         ]
@@ -187,32 +194,16 @@ pub async fn world(prefix: &str, decl: Declarations) -> World {
         .create(&PostParams::default(), &gt)
         .await
         .unwrap();
-    let app: Application = serde_json::from_value(json!({
-        "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
-        "metadata": {"name": "shop", "namespace": ns},
-        "spec": {
-            "components": [
-                {"name": "web", "type": "webservice", "properties": {"image": "nginx:1.27", "port": 80},
-                 "traits": [{"type": "gitlab-access", "properties": {
-                     "trust": trust, "subjects": [{"projectId": "1451"}], "access": "read"}}]},
-                {"name": "api", "type": "webservice", "properties": {"image": "nginx:1.27", "port": 8080}}
-            ],
-            "policies": [
-                {"name": "deploy", "type": "gitlab-access", "properties": {
-                    "trust": trust,
-                    "subjects": [{"projectId": "1450", "ref": "main", "environment": "production", "environmentProtected": true}],
-                    "access": "deploy", "ttl": decl.deploy_ttl}},
-                {"name": "readers", "type": "gitlab-access", "properties": {
-                    "trust": trust, "subjects": [{"projectId": "1451"}], "access": "read"}}
-            ]
-        }
-    }))
-    .unwrap();
+    let (app, grants) = match decl.application {
+        Some((make, grants)) => (make(&trust, &ns), grants),
+        None => (shop(&trust, &ns, decl.deploy_ttl), 3),
+    };
+    let app: Application = serde_json::from_value(app).unwrap();
     Api::<Application>::namespaced(admin.clone(), &ns)
         .create(&PostParams::default(), &app)
         .await
         .unwrap();
-    wait_for_grants(&admin, &ns, 3).await;
+    wait_for_grants(&admin, &ns, grants).await;
 
     let tls_dir = tempfile::tempdir().unwrap();
     let exchange_ca = self_signed(tls_dir.path());
@@ -231,6 +222,31 @@ pub async fn world(prefix: &str, decl: Declarations) -> World {
         tls_dir,
         exchange_ca,
     }
+}
+
+/// The usual Application: `shop`, a deploy policy for project 1450 on protected `main` in the
+/// protected environment `production`, and two read grants.
+fn shop(trust: &str, ns: &str, deploy_ttl: &str) -> Value {
+    json!({
+        "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+        "metadata": {"name": "shop", "namespace": ns},
+        "spec": {
+            "components": [
+                {"name": "web", "type": "webservice", "properties": {"image": "nginx:1.27", "port": 80},
+                 "traits": [{"type": "gitlab-access", "properties": {
+                     "trust": trust, "subjects": [{"projectId": "1451"}], "access": "read"}}]},
+                {"name": "api", "type": "webservice", "properties": {"image": "nginx:1.27", "port": 8080}}
+            ],
+            "policies": [
+                {"name": "deploy", "type": "gitlab-access", "properties": {
+                    "trust": trust,
+                    "subjects": [{"projectId": "1450", "ref": "main", "environment": "production", "environmentProtected": true}],
+                    "access": "deploy", "ttl": deploy_ttl}},
+                {"name": "readers", "type": "gitlab-access", "properties": {
+                    "trust": trust, "subjects": [{"projectId": "1451"}], "access": "read"}}
+            ]
+        }
+    })
 }
 
 /// Waits until the operator has created `n` grant ServiceAccounts and RoleBindings in `ns`.
