@@ -69,9 +69,15 @@ fn describe_state(app: &Application) -> String {
 /// Resumes `app`: one status patch, on the version read (a concurrent change is read again).
 pub async fn resume_app(apps: &Api<Application>, name: &str) -> anyhow::Result<Vec<String>> {
     for _ in 0..5 {
-        let app = apps.get(name).await.with_context(|| format!("reading Application {name}"))?;
+        let app = apps
+            .get(name)
+            .await
+            .with_context(|| format!("reading Application {name}"))?;
         if !is_suspended(&app) {
-            bail!("Application {name} is not suspended: {}", describe_state(&app));
+            bail!(
+                "Application {name} is not suspended: {}",
+                describe_state(&app)
+            );
         }
         let steps = suspending_steps(&app);
         let patch = json!({

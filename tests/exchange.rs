@@ -748,10 +748,14 @@ async fn every_refusal_class_gets_its_own_error_and_audit_record_and_issues_noth
 
 #[tokio::test]
 async fn a_two_minute_grant_is_revoked_after_two_minutes_and_never_outlives_the_id_token() {
-    let w = world("exchange-ttl", Declarations {
+    let w = world(
+        "exchange-ttl",
+        Declarations {
             deploy_ttl: "2m",
             ..Declarations::default()
-        }).await;
+        },
+    )
+    .await;
 
     // The ID token lives 60 s: the answer never goes beyond it.
     let short = w

@@ -18,7 +18,14 @@ use oam_trust::dev_issuer::MintRequest;
 use serde_json::{Value, json};
 
 fn image(d: &Deployment) -> String {
-    d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+    d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
         .image
         .clone()
         .unwrap_or_default()
@@ -71,16 +78,16 @@ fn gated(name: &str, staging: &str, production: &str, extra_policies: Value) -> 
         .unwrap()
         .extend(extra_policies.as_array().unwrap().iter().cloned());
     json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
-        "metadata": {"name": name},
-        "spec": {
-            "components": [{"name": "web", "type": "webservice", "properties": {"image": "nginx:1.27", "port": 80}}],
-            "policies": policies,
-            "workflow": {"steps": [
-                {"name": "deploy-staging", "type": "deploy", "properties": {"policies": ["staging"]}},
-                {"name": "approve", "type": "suspend"},
-                {"name": "deploy-production", "type": "deploy", "properties": {"policies": ["production", "production-image"]}}
-            ]}
-        }})
+    "metadata": {"name": name},
+    "spec": {
+        "components": [{"name": "web", "type": "webservice", "properties": {"image": "nginx:1.27", "port": 80}}],
+        "policies": policies,
+        "workflow": {"steps": [
+            {"name": "deploy-staging", "type": "deploy", "properties": {"policies": ["staging"]}},
+            {"name": "approve", "type": "suspend"},
+            {"name": "deploy-production", "type": "deploy", "properties": {"policies": ["production", "production-image"]}}
+        ]}
+    }})
 }
 
 async fn wait_suspended(admin: &Client, ns: &str, name: &str) -> Application {
@@ -134,9 +141,15 @@ async fn an_approval_gate_holds_production_until_resumed() {
     support::apply_app(&admin, &ns, gated("gate", &ns, &prod, json!([]))).await;
 
     let a = wait_suspended(&admin, &ns, "gate").await;
-    assert_eq!(step_phase(&a, "deploy-staging").as_deref(), Some("succeeded"));
+    assert_eq!(
+        step_phase(&a, "deploy-staging").as_deref(),
+        Some("succeeded")
+    );
     assert_eq!(step_phase(&a, "approve").as_deref(), Some("suspending"));
-    assert_eq!(step_phase(&a, "deploy-production").as_deref(), Some("pending"));
+    assert_eq!(
+        step_phase(&a, "deploy-production").as_deref(),
+        Some("pending")
+    );
     let staging = deployment(&admin, &ns, "web")
         .await
         .expect("staging deployed");
@@ -149,17 +162,37 @@ async fn an_approval_gate_holds_production_until_resumed() {
     );
     let a = wait_suspended(&admin, &ns, "gate").await;
     assert!(
-        a.status.as_ref().unwrap().workflow.as_ref().unwrap().message.as_deref().unwrap().contains("oam-trust resume"),
+        a.status
+            .as_ref()
+            .unwrap()
+            .workflow
+            .as_ref()
+            .unwrap()
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("oam-trust resume"),
         "the status says how to resume"
     );
-    assert!(reasons(&admin, &ns, "gate").await.contains(&"WorkflowSuspended".to_string()));
+    assert!(
+        reasons(&admin, &ns, "gate")
+            .await
+            .contains(&"WorkflowSuspended".to_string())
+    );
 
     let kubeconfig = support::kubeconfig_path().await;
     let (code, out) = cli(&kubeconfig, &["resume", "gate", "-n", &ns]).await;
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("resumed workflow step approve"), "{out}");
 
-    let a = support::wait_app(&admin, &ns, "gate", "running after the approval", support::app_running).await;
+    let a = support::wait_app(
+        &admin,
+        &ns,
+        "gate",
+        "running after the approval",
+        support::app_running,
+    )
+    .await;
     let wf = a.status.as_ref().unwrap().workflow.clone().unwrap();
     assert!(wf.finished && !wf.suspend, "{wf:?}");
     assert_eq!(wf.status.as_deref(), Some("succeeded"));
@@ -167,8 +200,15 @@ async fn an_approval_gate_holds_production_until_resumed() {
     let production = deployment(&admin, &prod, "web")
         .await
         .expect("production deployed after the approval");
-    assert_eq!(image(&production), "nginx:1.28", "the production override applies");
-    assert_eq!(image(&deployment(&admin, &ns, "web").await.unwrap()), "nginx:1.27");
+    assert_eq!(
+        image(&production),
+        "nginx:1.28",
+        "the production override applies"
+    );
+    assert_eq!(
+        image(&deployment(&admin, &ns, "web").await.unwrap()),
+        "nginx:1.27"
+    );
     let said = reasons(&admin, &ns, "gate").await;
     for reason in ["WorkflowResumed", "WorkflowSucceeded"] {
         assert!(said.contains(&reason.to_string()), "{reason} in {said:?}");
@@ -182,14 +222,22 @@ async fn an_approval_gate_holds_production_until_resumed() {
     // A spec change is a new run: staging gets the new image, production waits for a new approval.
     let mut next = gated("gate", &ns, &prod, json!([]));
     next["spec"]["components"][0]["properties"]["image"] = json!("nginx:1.29");
-    next["spec"]["policies"][2]["properties"]["components"][0]["properties"]["image"] = json!("nginx:1.30");
+    next["spec"]["policies"][2]["properties"]["components"][0]["properties"]["image"] =
+        json!("nginx:1.30");
     support::apply_app(&admin, &ns, next).await;
     let a = support::wait_app(&admin, &ns, "gate", "suspended again", |a| {
-        suspended(a) && a.status.as_ref().and_then(|s| s.observed_generation) == a.metadata.generation
+        suspended(a)
+            && a.status.as_ref().and_then(|s| s.observed_generation) == a.metadata.generation
     })
     .await;
-    assert_eq!(step_phase(&a, "deploy-production").as_deref(), Some("pending"));
-    assert_eq!(image(&deployment(&admin, &ns, "web").await.unwrap()), "nginx:1.29");
+    assert_eq!(
+        step_phase(&a, "deploy-production").as_deref(),
+        Some("pending")
+    );
+    assert_eq!(
+        image(&deployment(&admin, &ns, "web").await.unwrap()),
+        "nginx:1.29"
+    );
     assert_eq!(
         image(&deployment(&admin, &prod, "web").await.unwrap()),
         "nginx:1.28",
@@ -214,18 +262,44 @@ async fn an_unknown_step_type_is_refused_and_nothing_is_applied() {
     )
     .await;
     let a = support::wait_app(&admin, &ns, "odd", "Parsed=False", |a| {
-        a.status
-            .as_ref()
-            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Parsed" && c.status == "False"))
+        a.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Parsed" && c.status == "False")
+        })
     })
     .await;
-    let parsed = a.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == "Parsed").unwrap();
-    assert_eq!(parsed.reason, "UnsupportedWorkflowStep");
-    assert!(parsed.message.contains("\"tell-the-team\""), "{}", parsed.message);
-    assert!(parsed.message.contains("\"notification\""), "{}", parsed.message);
-    assert!(parsed.message.contains("supported: deploy, suspend, apply-component, step-group"), "{}", parsed.message);
+    let parsed = a
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Parsed")
+        .unwrap();
+    assert_eq!(parsed.reason, "RenderError");
+    assert!(
+        parsed.message.contains("\"tell-the-team\""),
+        "{}",
+        parsed.message
+    );
+    assert!(
+        parsed.message.contains("\"notification\""),
+        "{}",
+        parsed.message
+    );
+    assert!(
+        parsed
+            .message
+            .contains("supported: deploy, suspend, apply-component, step-group"),
+        "{}",
+        parsed.message
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(deployment(&admin, &ns, "web").await.is_none(), "nothing is applied");
+    assert!(
+        deployment(&admin, &ns, "web").await.is_none(),
+        "nothing is applied"
+    );
     assert!(a.status.as_ref().unwrap().workflow.is_none());
 }
 
@@ -257,9 +331,14 @@ async fn a_canary_step_and_the_full_rollout_each_apply_their_own_content() {
         "the canary step applies the canary, not the rollout's copy of the same Deployment"
     );
     let apps = Api::<Application>::namespaced(admin.clone(), &ns);
-    oam_trust::resume::resume_app(&apps, "canary").await.unwrap();
+    oam_trust::resume::resume_app(&apps, "canary")
+        .await
+        .unwrap();
     support::wait_app(&admin, &ns, "canary", "running", support::app_running).await;
-    assert_eq!(replicas(deployment(&admin, &ns, "web").await.unwrap()), Some(3));
+    assert_eq!(
+        replicas(deployment(&admin, &ns, "web").await.unwrap()),
+        Some(3)
+    );
 }
 
 fn approvals(trust: &str, ns: &str) -> Value {
@@ -311,7 +390,10 @@ async fn a_gitlab_job_with_an_approve_grant_resumes_and_can_do_nothing_else() {
         .issuer
         .mint(&MintRequest::new().claim("environment", "production-approval"))
         .unwrap();
-    let answer = w.exchange(&id_token, None).await.expect("the approve job gets a token");
+    let answer = w
+        .exchange(&id_token, None)
+        .await
+        .expect("the approve job gets a token");
     assert_eq!(answer.grant.grant, "policy/approvers");
     let job = support::client_with_token(&answer.access_token).await;
     let apps = Api::<Application>::namespaced(job.clone(), &w.ns);
@@ -325,8 +407,14 @@ async fn a_gitlab_job_with_an_approve_grant_resumes_and_can_do_nothing_else() {
         )
         .await
         .expect_err("an approver cannot edit the spec");
-    assert!(matches!(&spec, kube::Error::Api(e) if e.code == 403), "{spec:?}");
-    let live = apps.get("release").await.expect("an approver reads its Application");
+    assert!(
+        matches!(&spec, kube::Error::Api(e) if e.code == 403),
+        "{spec:?}"
+    );
+    let live = apps
+        .get("release")
+        .await
+        .expect("an approver reads its Application");
     let rv = live.metadata.resource_version.clone().unwrap();
     for (what, patch) in [
         (
@@ -341,7 +429,10 @@ async fn a_gitlab_job_with_an_approve_grant_resumes_and_can_do_nothing_else() {
             json!({"status": {"workflow": {"suspend": false}, "appliedResources": [
                 {"apiVersion": "v1", "kind": "ConfigMap", "name": "kube-root-ca.crt", "namespace": w.ns}]}}),
         ),
-        ("rewrite the phase", json!({"status": {"status": "running"}})),
+        (
+            "rewrite the phase",
+            json!({"status": {"status": "running"}}),
+        ),
     ] {
         let mut patch = patch;
         patch["metadata"] = json!({"resourceVersion": rv});
@@ -356,17 +447,35 @@ async fn a_gitlab_job_with_an_approve_grant_resumes_and_can_do_nothing_else() {
     }
     // Nor touch another Application, or the rendered objects.
     assert!(
-        Api::<Deployment>::namespaced(job.clone(), &w.ns).get("web").await.is_err(),
+        Api::<Deployment>::namespaced(job.clone(), &w.ns)
+            .get("web")
+            .await
+            .is_err(),
         "an approver reads no workload"
     );
     assert!(deployment(&w.admin, &prod, "web").await.is_none());
 
     // The one thing it may do: resume.
-    let steps = oam_trust::resume::resume_app(&apps, "release").await.expect("the approver resumes");
+    let steps = oam_trust::resume::resume_app(&apps, "release")
+        .await
+        .expect("the approver resumes");
     assert_eq!(steps, vec!["approve".to_string()]);
-    let a = support::wait_app(&w.admin, &w.ns, "release", "running after the approval", support::app_running).await;
-    assert_eq!(step_phase(&a, "deploy-production").as_deref(), Some("succeeded"));
-    assert_eq!(image(&deployment(&w.admin, &prod, "web").await.unwrap()), "nginx:1.28");
+    let a = support::wait_app(
+        &w.admin,
+        &w.ns,
+        "release",
+        "running after the approval",
+        support::app_running,
+    )
+    .await;
+    assert_eq!(
+        step_phase(&a, "deploy-production").as_deref(),
+        Some("succeeded")
+    );
+    assert_eq!(
+        image(&deployment(&w.admin, &prod, "web").await.unwrap()),
+        "nginx:1.28"
+    );
     // And only once: with nothing suspended, its resume is refused by the guard.
     let again = apps
         .patch_status(
@@ -376,5 +485,8 @@ async fn a_gitlab_job_with_an_approve_grant_resumes_and_can_do_nothing_else() {
         )
         .await
         .expect_err("nothing to resume");
-    assert!(matches!(&again, kube::Error::Api(e) if e.message.contains("not suspended")), "{again:?}");
+    assert!(
+        matches!(&again, kube::Error::Api(e) if e.message.contains("not suspended")),
+        "{again:?}"
+    );
 }

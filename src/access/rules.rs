@@ -86,8 +86,18 @@ pub fn preset_rules(preset: Preset, application: &str, objects: &ObjectNames) ->
     if preset == Preset::Approve {
         // Reads its Application and writes its status, which the approve guard narrows to a resume.
         let app = Some(vec![application.to_string()]);
-        rules.push(rule(names::OAM_GROUP, APPLICATIONS, READ_VERBS, app.clone()));
-        rules.push(rule(names::OAM_GROUP, APPLICATIONS_STATUS, &["get", "patch"], app));
+        rules.push(rule(
+            names::OAM_GROUP,
+            APPLICATIONS,
+            READ_VERBS,
+            app.clone(),
+        ));
+        rules.push(rule(
+            names::OAM_GROUP,
+            APPLICATIONS_STATUS,
+            &["get", "patch"],
+            app,
+        ));
         return rules;
     }
     for ((group, resource), set) in objects {

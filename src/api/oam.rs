@@ -523,7 +523,12 @@ mod tests {
         let step = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
             ["properties"]["workflow"]["properties"]["steps"]["items"];
         let keys = |v: &Value| -> Vec<String> {
-            let mut k: Vec<String> = v["properties"].as_object().unwrap().keys().cloned().collect();
+            let mut k: Vec<String> = v["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
             k.sort();
             k
         };

@@ -482,7 +482,9 @@ impl Steps<'_> {
                 match self.apply(&selected).await {
                     Ok(applied) => {
                         total.written += applied.written;
-                        total.outside_owner_namespace.extend(applied.outside_owner_namespace);
+                        total
+                            .outside_owner_namespace
+                            .extend(applied.outside_owner_namespace);
                     }
                     Err(e) => {
                         for step in super::workflow::running_apply_steps(wf, &run) {
@@ -545,7 +547,12 @@ impl Steps<'_> {
                 continue;
             }
             let key = ObjectKey::of(&object.object);
-            let health = match self.ctx.applier.get(Identity::Applier(self.user), &key).await {
+            let health = match self
+                .ctx
+                .applier
+                .get(Identity::Applier(self.user), &key)
+                .await
+            {
                 Ok(Some(live)) => health::of_workload(&live),
                 Ok(None) => health::Health {
                     healthy: false,
@@ -569,7 +576,10 @@ impl Steps<'_> {
         if waiting.is_empty() {
             Ok(())
         } else {
-            Err(format!("waiting for healthy workloads: {}", waiting.join("; ")))
+            Err(format!(
+                "waiting for healthy workloads: {}",
+                waiting.join("; ")
+            ))
         }
     }
 }
@@ -891,7 +901,8 @@ async fn update_status(
 async fn announce_workflow(ctx: &Context, app: &Application, run: &WorkflowStatus) {
     let before = app.status.as_ref().and_then(|s| s.workflow.as_ref());
     let same_run = before.is_some_and(|b| b.app_revision == run.app_revision);
-    let was = |status: &str| same_run && before.is_some_and(|b| b.status.as_deref() == Some(status));
+    let was =
+        |status: &str| same_run && before.is_some_and(|b| b.status.as_deref() == Some(status));
     let now = run.status.as_deref().unwrap_or_default();
     let (type_, reason, note) = match now {
         super::workflow::RUN_SUSPENDING if !was(super::workflow::RUN_SUSPENDING) => (

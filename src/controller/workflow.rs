@@ -96,9 +96,11 @@ struct Phases<'a>(&'a [WorkflowStepStatus]);
 impl Phases<'_> {
     fn find(&self, name: &str) -> Option<&WorkflowStepStatus> {
         fn walk<'a>(steps: &'a [WorkflowStepStatus], name: &str) -> Option<&'a WorkflowStepStatus> {
-            steps
-                .iter()
-                .find_map(|s| (s.name == name).then_some(s).or_else(|| walk(&s.sub_steps, name)))
+            steps.iter().find_map(|s| {
+                (s.name == name)
+                    .then_some(s)
+                    .or_else(|| walk(&s.sub_steps, name))
+            })
         }
         walk(self.0, name)
     }
@@ -206,10 +208,9 @@ fn schedule_level(
                 match &step.kind {
                     StepKind::Suspend { duration } => {
                         let message = match duration {
-                            Some(d) => format!(
-                                "waiting {} or until resumed",
-                                crate::duration::format(*d)
-                            ),
+                            Some(d) => {
+                                format!("waiting {} or until resumed", crate::duration::format(*d))
+                            }
                             None => "waiting until resumed".to_string(),
                         };
                         set(state, SUSPENDING, "Suspended", message, now);
@@ -283,12 +284,20 @@ fn schedule_level(
                     let first = parse_time(state.first_execute_time.as_deref()).unwrap_or(now);
                     if now.duration_since(first).unsigned_abs() >= t {
                         let message = match &state.message {
-                            Some(m) => format!("did not finish within {}: {m}", crate::duration::format(t)),
+                            Some(m) => {
+                                format!("did not finish within {}: {m}", crate::duration::format(t))
+                            }
                             None => format!("did not finish within {}", crate::duration::format(t)),
                         };
                         set(state, FAILED, "Timeout", message, now);
                         for sub in state.sub_steps.iter_mut().filter(|s| !terminal(&s.phase)) {
-                            set(sub, FAILED, "Timeout", "the step group timed out".to_string(), now);
+                            set(
+                                sub,
+                                FAILED,
+                                "Timeout",
+                                "the step group timed out".to_string(),
+                                now,
+                            );
                         }
                     }
                 }
@@ -300,7 +309,13 @@ fn schedule_level(
 
 fn skip_all(steps: &mut [WorkflowStepStatus], now: Timestamp) {
     for s in steps {
-        set(s, SKIPPED, "Skip", "its step group was skipped".to_string(), now);
+        set(
+            s,
+            SKIPPED,
+            "Skip",
+            "its step group was skipped".to_string(),
+            now,
+        );
         skip_all(&mut s.sub_steps, now);
     }
 }
@@ -308,7 +323,13 @@ fn skip_all(steps: &mut [WorkflowStepStatus], now: Timestamp) {
 fn settle_group(group: &mut WorkflowStepStatus, now: Timestamp) {
     if group.sub_steps.iter().all(|s| terminal(&s.phase)) {
         if group.sub_steps.iter().any(|s| s.phase == FAILED) {
-            set(group, FAILED, "Execute", "a sub-step failed".to_string(), now);
+            set(
+                group,
+                FAILED,
+                "Execute",
+                "a sub-step failed".to_string(),
+                now,
+            );
         } else {
             set(group, SUCCEEDED, "Execute", String::new(), now);
         }
@@ -380,7 +401,10 @@ pub fn running_apply_steps<'a>(wf: &'a Workflow, status: &WorkflowStatus) -> Vec
         .collect()
 }
 
-fn find_mut<'a>(steps: &'a mut [WorkflowStepStatus], name: &str) -> Option<&'a mut WorkflowStepStatus> {
+fn find_mut<'a>(
+    steps: &'a mut [WorkflowStepStatus],
+    name: &str,
+) -> Option<&'a mut WorkflowStepStatus> {
     for s in steps {
         if s.name == name {
             return Some(s);
@@ -394,7 +418,12 @@ fn find_mut<'a>(steps: &'a mut [WorkflowStepStatus], name: &str) -> Option<&'a m
 
 /// What the reconcile saw of a running apply step: `Ok` when its objects applied and its workloads
 /// are healthy (the step succeeds), else why it still waits (it stays running, until its timeout).
-pub fn settle_apply(status: &mut WorkflowStatus, step: &str, outcome: Result<(), String>, now: Timestamp) {
+pub fn settle_apply(
+    status: &mut WorkflowStatus,
+    step: &str,
+    outcome: Result<(), String>,
+    now: Timestamp,
+) {
     let Some(state) = find_mut(&mut status.steps, step) else {
         return;
     };
@@ -464,7 +493,9 @@ mod tests {
 
     fn phases(status: &WorkflowStatus) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        walk_all(&status.steps, &mut |s| out.push((s.name.clone(), s.phase.clone())));
+        walk_all(&status.steps, &mut |s| {
+            out.push((s.name.clone(), s.phase.clone()))
+        });
         out
     }
 
@@ -550,7 +581,11 @@ mod tests {
         schedule(&wf, &mut s, t(91));
         assert_eq!(phase(&s, "gate"), FAILED);
         assert_eq!(phase(&s, "after"), SKIPPED);
-        assert_eq!(phase(&s, "cleanup"), RUNNING, "if: status.gate.timeout runs it");
+        assert_eq!(
+            phase(&s, "cleanup"),
+            RUNNING,
+            "if: status.gate.timeout runs it"
+        );
         settle_apply(&mut s, "cleanup", Ok(()), t(92));
         schedule(&wf, &mut s, t(92));
         assert!(s.finished);
@@ -606,7 +641,11 @@ mod tests {
         let d = Phases(&s.steps).find("d").unwrap().clone();
         assert_eq!(d.reason.as_deref(), Some("Timeout"));
         assert!(d.message.unwrap().contains("0/1 ready"));
-        assert_eq!(phase(&s, "notify"), SUSPENDING, "if: always runs after a failure");
+        assert_eq!(
+            phase(&s, "notify"),
+            SUSPENDING,
+            "if: always runs after a failure"
+        );
     }
 
     #[test]
@@ -614,9 +653,11 @@ mod tests {
         let wf = gate();
         let mut s = begin(&wf, None, "r", t(0));
         schedule(&wf, &mut s, t(0));
-        let other = parse(Some(&json!({"steps": [{"name": "only", "type": "deploy"}]})))
-            .unwrap()
-            .unwrap();
+        let other = parse(Some(
+            &json!({"steps": [{"name": "only", "type": "deploy"}]}),
+        ))
+        .unwrap()
+        .unwrap();
         let next = begin(&other, Some(&s), "r", t(1));
         assert_eq!(next.steps.len(), 1);
         assert_eq!(next.steps[0].phase, PENDING);

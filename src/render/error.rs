@@ -54,7 +54,9 @@ pub enum RenderError {
     InvalidApplication { scope: String, message: String },
     /// A workflow step of a type oam-trust does not run: the whole workflow is refused, never run
     /// in part.
-    #[error("workflow step \"{step}\": step type \"{type_}\" is not supported (supported: {supported}); nothing of the Application is applied until the workflow is changed")]
+    #[error(
+        "workflow step \"{step}\": step type \"{type_}\" is not supported (supported: {supported}); nothing of the Application is applied until the workflow is changed"
+    )]
     UnsupportedStep {
         step: String,
         type_: String,

@@ -395,7 +395,9 @@ pub(crate) fn plan(
                 if !app.spec.components.iter().any(|c| &c.name == component) {
                     return Err(RenderError::InvalidApplication {
                         scope: format!("workflow step {:?}", step.name),
-                        message: format!("properties.component {component:?} is not a component of the Application"),
+                        message: format!(
+                            "properties.component {component:?} is not a component of the Application"
+                        ),
                     });
                 }
                 let namespaces = namespace.iter().map(|n| (n.clone(), true)).collect();

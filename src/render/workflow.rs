@@ -119,7 +119,10 @@ pub enum Expr {
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
     /// `status.<step>.<field>` as a boolean.
-    Flag { step: String, field: Flag },
+    Flag {
+        step: String,
+        field: Flag,
+    },
     /// `status.<step>.phase == "<value>"` (`equal` false: `!=`).
     Phase {
         step: String,
@@ -382,9 +385,10 @@ fn step(v: &Value, at: &str, in_group: bool) -> Result<Step, RenderError> {
             only_keys(&props, &["duration", "message"], &scope)?;
             let duration = match str_field(&props, "duration", &scope)? {
                 None => None,
-                Some(d) => Some(crate::duration::parse(d).map_err(|e| {
-                    invalid(&scope, format!("properties.duration: {e}"))
-                })?),
+                Some(d) => Some(
+                    crate::duration::parse(d)
+                        .map_err(|e| invalid(&scope, format!("properties.duration: {e}")))?,
+                ),
             };
             StepKind::Suspend { duration }
         }
@@ -454,9 +458,9 @@ fn step(v: &Value, at: &str, in_group: bool) -> Result<Step, RenderError> {
     };
     let timeout = match str_field(m, "timeout", &scope)? {
         None => None,
-        Some(t) => Some(
-            crate::duration::parse(t).map_err(|e| invalid(&scope, format!("timeout: {e}")))?,
-        ),
+        Some(t) => {
+            Some(crate::duration::parse(t).map_err(|e| invalid(&scope, format!("timeout: {e}")))?)
+        }
     };
     let sub_steps: Vec<Step> = match m.get("subSteps") {
         None | Some(Value::Null) => Vec::new(),
@@ -790,11 +794,17 @@ impl Parser {
                         let equal = match self.next() {
                             Some(Tok::Eq) => true,
                             Some(Tok::Ne) => false,
-                            _ => return Err(format!("status.{step}.phase must be compared with == or != to a string")),
+                            _ => {
+                                return Err(format!(
+                                    "status.{step}.phase must be compared with == or != to a string"
+                                ));
+                            }
                         };
                         match self.next() {
                             Some(Tok::Str(value)) => Ok(Expr::Phase { step, value, equal }),
-                            _ => Err(format!("status.{step}.phase must be compared to a string such as \"succeeded\"")),
+                            _ => Err(format!(
+                                "status.{step}.phase must be compared to a string such as \"succeeded\""
+                            )),
                         }
                     }
                 }
@@ -870,7 +880,10 @@ mod tests {
         let message = e.to_string();
         assert!(message.contains("\"tell-slack\""), "{message}");
         assert!(message.contains("\"notification\""), "{message}");
-        assert!(message.contains("deploy, suspend, apply-component, step-group"), "{message}");
+        assert!(
+            message.contains("deploy, suspend, apply-component, step-group"),
+            "{message}"
+        );
         assert_eq!(e.reason(), "UnsupportedWorkflowStep");
     }
 
@@ -878,16 +891,46 @@ mod tests {
     fn bad_shapes_are_clear_errors() {
         for (wf, want) in [
             (json!({"steps": [{"type": "deploy"}]}), "needs a name"),
-            (json!({"steps": [{"name": "a", "type": "deploy"}, {"name": "a", "type": "suspend"}]}), "used twice"),
-            (json!({"steps": [{"name": "a", "type": "deploy", "dependsOn": ["b"]}]}), "no such step"),
-            (json!({"mode": {"steps": "DAG"}, "steps": [{"name": "a", "type": "deploy", "dependsOn": ["b"]}, {"name": "b", "type": "deploy", "dependsOn": ["a"]}]}), "cycle"),
-            (json!({"steps": [{"name": "a", "type": "suspend", "properties": {"duration": "soon"}}]}), "invalid duration"),
-            (json!({"steps": [{"name": "a", "type": "suspend", "timeout": "1d"}]}), "timeout"),
-            (json!({"steps": [{"name": "a", "type": "deploy", "if": "inputs.x == \"y\""}]}), "not supported"),
-            (json!({"steps": [{"name": "a", "type": "deploy", "if": "status.zz.succeeded"}]}), "does not exist"),
-            (json!({"steps": [{"name": "a", "type": "apply-component"}]}), "component is required"),
-            (json!({"steps": [{"name": "a", "type": "deploy", "subSteps": [{"name": "b", "type": "deploy"}]}]}), "only a step-group"),
-            (json!({"steps": [{"name": "a", "type": "deploy", "properties": {"auto": false}}]}), "auto"),
+            (
+                json!({"steps": [{"name": "a", "type": "deploy"}, {"name": "a", "type": "suspend"}]}),
+                "used twice",
+            ),
+            (
+                json!({"steps": [{"name": "a", "type": "deploy", "dependsOn": ["b"]}]}),
+                "no such step",
+            ),
+            (
+                json!({"mode": {"steps": "DAG"}, "steps": [{"name": "a", "type": "deploy", "dependsOn": ["b"]}, {"name": "b", "type": "deploy", "dependsOn": ["a"]}]}),
+                "cycle",
+            ),
+            (
+                json!({"steps": [{"name": "a", "type": "suspend", "properties": {"duration": "soon"}}]}),
+                "invalid duration",
+            ),
+            (
+                json!({"steps": [{"name": "a", "type": "suspend", "timeout": "1d"}]}),
+                "timeout",
+            ),
+            (
+                json!({"steps": [{"name": "a", "type": "deploy", "if": "inputs.x == \"y\""}]}),
+                "not supported",
+            ),
+            (
+                json!({"steps": [{"name": "a", "type": "deploy", "if": "status.zz.succeeded"}]}),
+                "does not exist",
+            ),
+            (
+                json!({"steps": [{"name": "a", "type": "apply-component"}]}),
+                "component is required",
+            ),
+            (
+                json!({"steps": [{"name": "a", "type": "deploy", "subSteps": [{"name": "b", "type": "deploy"}]}]}),
+                "only a step-group",
+            ),
+            (
+                json!({"steps": [{"name": "a", "type": "deploy", "properties": {"auto": false}}]}),
+                "auto",
+            ),
             (json!({"ref": "wf"}), "Workflow object"),
             (json!({"steps": "deploy"}), "expected an array"),
         ] {

@@ -39,13 +39,16 @@ pub struct World {
     pub exchange_ca: String,
 }
 
+/// Makes a test's Application from the trust's and the namespace's names.
+pub type MakeApplication = fn(&str, &str) -> Value;
+
 /// What the test's Application declares.
 pub struct Declarations {
     /// TTL of the deploy policy.
     pub deploy_ttl: &'static str,
     /// Another Application instead of `shop`: made from the trust's and the namespace's names, with
     /// how many grants it declares.
-    pub application: Option<(fn(&str, &str) -> Value, usize)>,
+    pub application: Option<(MakeApplication, usize)>,
 }
 
 impl Default for Declarations {
