@@ -2,7 +2,7 @@
 # The whole product on one machine: a local control plane, a dev-issuer playing GitLab, the operator (its
 # controller and its exchange, each as the chart's own ServiceAccount), and
 # a GitLab deploy job played end to end (ID token -> login -> set-image --wait -> allowed and refused
-# actions -> audit trail). Then keeps it all running and prints a KUBECONFIG line until Ctrl-C (or SIGTERM),
+# actions), then an approval gate a GitLab approval job resumes (approve grant), then the audit trail. Then keeps it all running and prints a KUBECONFIG line until Ctrl-C (or SIGTERM),
 # which stops everything it started and exits 0.
 #
 #   hack/demo.sh    # build what is missing, run the demo, keep it running until Ctrl-C
@@ -213,6 +213,41 @@ FORK="$("$OAM" dev-issuer mint --url "$ISSUER" --ca "$D/demo/issuer-ca.pem" --cl
   --claim ref_protected=false --claim environment=production)"
 try refused "exchange a token from an unprotected branch" env ID_TOKEN="$FORK" "$OAM" login \
   --url "https://127.0.0.1:$EX_PORT" --ca-file "$D/pki/ca.crt" --kubeconfig-out "$JOB/unprotected"
+
+step "An approval gate in code: staging at once, production only once a GitLab approval job resumes it"
+kubectl apply --server-side -f - >/dev/null <<'EOF'
+apiVersion: v1
+kind: Namespace
+metadata: {name: payments-production}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: oam-trust-applier-from-payments, namespace: payments-production}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}
+subjects: [{kind: ServiceAccount, name: oam-trust-applier, namespace: payments}]
+EOF
+sed 's/trust: gitlab-com/trust: gitlab-demo/' config/apps/release-gate.yaml | kubectl apply --server-side -f - >/dev/null
+kubectl -n payments wait app/storefront --for=jsonpath='{.status.status}'=workflowSuspending --timeout=300s >/dev/null
+kubectl -n payments get app storefront -o jsonpath='{range .status.workflow.steps[*]}{.name}: {.phase}{"\n"}{end}' | sed 's/^/    /'
+say "production has no Deployment yet: $(kubectl -n payments-production get deploy -o name | wc -l) objects"
+say "GitLab holds the approve-production job (protected environment, required approval); once approved it runs:"
+APPROVER="$D/demo/approver"; mkdir -p "$APPROVER"
+ID_TOKEN="$("$OAM" dev-issuer mint --url "$ISSUER" --ca "$D/demo/issuer-ca.pem" --claim project_id=1450 \
+  --claim ref=main --claim ref_protected=true --claim environment=production --claim environment_protected=true)"
+export ID_TOKEN
+say "\$ oam-trust login --resource payments/storefront"
+"$OAM" login --url "https://127.0.0.1:$EX_PORT" --ca-file "$D/pki/ca.crt" --resource payments/storefront \
+  --kubeconfig-out "$APPROVER/kubeconfig"
+AK=(kubectl --kubeconfig "$APPROVER/kubeconfig" -n payments)
+try refused "the approver changes the image (approve grant: no spec)" "${AK[@]}" patch app storefront --type=json \
+  -p='[{"op":"replace","path":"/spec/components/0/properties/image","value":"evil:1"}]'
+try refused "the approver marks the production step succeeded (approve guard)" "${AK[@]}" patch app storefront \
+  --subresource=status --type=merge -p='{"status":{"workflow":{"suspend":false,"steps":[]}}}'
+say "\$ oam-trust resume storefront -n payments"
+KUBECONFIG="$APPROVER/kubeconfig" "$OAM" resume storefront -n payments
+kubectl -n payments wait app/storefront --for=jsonpath='{.status.status}'=running --timeout=300s >/dev/null
+kubectl -n payments get app storefront -o jsonpath='{range .status.workflow.steps[*]}{.name}: {.phase} {.reason}{"\n"}{end}' | sed 's/^/    /'
+say "production now runs $(kubectl -n payments-production get deploy web -o jsonpath='{.spec.replicas}') replicas of $(kubectl -n payments-production get deploy web -o jsonpath='{.spec.template.spec.containers[0].image}')"
 
 step "Audit trail"
 kubectl -n payments get events --field-selector involvedObject.kind=Application,involvedObject.name=payments \

@@ -1211,6 +1211,7 @@ fn the_deploy_admission_policy_is_config_verbatim() {
         policies,
         [
             "oam-trust-deploy-guard",
+            "oam-trust-approve-guard",
             "oam-trust-grant-guard",
             "prod-oam-trust-operator-guard"
         ]

@@ -34,6 +34,10 @@ fn the_demo_plays_keeps_running_and_stops_cleanly_on_ctrl_c() {
         "refused  touch another namespace",
         "refused  replay the same ID token",
         "refused  exchange a token from an unprotected branch",
+        "refused  the approver changes the image (approve grant: no spec)",
+        "refused  the approver marks the production step succeeded (approve guard)",
+        "Application payments/storefront: resumed workflow step approve-production",
+        "deploy-production: succeeded",
         "TokenIssued",
         "\"outcome\":\"issued\"",
     ] {

@@ -313,3 +313,124 @@ async fn sigterm_mid_reconcile_leaves_nothing_half_applied() {
     second.child.kill().unwrap();
     let _ = second.child.wait();
 }
+
+#[tokio::test]
+async fn a_leader_change_mid_workflow_resumes_at_the_same_step() {
+    let client = support::admin().await;
+    support::install_crds(&client).await;
+    let ns = support::app_namespace(&client, "wf-restart", "admin").await;
+    let mut first = start("wf-a", &ns).await;
+    assert!(
+        support::eventually(Duration::from_secs(20), || async {
+            holder(&client, &ns).await.as_deref() == Some("wf-a")
+        })
+        .await
+    );
+    let web =
+        |name: &str| json!({"name": name, "type": "webservice", "properties": {"image": "nginx"}});
+    let app: Application = serde_json::from_value(json!({
+        "apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": "gated"},
+        "spec": {"components": [web("first"), web("second")], "workflow": {"steps": [
+            {"name": "first", "type": "apply-component", "properties": {"component": "first"}},
+            {"name": "gate", "type": "suspend"},
+            {"name": "second", "type": "apply-component", "properties": {"component": "second"}}
+        ]}}
+    }))
+    .unwrap();
+    let apps = Api::<Application>::namespaced(client.clone(), &ns);
+    apps.patch(
+        "gated",
+        &PatchParams::apply("test-user").force(),
+        &Patch::Apply(&app),
+    )
+    .await
+    .unwrap();
+    let suspended = |a: &Application| {
+        a.status
+            .as_ref()
+            .and_then(|s| s.workflow.as_ref())
+            .is_some_and(|w| w.suspend)
+    };
+    let before = support::wait_app(&client, &ns, "gated", "suspended", suspended)
+        .await
+        .status
+        .unwrap()
+        .workflow
+        .unwrap();
+
+    // Kill -9 the leader at the gate; the next one takes over and reconciles everything.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let mut second = start("wf-b", &ns).await;
+    assert!(
+        support::eventually(Duration::from_secs(40), || async {
+            holder(&client, &ns).await.as_deref() == Some("wf-b")
+        })
+        .await,
+        "no handover"
+    );
+    assert!(
+        support::eventually(Duration::from_secs(60), || async {
+            reconciles(&second).await > 0
+        })
+        .await,
+        "the new leader reconciled nothing"
+    );
+    let after = apps
+        .get("gated")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .workflow
+        .unwrap();
+    assert_eq!(
+        after, before,
+        "the new leader continues the same run, at the same step"
+    );
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    assert!(deployments.get_opt("first").await.unwrap().is_some());
+    assert!(
+        deployments.get_opt("second").await.unwrap().is_none(),
+        "the gate still holds after the leader change"
+    );
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_oam-trust"))
+        .args(["resume", "gated", "-n", &ns])
+        .env("KUBECONFIG", support::kubeconfig_path().await)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = support::wait_app(&client, &ns, "gated", "running", support::app_running)
+        .await
+        .status
+        .unwrap()
+        .workflow
+        .unwrap();
+    assert!(done.finished);
+    let gate = |w: &oam_trust::api::oam::WorkflowStatus| {
+        w.steps
+            .iter()
+            .find(|s| s.name == "gate")
+            .unwrap()
+            .first_execute_time
+            .clone()
+    };
+    assert_eq!(
+        gate(&done),
+        gate(&before),
+        "the gate step was not started again"
+    );
+    assert_eq!(
+        done.start_time, before.start_time,
+        "the run was not started again"
+    );
+    assert!(deployments.get_opt("second").await.unwrap().is_some());
+    second.child.kill().unwrap();
+    let _ = second.child.wait();
+}

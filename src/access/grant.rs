@@ -295,7 +295,12 @@ fn derive_one(
     check_namespace(input, &trust_name, trust, warnings)?;
     check_subjects(&props.subjects, &trust_name, trust, warnings)?;
     let ttl = validate::grant_ttl(&trust_name, trust, props.ttl.as_deref())?;
-    let objects = rules::scoped_objects(input, decl.component, warnings);
+    // `approve` names no rendered object (only its Application): nothing to scope, nothing to warn.
+    let objects = if props.access == Access::Preset(crate::api::access::Preset::Approve) {
+        rules::ObjectNames::new()
+    } else {
+        rules::scoped_objects(input, decl.component, warnings)
+    };
     let rules = rules::granted_rules(&trust_name, trust, input, &props.access, &objects, warnings)?;
 
     let name = objects::object_name(&app_name(app), namespace, &decl.slug, &decl.id);

@@ -536,4 +536,47 @@ mod tests {
         expected.retain(|k| k != "subSteps");
         assert_eq!(keys(&step["properties"]["subSteps"]["items"]), expected);
     }
+
+    /// The approve guard (config/admission/deploy-guard.yaml) keeps every field of the status but
+    /// `status.workflow.suspend` as it was: a field added to the status must be added there too,
+    /// or an approver could write it.
+    #[test]
+    fn the_approve_guard_pins_every_other_status_field() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/admission/deploy-guard.yaml"
+        ))
+        .unwrap();
+        let guard = text
+            .split("\n---\n")
+            .find(|d| {
+                d.contains("name: oam-trust-approve-guard")
+                    && d.contains("kind: ValidatingAdmissionPolicy\n")
+            })
+            .expect("the approve guard policy");
+        let crd = serde_json::to_value(Application::crd()).unwrap();
+        let status =
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
+        let pinned = |path: &str| guard.contains(&format!("object.{path} == oldObject.{path}"));
+        for field in status["properties"].as_object().unwrap().keys() {
+            if field != "workflow" {
+                assert!(
+                    pinned(&format!("status.{field}")),
+                    "status.{field} is not pinned"
+                );
+            }
+        }
+        for field in status["properties"]["workflow"]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+        {
+            if field != "suspend" {
+                assert!(
+                    pinned(&format!("status.workflow.{field}")),
+                    "status.workflow.{field} is not pinned"
+                );
+            }
+        }
+    }
 }
