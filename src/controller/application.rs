@@ -68,6 +68,10 @@ pub enum Error {
         #[source]
         source: ApplyError,
     },
+    /// The status was computed from an older version of the Application (a cache that lags, another
+    /// writer, a resume): nothing was written; the next reconcile reads the new version.
+    #[error("Application {app} changed while its status was computed; reconciling again")]
+    Conflict { app: String },
     #[error("{action} for Application {app}: {source}")]
     Kube {
         action: &'static str,
@@ -81,6 +85,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::Apply { source, .. } => source.reason(),
+            Error::Conflict { .. } => "Conflict",
             Error::Kube { .. } => "ApiError",
         }
     }
@@ -1131,20 +1136,26 @@ async fn write_status(
     }
     tracing::debug!(app = %app.name_any(), phase = ?status.status, "writing status");
     let mut patch = json!({"apiVersion": Application::api_version(&()), "kind": Application::kind(&()), "status": status});
-    // A resume (`status.workflow.suspend: false`, written by someone else) must not be overwritten
-    // by a status computed from an older read: the write fails with 409 and the reconcile runs
-    // again on the resumed Application.
-    if old.workflow.as_ref().is_some_and(|w| w.suspend) {
+    // A workflow's state lives in this status: one computed from an older read (a lagging cache,
+    // or a resume — `status.workflow.suspend: false` — written since) must not overwrite it. Written
+    // on the version read; a conflict makes the reconcile run again on the new one.
+    if old.workflow.is_some() || status.workflow.is_some() {
         patch["metadata"] = json!({"resourceVersion": app.resource_version()});
     }
-    apps.patch_status(
-        &app.name_any(),
-        &PatchParams::apply(names::FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(kube_err("writing status", &app.name_any()))?;
-    Ok(())
+    match apps
+        .patch_status(
+            &app.name_any(),
+            &PatchParams::apply(names::FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Err(Error::Conflict {
+            app: format!("{}/{}", names::namespace_of(app), app.name_any()),
+        }),
+        Err(e) => Err(kube_err("writing status", &app.name_any())(e)),
+    }
 }
 
 async fn publish(

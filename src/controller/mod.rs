@@ -280,6 +280,10 @@ fn app_error_policy(
     err: &application::Error,
     _ctx: Arc<application::Context>,
 ) -> Action {
+    if let application::Error::Conflict { .. } = err {
+        tracing::debug!(error = %err, "status conflict");
+        return Action::requeue(std::time::Duration::from_secs(1));
+    }
     tracing::warn!(error = %err, "reconcile error");
     Action::requeue(std::time::Duration::from_secs(10))
 }
