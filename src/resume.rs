@@ -101,14 +101,7 @@ pub async fn resume_app(apps: &Api<Application>, name: &str) -> anyhow::Result<V
 }
 
 pub async fn resume(args: ResumeArgs) -> anyhow::Result<()> {
-    let config = kube::Config::infer().await.context(
-        "finding Kubernetes credentials (run oam-trust login first and export KUBECONFIG)",
-    )?;
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| config.default_namespace.clone());
-    let client = kube::Client::try_from(config)?;
+    let (client, namespace) = crate::set_image::connect(args.namespace.as_deref()).await?;
     let apps: Api<Application> = Api::namespaced(client, &namespace);
     if let Some(limit) = args.wait_suspended {
         let deadline = tokio::time::Instant::now() + limit;
