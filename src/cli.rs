@@ -45,6 +45,8 @@ pub enum Command {
     SetImage(crate::set_image::SetImageArgs),
     /// Continue an Application's suspended workflow step (`vela workflow resume`): what an `approve` grant may do.
     Resume(crate::resume::ResumeArgs),
+    /// An Application at a glance (`vela status`): phase, components, workflow, revision, grants, Events.
+    Status(crate::status::StatusArgs),
     /// Offline: which grant an ID token gets, and why every other grant refused it.
     Explain(crate::explain::ExplainArgs),
     /// Offline: print the kube-apiserver AuthenticationConfiguration for trusts with federation.apiServer.
@@ -75,6 +77,7 @@ impl Cli {
             Command::Login(args) => tokio_main(crate::federation::client::login(args)),
             Command::SetImage(args) => tokio_main(crate::set_image::set_image(args)),
             Command::Resume(args) => tokio_main(crate::resume::resume(args)),
+            Command::Status(args) => tokio_main(crate::status::status_command(args)),
             Command::Explain(args) => crate::explain::explain_command(args),
             Command::AuthnConfig(args) => crate::authn_config::authn_config_command(args),
             Command::Version => {

@@ -3,7 +3,7 @@
 //!
 //! `render` and `access` are pure (plain data in, plain data out); `runtime` composes the process and
 //! holds what `controller` and `federation` share; only those three talk to the API server; `oidc` is
-//! the one place that verifies a GitLab ID token. `explain`, `set_image`, `authn_config` and `manifest` are CLI commands
+//! the one place that verifies a GitLab ID token. `explain`, `set_image`, `status`, `authn_config` and `manifest` are CLI commands
 //! beside the rooms they use.
 pub mod access;
 pub mod api;
@@ -22,6 +22,7 @@ pub mod render;
 pub mod resume;
 pub mod runtime;
 pub mod set_image;
+pub mod status;
 pub mod telemetry;
 
 /// The crate version and the git revision it was built from, as `--version` prints it.

@@ -10,7 +10,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use crate::api::oam::{Application, WorkflowStepStatus};
+use crate::api::oam::{Application, WorkflowStatus, WorkflowStepStatus};
 
 /// `oam-trust resume <app>`.
 #[derive(clap::Args, Debug, Clone)]
@@ -29,6 +29,16 @@ pub struct ResumeArgs {
 
 /// The names of the steps that are suspending.
 pub fn suspending_steps(app: &Application) -> Vec<String> {
+    app.status
+        .as_ref()
+        .and_then(|s| s.workflow.as_ref())
+        .map(suspending_steps_of)
+        .unwrap_or_default()
+}
+
+/// The names of the steps of a workflow run that are suspending, a step group's included: what
+/// `resume` continues, and what `status` says it waits at.
+pub fn suspending_steps_of(wf: &WorkflowStatus) -> Vec<String> {
     fn walk(steps: &[WorkflowStepStatus], out: &mut Vec<String>) {
         for s in steps {
             if s.phase == crate::controller::workflow::SUSPENDING {
@@ -38,9 +48,7 @@ pub fn suspending_steps(app: &Application) -> Vec<String> {
         }
     }
     let mut out = Vec::new();
-    if let Some(wf) = app.status.as_ref().and_then(|s| s.workflow.as_ref()) {
-        walk(&wf.steps, &mut out);
-    }
+    walk(&wf.steps, &mut out);
     out
 }
 
@@ -101,14 +109,7 @@ pub async fn resume_app(apps: &Api<Application>, name: &str) -> anyhow::Result<V
 }
 
 pub async fn resume(args: ResumeArgs) -> anyhow::Result<()> {
-    let config = kube::Config::infer().await.context(
-        "finding Kubernetes credentials (run oam-trust login first and export KUBECONFIG)",
-    )?;
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| config.default_namespace.clone());
-    let client = kube::Client::try_from(config)?;
+    let (client, namespace) = crate::set_image::connect(args.namespace.as_deref()).await?;
     let apps: Api<Application> = Api::namespaced(client, &namespace);
     if let Some(limit) = args.wait_suspended {
         let deadline = tokio::time::Instant::now() + limit;

@@ -98,16 +98,20 @@ pub async fn patch_images(
         .with_context(|| format!("patching Application {namespace}/{}", app.name_any()))
 }
 
-/// Runs `oam-trust set-image`.
-pub async fn set_image(args: SetImageArgs) -> anyhow::Result<()> {
+/// A client with the caller's credentials (KUBECONFIG, or in-cluster) and the namespace to work in:
+/// `namespace`, or the kubeconfig context's. Where every command a person runs against the cluster
+/// (`set-image`, `resume`, `status`) starts.
+pub async fn connect(namespace: Option<&str>) -> anyhow::Result<(kube::Client, String)> {
     let config = kube::Config::infer().await.context(
         "finding Kubernetes credentials (run oam-trust login first and export KUBECONFIG)",
     )?;
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| config.default_namespace.clone());
-    let client = kube::Client::try_from(config)?;
+    let namespace = namespace.map_or_else(|| config.default_namespace.clone(), str::to_string);
+    Ok((kube::Client::try_from(config)?, namespace))
+}
+
+/// Runs `oam-trust set-image`.
+pub async fn set_image(args: SetImageArgs) -> anyhow::Result<()> {
+    let (client, namespace) = connect(args.namespace.as_deref()).await?;
     let apps: Api<Application> = Api::namespaced(client.clone(), &namespace);
     let app = apps
         .get(&args.app)

@@ -43,6 +43,12 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(15 * 60);
 /// TTL cap when the trust names none.
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(60 * 60);
 
+/// The TTL a declaration without `ttl` gets under `trust` (`tokens.defaultTTL`, else
+/// [`DEFAULT_TTL`] within the cap), or why it gets none.
+pub fn default_ttl(trust_name: &str, trust: &GitLabTrust) -> Result<Duration, RefusalReason> {
+    validate::grant_ttl(trust_name, trust, None)
+}
+
 /// Everything grant derivation looks at, for one Application.
 #[derive(Clone, Copy, Debug)]
 pub struct GrantInput<'a> {

@@ -362,6 +362,23 @@ where
     }
 }
 
+/// Runs the `oam-trust` binary as a person does, with `kubeconfig` and no `OAM_TRUST_APP`; returns
+/// (exit code, stdout, stderr).
+pub async fn oam_trust(kubeconfig: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_oam-trust"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("OAM_TRUST_APP")
+        .output()
+        .await
+        .expect("running oam-trust");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// An Application's phase (`status.status`), empty before the first status write.
 pub fn app_phase(a: &oam_trust::api::oam::Application) -> &str {
     a.status
