@@ -115,21 +115,8 @@ async fn reasons(admin: &Client, ns: &str, app: &str) -> Vec<String> {
 
 /// `oam-trust <args>` with `kubeconfig`; (exit code, stdout + stderr).
 async fn cli(kubeconfig: &std::path::Path, args: &[&str]) -> (i32, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_oam-trust"))
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .env_remove("OAM_TRUST_APP")
-        .output()
-        .await
-        .expect("oam-trust runs");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let (code, out, err) = support::oam_trust(kubeconfig, args).await;
+    (code, out + &err)
 }
 
 #[tokio::test]
