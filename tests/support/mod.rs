@@ -263,6 +263,7 @@ pub async fn operator() {
                     authn: Default::default(),
                     lease_name: format!("oam-trust-tests-{}", std::process::id()),
                     exchange: Default::default(),
+                    revision_limit: oam_trust::names::DEFAULT_REVISION_LIMIT,
                 };
                 if let Err(e) = oam_trust::runtime::run_with_config(config, args).await {
                     eprintln!("the operator under test stopped: {e:#}");
@@ -287,6 +288,7 @@ pub fn own_operator_args(instance: &str) -> oam_trust::runtime::RunArgs {
         authn: Default::default(),
         lease_name: "unused".into(),
         exchange: Default::default(),
+        revision_limit: oam_trust::names::DEFAULT_REVISION_LIMIT,
     }
 }
 
