@@ -170,6 +170,16 @@ fn window(current: i64) -> std::ops::RangeInclusive<i64> {
 /// Runs `oam-trust rollback`.
 pub async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
     let (client, namespace) = crate::set_image::connect(args.namespace.as_deref()).await?;
+    rollback_with(&client, &namespace, &args).await
+}
+
+/// Runs `oam-trust rollback` with `client`, in `namespace` (tests pass their own identities).
+pub async fn rollback_with(
+    client: &kube::Client,
+    namespace: &str,
+    args: &RollbackArgs,
+) -> anyhow::Result<()> {
+    let namespace = namespace.to_string();
     let apps: Api<Application> = Api::namespaced(client.clone(), &namespace);
     let revisions: Api<ApplicationRevision> = Api::namespaced(client.clone(), &namespace);
     let app = apps
@@ -234,7 +244,7 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let patch = rollback_patch(&app, &revision);
-    let patched = match crate::rollout::json_patch(&client, &app, &patch).await {
+    let patched = match crate::rollout::json_patch(client, &app, &patch).await {
         Ok(patched) => patched,
         Err(kube::Error::Api(s)) if s.message.contains("ValidatingAdmissionPolicy") => bail!(
             "the API server refused to roll {which} back to {name}: {}\nA deploy identity may roll \
