@@ -127,6 +127,7 @@ fn start_operator(config: Config, metrics: Arc<Metrics>) {
             authn: Default::default(),
             lease_name: "oam-trust-bench".into(),
             exchange: Default::default(),
+            revision_limit: oam_trust::names::DEFAULT_REVISION_LIMIT,
         };
         rt.block_on(async move { run_with_metrics(config, args, metrics).await.unwrap() });
     });

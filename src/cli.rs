@@ -47,6 +47,14 @@ pub enum Command {
     Resume(crate::resume::ResumeArgs),
     /// An Application at a glance (`vela status`): phase, components, workflow, revision, grants, Events.
     Status(crate::status::StatusArgs),
+    /// Restore the spec an ApplicationRevision recorded (a deploy grant: only images differ) and wait.
+    ///
+    /// Reads <app>-v<N> (--to-revision N; default: the newest revision before the current one),
+    /// patches the Application's spec to it with the annotation oam-trust.dev/rollback-revision: N,
+    /// under which the operator renders it with the definitions that revision recorded, and with
+    /// --wait waits until the Application runs it. A deploy identity's rollback is judged by the
+    /// deploy guard like any of its changes: refused unless only images differ.
+    Rollback(crate::rollback::RollbackArgs),
     /// Offline: which grant an ID token gets, and why every other grant refused it.
     Explain(crate::explain::ExplainArgs),
     /// Offline: print the kube-apiserver AuthenticationConfiguration for trusts with federation.apiServer.
@@ -78,6 +86,7 @@ impl Cli {
             Command::SetImage(args) => tokio_main(crate::set_image::set_image(args)),
             Command::Resume(args) => tokio_main(crate::resume::resume(args)),
             Command::Status(args) => tokio_main(crate::status::status_command(args)),
+            Command::Rollback(args) => tokio_main(crate::rollback::rollback(args)),
             Command::Explain(args) => crate::explain::explain_command(args),
             Command::AuthnConfig(args) => crate::authn_config::authn_config_command(args),
             Command::Version => {

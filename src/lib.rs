@@ -3,8 +3,9 @@
 //!
 //! `render` and `access` are pure (plain data in, plain data out); `runtime` composes the process and
 //! holds what `controller` and `federation` share; only those three talk to the API server; `oidc` is
-//! the one place that verifies a GitLab ID token. `explain`, `set_image`, `status`, `authn_config` and `manifest` are CLI commands
-//! beside the rooms they use.
+//! the one place that verifies a GitLab ID token. `explain`, `set_image`, `rollback` (with `rollout`,
+//! what those two share), `status`, `authn_config` and `manifest` are CLI commands beside the rooms
+//! they use.
 pub mod access;
 pub mod api;
 pub mod authn_config;
@@ -20,6 +21,8 @@ pub mod names;
 pub mod oidc;
 pub mod render;
 pub mod resume;
+pub mod rollback;
+pub mod rollout;
 pub mod runtime;
 pub mod set_image;
 pub mod status;

@@ -55,6 +55,22 @@ pub const APPLIER_ANNOTATION: &str = "app.oam.dev/service-account-name";
 /// The applier ServiceAccount used when the annotation is absent.
 pub const DEFAULT_APPLIER: &str = "oam-trust-applier";
 
+// ApplicationRevisions (`controller::revision`).
+/// Label on an ApplicationRevision: the hash of what it records (KubeVela's name).
+pub const LABEL_APP_REVISION_HASH: &str = "app.oam.dev/app-revision-hash";
+/// Annotation `oam-trust rollback` sets on an Application with the restored spec: `"<N>"`, the
+/// revision restored. While the spec equals that revision's, the Application renders with the
+/// definitions the revision recorded. The one annotation a deploy identity may change
+/// (`config/admission/deploy-guard.yaml`).
+pub const ANNOTATION_ROLLBACK_REVISION: &str = "oam-trust.dev/rollback-revision";
+/// Default of `--revision-limit`: how many ApplicationRevisions are kept per Application.
+pub const DEFAULT_REVISION_LIMIT: usize = 10;
+
+/// Name of revision `n` of Application `app`: `<app>-v<n>`, KubeVela's.
+pub fn revision_name(app: &str, n: i64) -> String {
+    format!("{app}-v{n}")
+}
+
 // Grant objects (ServiceAccount, Role, RoleBinding of a `gitlab-access` declaration).
 /// Label on every object of a grant; its value is the grant's object name.
 pub const LABEL_GRANT: &str = "oam-trust.dev/grant";

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use hyper::http;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
@@ -81,21 +80,16 @@ pub async fn patch_images(
     app: &Application,
     images: &[(String, String)],
 ) -> anyhow::Result<Application> {
-    let namespace = crate::names::namespace_of(app);
     let patch = image_patch(app, images)?;
-    let url = format!(
-        "/apis/{}/{}/namespaces/{namespace}/applications/{}",
-        crate::names::OAM_GROUP,
-        crate::names::OAM_VERSION,
-        app.name_any()
-    );
-    let request = http::Request::patch(&url)
-        .header(http::header::CONTENT_TYPE, "application/json-patch+json")
-        .body(serde_json::to_vec(&patch)?)?;
-    client
-        .request(request)
+    crate::rollout::json_patch(client, app, &patch)
         .await
-        .with_context(|| format!("patching Application {namespace}/{}", app.name_any()))
+        .with_context(|| {
+            format!(
+                "patching Application {}/{}",
+                crate::names::namespace_of(app),
+                app.name_any()
+            )
+        })
 }
 
 /// A client with the caller's credentials (KUBECONFIG, or in-cluster) and the namespace to work in:
@@ -128,53 +122,9 @@ pub async fn set_image(args: SetImageArgs) -> anyhow::Result<()> {
     if !args.wait {
         return Ok(());
     }
-    let deadline = tokio::time::Instant::now() + args.timeout;
-    let mut last = String::new();
-    loop {
-        let app = apps
-            .get(&args.app)
-            .await
-            .with_context(|| format!("reading Application {namespace}/{}", args.app))?;
-        let status = app.status.clone().unwrap_or_default();
-        let phase = status.status.clone().unwrap_or_else(|| "-".into());
-        let observed = status.observed_generation.unwrap_or_default();
-        let services: Vec<String> = status
-            .services
-            .iter()
-            .map(|s| {
-                format!(
-                    "{}={}{}",
-                    s.name,
-                    if s.healthy { "healthy" } else { "unhealthy" },
-                    s.message
-                        .as_deref()
-                        .map(|m| format!(" ({m})"))
-                        .unwrap_or_default()
-                )
-            })
-            .collect();
-        let line = format!(
-            "phase {phase}, observed generation {observed}/{generation}, {}",
-            services.join(", ")
-        );
-        if line != last {
-            println!("  {line}");
-            last = line;
-        }
-        if observed >= generation && phase == "running" {
-            println!(
-                "Application {namespace}/{} is running generation {generation}",
-                args.app
-            );
-            return Ok(());
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "Application {namespace}/{} did not reach phase running at generation {generation} within {}: {last}",
-                args.app,
-                crate::duration::format(args.timeout)
-            );
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
+    let target = crate::rollout::Target {
+        generation,
+        revision_hash: None,
+    };
+    crate::rollout::wait_running(&apps, &namespace, &args.app, &target, args.timeout).await
 }

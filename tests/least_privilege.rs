@@ -309,6 +309,24 @@ async fn neither_identity_of_the_operator_can_leave_its_lane() {
         json!({"apiVersion": "v1", "kind": "ConfigMap",
                "metadata": {"name": "oam-trust.deploy-guard.shop", "labels": {"oam-trust.dev/deploy-guard": "true"}},
                "data": {"application": "shop"}}))).await;
+    // An ApplicationRevision of a tenant's Application, as controller::revision writes it.
+    let revisions = format!("/apis/core.oam.dev/v1beta1/namespaces/{sel}/applicationrevisions");
+    let shop = allowed(&admin, "a tenant Application", post(format!("/apis/core.oam.dev/v1beta1/namespaces/{sel}/applications"),
+        json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": "shop"},
+               "spec": {"components": [{"name": "web", "type": "webservice"}]}}))).await;
+    let shop_owner = owner("Application", "core.oam.dev/v1beta1", "shop", &uid(&shop));
+    let revision = |name: &str, app: &str, owners: Value| {
+        json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "ApplicationRevision",
+               "metadata": {"name": name, "labels": {"app.oam.dev/name": app}, "ownerReferences": owners},
+               "spec": {"application": {"metadata": {"name": app, "namespace": sel}, "spec": {"components": []}},
+                        "revision": 1, "revisionHash": "0"}})
+    };
+    allowed(
+        &chart.controller,
+        "an ApplicationRevision owned by its Application",
+        post(&revisions, revision("shop-v1", "shop", shop_owner.clone())),
+    )
+    .await;
     allowed(&chart.controller, "its Lease", post(format!("/apis/coordination.k8s.io/v1/namespaces/{opns}/leases"),
         json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "lp-lease"}}))).await;
 
@@ -699,6 +717,36 @@ async fn neither_identity_of_the_operator_can_leave_its_lane() {
     ];
 
     let mut controller_attempts: Vec<(&str, By, Request)> = vec![
+        (
+            "an ApplicationRevision owned by nothing",
+            By::Guard,
+            post(&revisions, revision("shop-v2", "shop", json!([]))),
+        ),
+        (
+            "an ApplicationRevision not named after its Application",
+            By::Guard,
+            post(&revisions, revision("shop-x", "shop", shop_owner.clone())),
+        ),
+        (
+            "an ApplicationRevision owned by a tenant's ConfigMap",
+            By::Guard,
+            post(
+                &revisions,
+                revision(
+                    "shop-v3",
+                    "shop",
+                    owner("ConfigMap", "v1", "tenant-owned", &uid(&tenant_cm)),
+                ),
+            ),
+        ),
+        (
+            "edit an ApplicationRevision",
+            By::Rbac,
+            patch(
+                format!("{revisions}/shop-v1"),
+                json!({"spec": {"revision": 9}}),
+            ),
+        ),
         (
             "token for a grant ServiceAccount",
             By::Rbac,

@@ -6,9 +6,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
 use oam_trust::api::trust::GitLabTrust;
 use oam_trust::runtime::metrics::Metrics;
 use serde_json::json;
@@ -26,18 +24,7 @@ async fn a_restart_over_unchanged_applications_writes_nothing() {
     support::install_crds(&admin).await;
     support::install_deploy_guard(&admin).await;
     let ns = support::app_namespace(&admin, "resync", "admin").await;
-    let pp = PatchParams::apply("oam-trust-tests").force();
-    let ceiling = format!("ceiling-{ns}");
-    let role: ClusterRole = serde_json::from_value(json!({
-        "metadata": {"name": ceiling},
-        "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch", "update", "patch"]}]
-    }))
-    .unwrap();
-    Api::<ClusterRole>::all(admin.clone())
-        .patch(&ceiling, &pp, &Patch::Apply(&role))
-        .await
-        .unwrap();
-    let trust = support::selecting_trust(&admin, &ns, Some(&ceiling)).await;
+    let trust = support::trust_with_wide_ceiling(&admin, &ns).await;
     for i in 0..APPS {
         // Half declare access, so grant objects and the guard's parameters are resynced too.
         let policies = if i % 2 == 0 {
@@ -139,7 +126,7 @@ async fn a_restart_over_unchanged_applications_writes_nothing() {
             w.contains(&format!("/namespaces/{ns}/"))
                 || w.ends_with(&format!("/{ns}"))
                 || w.contains(&trust)
-                || w.contains(&ceiling)
+                || w.contains(&format!("ceiling-{ns}"))
         })
         .collect();
     assert_eq!(

@@ -16,6 +16,10 @@
 //!   deletecollection is never granted (it cannot be restricted by name either). Manage is trimmed to
 //!   the ceiling: verbs the ceiling does not cover are dropped with a warning.
 //!
+//! `read`, `deploy` and `manage` also read (`get`, by name) the Application's most recent
+//! ApplicationRevisions (`rules::revision_rule`: what `oam-trust rollback` reads), where the trust's
+//! ceiling allows it.
+//!
 //! Presets never grant Secrets, ServiceAccount tokens, RBAC/admission/CRD kinds or cluster-scoped
 //! objects, and cover a component trait's own component only. Explicit `rules` never write the
 //! Application (`ApplicationWrite`: a write verb on `applications`, `*` or a subresource of them in
@@ -308,6 +312,7 @@ fn derive_one(
         rules::scoped_objects(input, decl.component, warnings)
     };
     let rules = rules::granted_rules(&trust_name, trust, input, &props.access, &objects, warnings)?;
+    let rules = rules::with_revision_rule(rules, trust, input, &props.access);
 
     let name = objects::object_name(&app_name(app), namespace, &decl.slug, &decl.id);
     let (agent_groups, unenforceable) = if trust.spec.federation().gitlab_agent {

@@ -16,6 +16,11 @@ use crate::names;
 const READ_VERBS: &[&str] = &["get", "list", "watch"];
 const APPLICATIONS: &str = "applications";
 const APPLICATIONS_STATUS: &str = "applications/status";
+const APPLICATION_REVISIONS: &str = "applicationrevisions";
+/// How many of an Application's most recent ApplicationRevisions a preset reads (`get`, by name):
+/// `<app>-v<N-K+1>` to `<app>-v<N>`, N of `status.latestRevision`. It bounds the size of the Role; a
+/// `--revision-limit` above it keeps older revisions that only people (not grants) read.
+pub const READABLE_REVISIONS: i64 = 100;
 /// Verbs that change an object (or many): never granted on the Application except through `deploy`.
 const WRITE_VERBS: &[&str] = &[
     "create",
@@ -124,6 +129,61 @@ pub fn preset_rules(preset: Preset, application: &str, objects: &ObjectNames) ->
         app_verbs,
         Some(vec![application.to_string()]),
     ));
+    rules
+}
+
+/// `get` on the Application's recent revisions ([`READABLE_REVISIONS`]), what `oam-trust rollback`
+/// reads; `None` before the first revision is recorded. Granted to `read`, `deploy` and `manage`
+/// (not `approve`, which only resumes), and left out (without refusing the grant) where the
+/// trust's ceiling does not allow it.
+pub fn revision_rule(application: &crate::api::oam::Application) -> Option<PolicyRule> {
+    let latest = application
+        .status
+        .as_ref()?
+        .latest_revision
+        .as_ref()?
+        .revision;
+    if latest < 1 {
+        return None;
+    }
+    let app = super::grant::app_name(application);
+    let first = latest.saturating_sub(READABLE_REVISIONS - 1).max(1);
+    let names = (first..=latest)
+        .map(|n| names::revision_name(&app, n))
+        .collect();
+    Some(rule(
+        names::OAM_GROUP,
+        APPLICATION_REVISIONS,
+        &["get"],
+        Some(names),
+    ))
+}
+
+/// `rules` plus a preset's [`revision_rule`], when the trust's ceiling (if any) allows it: a ceiling
+/// written before revisions existed keeps its grants, without rollback.
+pub(super) fn with_revision_rule(
+    mut rules: Vec<PolicyRule>,
+    trust: &GitLabTrust,
+    input: &GrantInput,
+    access: &Access,
+) -> Vec<PolicyRule> {
+    let reads = matches!(
+        access,
+        Access::Preset(Preset::Read | Preset::Deploy | Preset::Manage)
+    );
+    let Some(rule) = reads.then(|| revision_rule(input.application)).flatten() else {
+        return rules;
+    };
+    let allowed = match &trust.spec.ceiling {
+        None => true,
+        Some(c) => input.ceilings.get(&c.cluster_role_ref).is_some_and(|role| {
+            let within = role.rules.as_deref().unwrap_or_default();
+            ceiling::uncovered(std::slice::from_ref(&rule), within).is_empty()
+        }),
+    };
+    if allowed {
+        rules.push(rule);
+    }
     rules
 }
 
@@ -298,4 +358,130 @@ pub fn describe(rules: &[PolicyRule]) -> Vec<String> {
             line
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    use serde_json::json;
+
+    use super::*;
+    use crate::access::{GrantInput, derive_grants};
+    use crate::api::oam::Application;
+
+    /// Application `shop` with one `access` policy of trust `t`, at revision `latest` (if any).
+    fn app(access: serde_json::Value, latest: Option<i64>) -> Application {
+        let mut app = json!({
+            "apiVersion": "core.oam.dev/v1beta1", "kind": "Application",
+            "metadata": {"name": "shop", "namespace": "team"},
+            "spec": {"components": [{"name": "web", "type": "webservice", "properties": {"image": "nginx"}}],
+                     "policies": [{"name": "ci", "type": "gitlab-access", "properties": {
+                         "trust": "t", "subjects": [{"projectId": "1"}], "access": access}}]}
+        });
+        if let Some(n) = latest {
+            app["status"] =
+                json!({"latestRevision": {"name": format!("shop-v{n}"), "revision": n}});
+        }
+        serde_json::from_value(app).unwrap()
+    }
+
+    fn trust(ceiling: bool) -> GitLabTrust {
+        let mut spec = json!({"issuer": "https://gitlab.example.com", "audiences": ["a"],
+                              "namespaceSelector": {"matchLabels": {"ci": "yes"}},
+                              "allow": [{"projectId": "1"}]});
+        if ceiling {
+            spec["ceiling"] = json!({"clusterRoleRef": "c"});
+        }
+        serde_json::from_value(
+            json!({"apiVersion": "oam-trust.dev/v1alpha1", "kind": "GitLabTrust",
+                                      "metadata": {"name": "t"}, "spec": spec}),
+        )
+        .unwrap()
+    }
+
+    /// The rules granted on applicationrevisions (empty: none) to the one grant, which must be granted
+    /// without warnings.
+    fn revision_rules(app: &Application, ceiling: Option<serde_json::Value>) -> Vec<PolicyRule> {
+        let trusts = BTreeMap::from([("t".to_string(), trust(ceiling.is_some()))]);
+        let ceilings: BTreeMap<String, ClusterRole> = ceiling
+            .map(|rules| {
+                let role = json!({"metadata": {"name": "c"}, "rules": rules});
+                ("c".to_string(), serde_json::from_value(role).unwrap())
+            })
+            .into_iter()
+            .collect();
+        let set = derive_grants(&GrantInput {
+            application: app,
+            namespace_labels: Some(&BTreeMap::from([("ci".to_string(), "yes".to_string())])),
+            trusts: &trusts,
+            ceilings: &ceilings,
+            rendered: &[],
+        });
+        assert_eq!(set.refusals, [], "granted");
+        assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+        set.grants[0]
+            .role
+            .rules
+            .iter()
+            .flatten()
+            .filter(|r| r.resources.as_deref() == Some(&[APPLICATION_REVISIONS.to_string()]))
+            .cloned()
+            .collect()
+    }
+
+    fn names_of(n: std::ops::RangeInclusive<i64>) -> Option<Vec<String>> {
+        Some(n.map(|i| format!("shop-v{i}")).collect())
+    }
+
+    #[test]
+    fn read_deploy_and_manage_read_the_recent_revisions_by_name() {
+        let all = json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]);
+        for preset in ["read", "deploy", "manage"] {
+            let rules = revision_rules(&app(json!(preset), Some(3)), Some(all.clone()));
+            assert_eq!(
+                rules,
+                [rule(
+                    names::OAM_GROUP,
+                    APPLICATION_REVISIONS,
+                    &["get"],
+                    names_of(1..=3)
+                )],
+                "{preset}"
+            );
+        }
+        // At most READABLE_REVISIONS, the newest.
+        let rules = revision_rules(&app(json!("deploy"), Some(250)), None);
+        assert_eq!(rules[0].resource_names, names_of(151..=250));
+    }
+
+    #[test]
+    fn no_revision_yet_no_rule_and_explicit_rules_get_none() {
+        assert_eq!(revision_rules(&app(json!("deploy"), None), None), []);
+        assert_eq!(revision_rules(&app(json!("read"), Some(0)), None), []);
+        // approve only resumes a workflow: it reads no revision.
+        assert_eq!(revision_rules(&app(json!("approve"), Some(3)), None), []);
+        let explicit = json!({"rules": [{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]}]});
+        let all = json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]);
+        assert_eq!(revision_rules(&app(explicit, Some(3)), Some(all)), []);
+    }
+
+    #[test]
+    fn a_ceiling_without_revisions_keeps_the_grant_without_them() {
+        let apps_only = json!([{"apiGroups": ["core.oam.dev"], "resources": ["applications"],
+                                "verbs": ["get", "list", "watch", "patch", "update"]}]);
+        assert_eq!(
+            revision_rules(&app(json!("deploy"), Some(3)), Some(apps_only.clone())),
+            []
+        );
+        let mut with_revisions = apps_only;
+        with_revisions.as_array_mut().unwrap().push(
+            json!({"apiGroups": ["core.oam.dev"], "resources": ["applicationrevisions"], "verbs": ["get"]}),
+        );
+        assert_eq!(
+            revision_rules(&app(json!("deploy"), Some(3)), Some(with_revisions))[0].resource_names,
+            names_of(1..=3)
+        );
+    }
 }

@@ -58,6 +58,8 @@ pub struct Context {
     pub world: WorldStores,
     /// Who is bound where grants live (`access::rights`).
     pub rights: crate::access::rights::Rights,
+    /// How many ApplicationRevisions are kept per Application (`--revision-limit`).
+    pub revision_limit: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,7 +137,20 @@ async fn reconcile_app(app: &Application, ctx: &Context) -> Result<Action, Error
     }
     let mut world = ctx.world.snapshot();
     world.referenced = read_references(ctx, app).await;
-    let built = build(app, &world);
+    super::revision::pin_definitions(&ctx.client, app, &mut world)
+        .await
+        .map_err(kube_err(
+            "reading the rollback's ApplicationRevision",
+            &app.name_any(),
+        ))?;
+    let mut built = build(app, &world);
+    if built.rendered.is_ok() {
+        let recorded = super::revision::record(&ctx.client, app, &world, ctx.revision_limit).await;
+        built.latest_revision = Some(recorded.map_err(kube_err(
+            "recording the ApplicationRevision",
+            &app.name_any(),
+        ))?);
+    }
     let outcome = apply(ctx, app, &built).await;
     update_status(ctx, app, &built, outcome).await
 }
@@ -186,6 +201,8 @@ pub struct Built {
     /// rendered object the step that applies it.
     pub workflow: Option<crate::render::workflow::Workflow>,
     pub object_steps: Vec<Option<String>>,
+    /// The ApplicationRevision recording what rendered (`revision::record`, after build).
+    pub latest_revision: Option<crate::api::oam::DefinitionRevisionRef>,
 }
 
 /// Step 2: renders and derives, with no IO.
@@ -238,6 +255,7 @@ pub fn build(app: &Application, world: &World) -> Built {
             definitions,
             missing_guards: world.missing_guards.clone(),
             warnings: derived.warnings,
+            latest_revision: None,
         },
         Err(e) => Built {
             rendered: Err(e),
@@ -252,6 +270,7 @@ pub fn build(app: &Application, world: &World) -> Built {
             component_types: BTreeMap::new(),
             workflow: None,
             object_steps: Vec::new(),
+            latest_revision: None,
         },
     }
 }
@@ -786,6 +805,7 @@ async fn update_status(
                     .chain(access.conditions)
                     .collect();
             let mut status = next_status(app, "rendering", &desired, None);
+            status.latest_revision = built.latest_revision.clone().or(status.latest_revision);
             status
                 .conditions
                 .retain(|c| !access.cleared.contains(&c.type_.as_str()));
@@ -871,6 +891,7 @@ async fn update_status(
     ];
     let conditions: Vec<Desired> = conditions.into_iter().chain(access.conditions).collect();
     let mut status = next_status(app, phase, &conditions, Some(services));
+    status.latest_revision = built.latest_revision.clone().or(status.latest_revision);
     status
         .conditions
         .retain(|c| !access.cleared.contains(&c.type_.as_str()));

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod authn;
 pub mod conditions;
 pub mod health;
+pub mod revision;
 pub mod sharing;
 pub mod trust;
 pub mod workflow;
@@ -61,6 +62,8 @@ pub struct Controllers {
     pub authn: authn::AuthnArgs,
     /// Set once every store has listed its objects.
     pub synced: Arc<AtomicBool>,
+    /// How many ApplicationRevisions are kept per Application (`--revision-limit`).
+    pub revision_limit: usize,
 }
 
 /// Runs the Application and GitLabTrust controllers until SIGINT/SIGTERM.
@@ -83,6 +86,7 @@ pub async fn run(c: Controllers) -> anyhow::Result<()> {
         metrics: c.metrics.clone(),
         world: world.clone(),
         rights: c.rights.clone(),
+        revision_limit: c.revision_limit,
     });
     let app_controller = application_controller(&c.client, c.concurrency, &world, streams);
     let apps = app_controller.store();

@@ -50,6 +50,11 @@ pub struct RunArgs {
     /// Definitions in any other namespace apply to that namespace's Applications only.
     #[arg(long, env = "OAM_TRUST_DEFINITIONS_NAMESPACE", default_value = crate::names::DEFAULT_DEFINITIONS_NAMESPACE)]
     pub definitions_namespace: String,
+    /// How many ApplicationRevisions (`<app>-v<N>`) are kept per Application: the oldest beyond it
+    /// are deleted when a new one is recorded, never the one deployed.
+    #[arg(long, env = "OAM_TRUST_REVISION_LIMIT", default_value_t = crate::names::DEFAULT_REVISION_LIMIT,
+          value_parser = parse_revision_limit)]
+    pub revision_limit: usize,
     /// Name of the leader-election Lease.
     #[arg(long, env = "OAM_TRUST_LEASE_NAME", default_value = "oam-trust")]
     pub lease_name: String,
@@ -68,6 +73,13 @@ pub struct RunArgs {
     /// The token-exchange service (served by every replica).
     #[command(flatten)]
     pub exchange: crate::federation::ExchangeArgs,
+}
+
+fn parse_revision_limit(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a number of revisions of at least 1")),
+    }
 }
 
 /// The parts of the operator one process runs (`--role`).
@@ -223,6 +235,7 @@ pub async fn run_with_metrics(
             rights: args.rights.rights(),
             authn: args.authn.clone(),
             synced: readiness.controllers.clone(),
+            revision_limit: args.revision_limit,
         })
         .await
     };

@@ -263,6 +263,7 @@ pub async fn operator() {
                     authn: Default::default(),
                     lease_name: format!("oam-trust-tests-{}", std::process::id()),
                     exchange: Default::default(),
+                    revision_limit: oam_trust::names::DEFAULT_REVISION_LIMIT,
                 };
                 if let Err(e) = oam_trust::runtime::run_with_config(config, args).await {
                     eprintln!("the operator under test stopped: {e:#}");
@@ -287,6 +288,7 @@ pub fn own_operator_args(instance: &str) -> oam_trust::runtime::RunArgs {
         authn: Default::default(),
         lease_name: "unused".into(),
         exchange: Default::default(),
+        revision_limit: oam_trust::names::DEFAULT_REVISION_LIMIT,
     }
 }
 
@@ -556,4 +558,39 @@ pub async fn selecting_trust(client: &Client, ns: &str, ceiling: Option<&str>) -
         .await
         .expect("the API server accepts the GitLabTrust");
     trust
+}
+
+/// A GitLabTrust selecting `ns` ([`selecting_trust`]) whose ceiling, `ceiling-<ns>`, allows get,
+/// list, watch, update and patch of everything: presets are never cut by it. Returns the trust's name.
+pub async fn trust_with_wide_ceiling(client: &Client, ns: &str) -> String {
+    let ceiling = format!("ceiling-{ns}");
+    let role: k8s_openapi::api::rbac::v1::ClusterRole = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": ceiling},
+        "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch", "update", "patch"]}]
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone())
+        .patch(
+            &ceiling,
+            &PatchParams::apply("oam-trust-tests").force(),
+            &Patch::Apply(&role),
+        )
+        .await
+        .expect("the API server accepts the ceiling ClusterRole");
+    selecting_trust(client, ns, Some(&ceiling)).await
+}
+
+/// The ServiceAccount of the one grant of Application `app`, once the operator created it.
+pub async fn grant_account(client: &Client, ns: &str, app: &str) -> String {
+    let sas = Api::<ServiceAccount>::namespaced(client.clone(), ns);
+    let selector = format!("oam-trust.dev/grant,app.oam.dev/name={app}");
+    let list = || async {
+        sas.list(&kube::api::ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+    };
+    let found = eventually(APP_WAIT, || async { list().await.len() == 1 }).await;
+    assert!(found, "{ns}: the grant ServiceAccount of {app} is created");
+    kube::ResourceExt::name_any(&list().await[0])
 }
