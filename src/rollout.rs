@@ -91,6 +91,26 @@ pub async fn wait_running(
             println!("Application {namespace}/{name} is running generation {generation}");
             return Ok(());
         }
+        // A workflow gate (an approval) is where this change waits by design: what comes before
+        // it is deployed and healthy, and the rest is someone else's decision.
+        let run = status.workflow.as_ref();
+        if observed >= generation && recorded && phase == "workflowSuspending" {
+            let steps = run
+                .map(crate::resume::suspending_steps_of)
+                .unwrap_or_default();
+            println!(
+                "Application {namespace}/{name}: generation {generation} is deployed up to workflow step {}, which waits to be resumed (oam-trust resume {name} -n {namespace})",
+                steps.join(", ")
+            );
+            return Ok(());
+        }
+        if observed >= generation && phase == "workflowFailed" {
+            bail!(
+                "Application {namespace}/{name}: the workflow of generation {generation} failed: {}",
+                run.and_then(|r| r.message.as_deref())
+                    .unwrap_or("see oam-trust status")
+            );
+        }
         if tokio::time::Instant::now() >= deadline {
             bail!(
                 "Application {namespace}/{name} did not reach phase running at generation {generation} within {}: {last}",

@@ -207,11 +207,24 @@ async fn an_approval_gate_holds_production_until_resumed() {
     assert!(out.contains("is not suspended"), "{out}");
 
     // A spec change is a new run: staging gets the new image, production waits for a new approval.
-    let mut next = gated("gate", &ns, &prod, json!([]));
-    next["spec"]["components"][0]["properties"]["image"] = json!("nginx:1.29");
-    next["spec"]["policies"][2]["properties"]["components"][0]["properties"]["image"] =
-        json!("nginx:1.30");
-    support::apply_app(&admin, &ns, next).await;
+    // `set-image --wait` returns once the change is deployed up to the gate.
+    let (code, out) = cli(
+        &kubeconfig,
+        &[
+            "set-image",
+            "web=nginx:1.29",
+            "--app",
+            "gate",
+            "-n",
+            &ns,
+            "--wait",
+            "--timeout",
+            "2m",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("waits to be resumed"), "{out}");
     let a = support::wait_app(&admin, &ns, "gate", "suspended again", |a| {
         suspended(a)
             && a.status.as_ref().and_then(|s| s.observed_generation) == a.metadata.generation

@@ -495,7 +495,12 @@ impl Steps<'_> {
     ) -> (Vec<usize>, WorkflowStatus, Result<Applied, ApplyError>) {
         let now = Timestamp::now();
         let previous = app.status.as_ref().and_then(|s| s.workflow.as_ref());
-        let mut run = super::workflow::begin(wf, previous, &run_revision(app), now);
+        // The run belongs to the revision recording this spec (a new one starts a new run).
+        let revision = match &self.built.latest_revision {
+            Some(r) => r.name.clone(),
+            None => run_revision(app),
+        };
+        let mut run = super::workflow::begin(wf, previous, &revision, now);
         let mut total = Applied::default();
         let mut last: Option<Vec<usize>> = None;
         for _ in 0..=wf.all_steps().len() {
@@ -608,7 +613,8 @@ impl Steps<'_> {
     }
 }
 
-/// The run a workflow's state belongs to: a spec change starts a new run.
+/// The run a workflow's state belongs to when no revision was recorded: a spec change starts a
+/// new run.
 fn run_revision(app: &Application) -> String {
     format!(
         "{}-generation-{}",
