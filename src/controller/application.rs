@@ -576,22 +576,7 @@ impl Steps<'_> {
                 continue;
             }
             let key = ObjectKey::of(&object.object);
-            let health = match self
-                .ctx
-                .applier
-                .get(Identity::Applier(self.user), &key)
-                .await
-            {
-                Ok(Some(live)) => health::of_workload(&live),
-                Ok(None) => health::Health {
-                    healthy: false,
-                    message: "workload not found".into(),
-                },
-                Err(e) => health::Health {
-                    healthy: false,
-                    message: format!("reading workload: {e}"),
-                },
-            };
+            let health = workload_health(self.ctx, self.user, &key).await;
             if !health.healthy {
                 waiting.push(format!(
                     "{} {}/{}: {}",
@@ -1068,25 +1053,7 @@ async fn component_health(
                     api_version: key.api_version.clone(),
                     kind: key.kind.clone(),
                 };
-                let h = match ctx.applier.get(Identity::Applier(user), &key).await {
-                    Ok(Some(live)) => {
-                        let mut h = health::of_workload(&live);
-                        if !h.healthy
-                            && let Some(reason) = pending_reason(ctx, &live).await
-                        {
-                            h.message = format!("{} ({reason})", h.message);
-                        }
-                        h
-                    }
-                    Ok(None) => health::Health {
-                        healthy: false,
-                        message: "workload not found".into(),
-                    },
-                    Err(e) => health::Health {
-                        healthy: false,
-                        message: format!("reading workload: {e}"),
-                    },
-                };
+                let h = workload_health(ctx, user, &key).await;
                 (h, Some(gvk), key.namespace)
             }
         };
@@ -1103,6 +1070,30 @@ async fn component_health(
         });
     }
     out
+}
+
+/// The health of workload `key` as the applier reads it, with the scheduler's reason when its pods
+/// cannot be scheduled.
+async fn workload_health(ctx: &Context, user: &str, key: &ObjectKey) -> health::Health {
+    match ctx.applier.get(Identity::Applier(user), key).await {
+        Ok(Some(live)) => {
+            let mut h = health::of_workload(&live);
+            if !h.healthy
+                && let Some(reason) = pending_reason(ctx, &live).await
+            {
+                h.message = format!("{} ({reason})", h.message);
+            }
+            h
+        }
+        Ok(None) => health::Health {
+            healthy: false,
+            message: "workload not found".into(),
+        },
+        Err(e) => health::Health {
+            healthy: false,
+            message: format!("reading workload: {e}"),
+        },
+    }
 }
 
 /// Why a workload's pods are not ready, when the scheduler says so.

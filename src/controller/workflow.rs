@@ -217,16 +217,7 @@ fn schedule_level(
                     }
                     StepKind::StepGroup => {
                         set(state, RUNNING, "Execute", String::new(), now);
-                        schedule_level(
-                            &step.sub_steps,
-                            &mut state.sub_steps,
-                            sub_mode,
-                            sub_mode,
-                            all,
-                            resumed,
-                            now,
-                        );
-                        settle_group(state, now);
+                        run_group(step, state, sub_mode, all, resumed, now);
                     }
                     _ => set(state, RUNNING, "Execute", String::new(), now),
                 }
@@ -267,16 +258,7 @@ fn schedule_level(
             RUNNING => {
                 let state = &mut states[i];
                 if let StepKind::StepGroup = step.kind {
-                    schedule_level(
-                        &step.sub_steps,
-                        &mut state.sub_steps,
-                        sub_mode,
-                        sub_mode,
-                        all,
-                        resumed,
-                        now,
-                    );
-                    settle_group(state, now);
+                    run_group(step, state, sub_mode, all, resumed, now);
                 }
                 if state.phase == RUNNING
                     && let Some(t) = step.timeout
@@ -305,6 +287,27 @@ fn schedule_level(
             _ => {}
         }
     }
+}
+
+/// Schedules a running group's sub-steps, then settles the group by them.
+fn run_group(
+    group: &Step,
+    state: &mut WorkflowStepStatus,
+    sub_mode: Mode,
+    all: &Phases,
+    resumed: bool,
+    now: Timestamp,
+) {
+    schedule_level(
+        &group.sub_steps,
+        &mut state.sub_steps,
+        sub_mode,
+        sub_mode,
+        all,
+        resumed,
+        now,
+    );
+    settle_group(state, now);
 }
 
 fn skip_all(steps: &mut [WorkflowStepStatus], now: Timestamp) {
