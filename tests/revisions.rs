@@ -176,6 +176,21 @@ async fn five_spec_changes_make_five_revisions_and_a_resync_makes_none() {
         latest.revision_hash.as_deref(),
         Some(recorded[4].spec.revision_hash.as_str())
     );
+    // The first operator may still have a status write in flight (the rollout's last health
+    // change): stop it only once the status has held still for a while, or the second operator
+    // would make that write and the "no writes" check would see it.
+    let apps = Api::<Application>::namespaced(admin.clone(), &ns);
+    let mut settled = false;
+    for _ in 0..20 {
+        let before = serde_json::to_value(apps.get("shop").await.unwrap().status).unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after = serde_json::to_value(apps.get("shop").await.unwrap().status).unwrap();
+        if before == after && after["status"] == "running" {
+            settled = true;
+            break;
+        }
+    }
+    assert!(settled, "the status never held still");
     first.abort();
     let _ = first.await;
 
