@@ -23,9 +23,13 @@ pub mod grants;
 mod http;
 mod issuance;
 pub mod kubeconfig;
-mod limits;
+/// Public for the fuzz targets (`fuzz/`), not an API.
+#[doc(hidden)]
+pub mod limits;
 pub mod reaper;
-mod request;
+/// Public for the fuzz targets (`fuzz/`), not an API.
+#[doc(hidden)]
+pub mod request;
 pub mod server;
 pub mod tls;
 mod ttl;
