@@ -1709,6 +1709,39 @@ fn trait_json_patch_errors_name_the_operation() {
     assert_eq!(container(&merged[0], 0)["image"], "x", "the rest is kept");
 }
 
+/// Found by `fuzz/` (target `render`): a patch of the whole document (`path: ""`) or a merge patch
+/// with `kind: null` rendered an "object" without apiVersion or kind, which the applier cannot send.
+#[test]
+fn trait_patches_cannot_remove_the_workloads_type() {
+    let err = one_trait(
+        "webservice",
+        r#"{type: json-patch, properties: {operations: [{op: add, path: "", value: {name: sidecar, image: "busybox:1.34"}}]}}"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"component "w": trait "json-patch": field "operations": the patched workload has no apiVersion; a patch may change it, not remove it"#
+    );
+    let err = one_trait(
+        "worker",
+        "{type: json-merge-patch, properties: {kind: null}}",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"component "w": trait "json-merge-patch": field "kind": the patched workload has no kind; a patch may change it, not remove it"#
+    );
+    let retyped = one_trait(
+        "worker",
+        "{type: json-patch, properties: {operations: [{op: replace, path: /kind, value: StatefulSet}]}}",
+    )
+    .unwrap();
+    assert_eq!(
+        retyped[0]["kind"], "StatefulSet",
+        "changing the type stays allowed"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Resource policies (item 2): parsed, validated and handed to the applier.
 

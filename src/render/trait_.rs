@@ -1803,6 +1803,7 @@ fn json_patch(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, Rend
         return Err(p.type_error(&format!("operations[{i}]"), "object", op));
     }
     super::json_patch::apply(workload, operations).map_err(|e| p.invalid("operations", e))?;
+    keeps_type(p, Some("operations"), workload)?;
     Ok(Vec::new())
 }
 
@@ -1810,5 +1811,21 @@ fn json_patch(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, Rend
 fn json_merge_patch(p: &mut Params, workload: &mut Value) -> Result<TraitOutputs, RenderError> {
     let patch: Map<String, Value> = p.entries().map(|(k, v)| (k.clone(), v.clone())).collect();
     super::policy::merge_patch(workload, &Value::Object(patch));
+    keeps_type(p, None, workload)?;
     Ok(Vec::new())
+}
+
+/// The applier sends the workload as a Kubernetes object named by its `apiVersion` and `kind`: a
+/// patch may change them, not remove them (or replace the whole object by one without them).
+/// `field` names the parameter in the error; `None` names the key itself (a merge patch's keys).
+fn keeps_type(p: &Params, field: Option<&str>, workload: &Value) -> Result<(), RenderError> {
+    for key in ["apiVersion", "kind"] {
+        if workload[key].as_str().is_none_or(str::is_empty) {
+            return Err(p.invalid(
+                field.unwrap_or(key),
+                format!("the patched workload has no {key}; a patch may change it, not remove it"),
+            ));
+        }
+    }
+    Ok(())
 }
