@@ -74,6 +74,7 @@ for t in "${targets[@]}"; do
   before=$(find "$artifacts" -type f | wc -l)
   log "$t: ${seconds}s (log: fuzz/logs/$t.log)"
   rc=0
+  started=$SECONDS
   # libFuzzer writes new inputs only to the first corpus directory; the seeds are read, never changed.
   nice -n 19 "$bin_dir/$t" "$corpus" "fuzz/seeds/$t" \
     -max_total_time="$seconds" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
@@ -82,13 +83,14 @@ for t in "${targets[@]}"; do
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "fuzz/logs/$t.log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "fuzz/logs/$t.log" | tail -1)
   cov=$(grep -o 'cov: [0-9]* ft: [0-9]* corp: [0-9]*' "fuzz/logs/$t.log" | tail -1 || true)
+  ran=$(( SECONDS - started ))  # less than asked when it stopped on a crash
   found=$(( $(find "$artifacts" -type f | wc -l) - before ))
   if (( rc != 0 || found > 0 )); then
     failed=1
     log "$t: FAILED (exit $rc); see fuzz/logs/$t.log and $artifacts/"
     grep -m 3 -E 'panicked at|ERROR: libFuzzer|SUMMARY' "fuzz/logs/$t.log" >&2 || true
   fi
-  summary+=("$(printf '%-16s %8ss %12s %8s/s   %-32s %s' "$t" "$seconds" "${execs:-?}" "${rate:-?}" \
+  summary+=("$(printf '%-16s %8ss %12s %8s/s   %-32s %s' "$t" "$ran" "${execs:-?}" "${rate:-?}" \
     "${cov:-?}" "$found")")
 done
 
