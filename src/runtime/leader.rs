@@ -183,7 +183,11 @@ impl Elector {
                     }
                 }
             }
-            let mut wait = if renewed { t.renew_every } else { t.retry_every };
+            let mut wait = if renewed {
+                t.renew_every
+            } else {
+                t.retry_every
+            };
             if let (true, Some(until)) = (leading, valid_until) {
                 // Wake when the lease runs out, to step down on time.
                 wait = wait.min(until.saturating_duration_since(Instant::now()));
