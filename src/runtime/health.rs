@@ -107,28 +107,19 @@ async fn metrics_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::mock_api::{self, Reply};
     use std::sync::atomic::AtomicUsize;
-
-    use axum::http::{Request, Response};
-    use http_body_util::Full;
-    use hyper::body::Bytes;
 
     /// An API server whose `/readyz` answers while `up` holds, and hangs otherwise (SIGSTOP).
     fn api_server(up: Arc<AtomicBool>, calls: Arc<AtomicUsize>) -> kube::Client {
-        let svc = tower::service_fn(move |req: Request<kube::client::Body>| {
+        mock_api::client(move |req| {
             assert_eq!(req.uri().path(), "/readyz");
             calls.fetch_add(1, Ordering::SeqCst);
-            let up = up.load(Ordering::SeqCst);
-            async move {
-                if !up {
-                    std::future::pending::<()>().await;
-                }
-                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
-                    b"ok",
-                ))))
+            match up.load(Ordering::SeqCst) {
+                true => Reply::Json(200, "ok"),
+                false => Reply::Hang,
             }
-        });
-        kube::Client::new(svc, "default")
+        })
     }
 
     #[tokio::test]

@@ -296,11 +296,8 @@ impl Elector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::mock_api::{self, Reply};
     use std::sync::atomic::AtomicUsize;
-
-    use axum::http::{Request, Response};
-    use http_body_util::Full;
-    use hyper::body::Bytes;
 
     #[test]
     fn a_gate_opened_until_a_deadline_closes_by_itself() {
@@ -318,31 +315,18 @@ mod tests {
 
     /// An API server that creates the Lease, then accepts every request and answers none (SIGSTOP).
     fn answers_once_then_hangs() -> Client {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let svc = tower::service_fn(move |_req: Request<kube::client::Body>| {
-            let call = calls.fetch_add(1, Ordering::SeqCst);
-            async move {
-                let (status, body) = match call {
-                    0 => (
-                        404,
-                        r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#,
-                    ),
-                    1 => (
-                        201,
-                        r#"{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"l","namespace":"default"}}"#,
-                    ),
-                    _ => std::future::pending().await,
-                };
-                Ok::<_, std::convert::Infallible>(
-                    Response::builder()
-                        .status(status)
-                        .header("content-type", "application/json")
-                        .body(Full::new(Bytes::from_static(body.as_bytes())))
-                        .unwrap(),
-                )
-            }
-        });
-        Client::new(svc, "default")
+        let calls = AtomicUsize::new(0);
+        mock_api::client(move |_| match calls.fetch_add(1, Ordering::SeqCst) {
+            0 => Reply::Json(
+                404,
+                r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#,
+            ),
+            1 => Reply::Json(
+                201,
+                r#"{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"l","namespace":"default"}}"#,
+            ),
+            _ => Reply::Hang,
+        })
     }
 
     #[tokio::test]

@@ -14,6 +14,8 @@ pub mod events;
 pub mod health;
 pub mod leader;
 pub mod metrics;
+#[cfg(test)]
+pub(crate) mod mock_api;
 pub mod reflect;
 pub mod world;
 

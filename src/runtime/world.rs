@@ -240,27 +240,20 @@ pub fn version<K: Resource>(obj: &K) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::mock_api::{self, Reply};
     use std::time::Duration;
-
-    use axum::http::{Request, Response};
-    use http_body_util::Full;
-    use hyper::body::Bytes;
 
     /// An API server with no objects: every list is empty, every watch waits forever.
     fn empty_cluster() -> Client {
-        let svc = tower::service_fn(|req: Request<kube::client::Body>| async move {
+        mock_api::client(|req| {
             if req.uri().query().is_some_and(|q| q.contains("watch=true")) {
-                std::future::pending::<()>().await;
+                return Reply::Hang;
             }
-            let list = r#"{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":"1"},"items":[]}"#;
-            Ok::<_, std::convert::Infallible>(
-                Response::builder()
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from_static(list.as_bytes())))
-                    .unwrap(),
+            Reply::Json(
+                200,
+                r#"{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":"1"},"items":[]}"#,
             )
-        });
-        Client::new(svc, "default")
+        })
     }
 
     #[tokio::test]
