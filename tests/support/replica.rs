@@ -13,7 +13,7 @@ pub struct Replica {
     pub child: Child,
     pub health: u16,
     pub exchange: u16,
-    /// Its stdout and stderr (JSON lines).
+    /// Its stdout and stderr (JSON lines), deleted when it is dropped unless the test is failing.
     pub log: PathBuf,
 }
 
@@ -22,6 +22,10 @@ impl Drop for Replica {
         let _ = self.signal("CONT");
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Kept for a failed test to be read; gone otherwise.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
