@@ -7,8 +7,18 @@
 #   hack/cluster.sh status  is it up?
 #   hack/cluster.sh logs    tail of every component log
 #
+# Fault injection on one component (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok)
+# of a cluster that is up; each is started again exactly as `up` started it (flags, ports, data):
+#   hack/cluster.sh kill <component>      SIGKILL, as a crash: no cleanup
+#   hack/cluster.sh stop <component>      SIGTERM, SIGKILL after 10 s
+#   hack/cluster.sh start <component>     start it again and wait until it serves (etcd /health, kube-apiserver /readyz)
+#   hack/cluster.sh restart <component>   stop, then start
+#   hack/cluster.sh pause <component>     SIGSTOP: the process stays, its sockets accept, nothing answers
+#   hack/cluster.sh resume <component>    SIGCONT
+#
 # State lives in $OAM_TRUST_CLUSTER_DIR (default: .cluster/ in the checkout, git-ignored):
-#   kubeconfig (admin, system:masters), pki/, logs/<component>.log, pids/<component>.pid, env (sourceable).
+#   kubeconfig (admin, system:masters), pki/, logs/<component>.log, pids/<component>.pid, env (sourceable),
+#   ports (what `start <component>` needs).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$HERE")"
@@ -36,9 +46,9 @@ pki() {
   cd - >/dev/null
 }
 
-start() { # name, then the command; detached into its own session, pid recorded
+start() { # name, then the command; detached into its own session, pid recorded; a restart appends to its log
   local name="$1"; shift
-  setsid "$@" >"$D/logs/$name.log" 2>&1 < /dev/null 9>&- &
+  setsid "$@" >>"$D/logs/$name.log" 2>&1 < /dev/null 9>&- &
   echo $! > "$D/pids/$name.pid"
 }
 
@@ -80,24 +90,20 @@ KC
   chmod 600 "$1"
 }
 
-up() {
-  if [[ -f "$D/env" ]] && alive kube-apiserver; then
-    log "already up"; cat "$D/env"; return
-  fi
-  down quiet
-  BIN="$("$HERE/build-binaries.sh" all | tail -n1)"
-  mkdir -p "$D/logs" "$D/pids" "$D/etcd"
-  pki
-  ETCD_PORT=$(free_port); ETCD_PEER=$(free_port); API_PORT=$(free_port)
-  log "starting etcd on 127.0.0.1:$ETCD_PORT"
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+# One function per component, so `start <component>` runs exactly what `up` ran. They read $BIN, $D and
+# the ports from $D/ports.
+start_etcd() {
   start etcd "$BIN/etcd" --name local --data-dir "$D/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER" \
     --initial-cluster "local=http://127.0.0.1:$ETCD_PEER" --unsafe-no-fsync=true --log-level=warn \
     --quota-backend-bytes=4294967296
   wait_for "etcd /health" 60 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
+}
 
-  log "starting kube-apiserver on https://127.0.0.1:$API_PORT"
+start_kube_apiserver() {
   local p="$D/pki" extra=()
   # Structured authentication (API-server-native GitLab OIDC): the operator's controller keeps this
   # file current (--authn-config-out); the API server reloads it when it changes. Empty to begin with.
@@ -123,10 +129,10 @@ up() {
     "${extra[@]}"
   wait_for "kube-apiserver /readyz" 120 curl -fsS --cacert "$p/ca.crt" --cert "$p/admin.crt" --key "$p/admin.key" \
     "https://127.0.0.1:$API_PORT/readyz"
-  kubeconfig "$D/kubeconfig" "$p/admin.crt" "$p/admin.key"
-  export KUBECONFIG="$D/kubeconfig"
+}
 
-  log "starting kube-controller-manager, kube-scheduler, kwok"
+start_kube_controller_manager() {
+  local p="$D/pki"
   # kwok nodes are fake: node-lifecycle would mark every pod NotReady (for good) whenever a loaded CI
   # machine delays a kwok heartbeat, so it and taint eviction are off.
   start kube-controller-manager "$BIN/kube-controller-manager" --kubeconfig="$D/kubeconfig" \
@@ -136,11 +142,42 @@ up() {
     --controllers='*,-node-lifecycle-controller,-taint-eviction-controller' \
     --kube-api-qps=200 --kube-api-burst=400 --concurrent-deployment-syncs=10 --concurrent-replicaset-syncs=10 \
     --concurrent-gc-syncs=40
+}
+
+start_kube_scheduler() {
   start kube-scheduler "$BIN/kube-scheduler" --kubeconfig="$D/kubeconfig" --leader-elect=false \
     --bind-address=127.0.0.1 --secure-port=0 --kube-api-qps=200 --kube-api-burst=400
+}
+
+start_kwok() {
   start kwok "$BIN/kwok" --kubeconfig="$D/kubeconfig" --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake --config="$BIN/kwok-stages.yaml" \
     --cidr=10.244.0.0/16 --node-ip=10.0.0.1 --server-address=127.0.0.1:0
+}
+
+up() {
+  if [[ -f "$D/env" ]] && alive kube-apiserver; then
+    log "already up"; cat "$D/env"; return
+  fi
+  down quiet
+  BIN="$("$HERE/build-binaries.sh" all | tail -n1)"
+  mkdir -p "$D/logs" "$D/pids" "$D/etcd"
+  pki
+  ETCD_PORT=$(free_port); ETCD_PEER=$(free_port); API_PORT=$(free_port)
+  printf 'BIN=%q\nETCD_PORT=%s\nETCD_PEER=%s\nAPI_PORT=%s\n' "$BIN" "$ETCD_PORT" "$ETCD_PEER" "$API_PORT" >"$D/ports"
+  log "starting etcd on 127.0.0.1:$ETCD_PORT"
+  start_etcd
+
+  log "starting kube-apiserver on https://127.0.0.1:$API_PORT"
+  start_kube_apiserver
+  local p="$D/pki"
+  kubeconfig "$D/kubeconfig" "$p/admin.crt" "$p/admin.key"
+  export KUBECONFIG="$D/kubeconfig"
+
+  log "starting kube-controller-manager, kube-scheduler, kwok"
+  start_kube_controller_manager
+  start_kube_scheduler
+  start_kwok
   # Fake nodes: roomy enough for hundreds of pods; pods need no toleration.
   for n in 0 1; do
     "$BIN/kubectl" apply -f - >/dev/null <<NODE
@@ -156,7 +193,7 @@ status:
 NODE
   done
   sleep 1
-  for c in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do
+  for c in "${COMPONENTS[@]}"; do
     alive "$c" || { log "$c exited right after start"; logs_tail; down quiet; return 1; }
   done
   wait_for "the default ServiceAccount (kube-controller-manager)" 60 "$BIN/kubectl" get serviceaccount default -n default
@@ -180,11 +217,49 @@ down() {
     local f="$D/pids/$name.pid"; [[ -f "$f" ]] || continue
     local pid; pid="$(cat "$f")"
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    kill -CONT -- "-$pid" 2>/dev/null || true  # a paused component stops only once continued
     for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     kill -KILL -- "-$pid" 2>/dev/null || true
   done
   rm -rf "$D"
   [[ "${1:-}" == quiet ]] || log "down"
+}
+
+# Sets C to the component named by $1, checked, and reads the ports; the cluster must be up.
+component() {
+  C="${1:-}"
+  [[ " ${COMPONENTS[*]} " == *" $C "* ]] || { echo "unknown component '$C' (one of: ${COMPONENTS[*]})" >&2; exit 2; }
+  [[ -f "$D/ports" ]] || { log "not up: no $D/ports"; exit 1; }
+  # shellcheck source=/dev/null  # written by `up`
+  source "$D/ports"
+}
+
+signal() { # component signal: to its whole process group (each runs in its own session)
+  local f="$D/pids/$1.pid"
+  [[ -f "$f" ]] || { log "$1 has no pid file"; return 1; }
+  local pid; pid="$(cat "$f")"
+  kill "-$2" -- "-$pid" 2>/dev/null || kill "-$2" "$pid"
+}
+
+stop_component() { # component signal
+  local f="$D/pids/$1.pid" pid
+  [[ -f "$f" ]] || return 0
+  pid="$(cat "$f")"
+  signal "$1" "$2" 2>/dev/null || true
+  signal "$1" CONT 2>/dev/null || true  # a paused process acts on SIGTERM only once continued
+  for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  # Reaped by init, not by us: wait until the pid is gone so the ports are free for `start`.
+  for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+  rm -f "$f"
+}
+
+start_component() {
+  alive "$1" && { log "$1 is running"; return 0; }
+  "start_${1//-/_}"
+  sleep 0.5
+  alive "$1" || { log "$1 exited right after start"; tail -n 40 "$D/logs/$1.log" >&2; return 1; }
+  log "$1 started"
 }
 
 # One cluster per state dir: concurrent `up`/`down` calls (test binaries, scripts) take turns.
@@ -197,5 +272,11 @@ case "${1:-}" in
   down) down ;;
   status) if [[ -f "$D/env" ]] && alive kube-apiserver; then echo up; cat "$D/env"; else echo down; exit 1; fi ;;
   logs) logs_tail ;;
-  *) echo "usage: $0 up|down|status|logs" >&2; exit 2 ;;
+  kill) component "${2:-}"; stop_component "$C" KILL; log "$C killed" ;;
+  stop) component "${2:-}"; stop_component "$C" TERM; log "$C stopped" ;;
+  start) component "${2:-}"; start_component "$C" ;;
+  restart) component "${2:-}"; stop_component "$C" TERM; start_component "$C" ;;
+  pause) component "${2:-}"; signal "$C" STOP; log "$C paused" ;;
+  resume) component "${2:-}"; signal "$C" CONT; log "$C resumed" ;;
+  *) echo "usage: $0 up|down|status|logs, or kill|stop|start|restart|pause|resume <component>" >&2; exit 2 ;;
 esac

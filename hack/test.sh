@@ -32,6 +32,9 @@ cleanup() {
   local rc=$?
   if (( rc != 0 )); then hack/cluster.sh logs || true; fi
   hack/cluster.sh down >/dev/null 2>&1 || true
+  # tests/faults.rs runs a control plane of its own beside this one and stops it itself; if the run
+  # was killed first, this stops it.
+  OAM_TRUST_CLUSTER_DIR="$OAM_TRUST_CLUSTER_DIR-faults" hack/cluster.sh down >/dev/null 2>&1 || true
   exit "$rc"
 }
 trap cleanup EXIT

@@ -4,134 +4,25 @@
 //! has converged.
 mod support;
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use oam_trust::api::oam::Application;
 use serde_json::json;
+use support::replica::{self, Replica, reconciles, serves_exchange};
 
 const LEASE: &str = "oam-trust-replicas";
 
-struct Replica {
-    name: String,
-    child: Child,
-    health: u16,
-    exchange: u16,
-}
-
-/// A failed assertion must not leave the replica running (it would reconcile beside later tests).
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn start(name: &str, lease_ns: &str) -> Replica {
-    let (health, exchange) = (free_port(), free_port());
-    let log = std::fs::File::create(
-        std::env::temp_dir().join(format!("oam-trust-{name}-{}.log", std::process::id())),
-    )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_oam-trust"))
-        .args([
-            "run",
-            "--instance",
-            name,
-            "--lease-namespace",
-            lease_ns,
-            "--lease-name",
-            LEASE,
-            "--exchange-insecure-http",
-        ])
-        .arg(format!("--health-addr=127.0.0.1:{health}"))
-        .arg(format!("--exchange-listen=127.0.0.1:{exchange}"))
-        .env("KUBECONFIG", support::kubeconfig_path().await)
-        .env("OAM_TRUST_LOG_FORMAT", "json")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("starting oam-trust run");
-    let r = Replica {
-        name: name.into(),
-        child,
-        health,
-        exchange,
-    };
-    let ready = support::eventually(Duration::from_secs(60), || async {
-        get(r.health, "/readyz")
-            .await
-            .is_some_and(|(s, _)| s == 200)
-    })
-    .await;
-    assert!(ready, "{name} never became ready");
-    r
-}
-
-/// A bare HTTP/1.1 GET or POST on loopback: (status, body).
-async fn request(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut out = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
-        .await
-        .ok()?
-        .ok()?;
-    let status = out.split_whitespace().nth(1)?.parse().ok()?;
-    Some((
-        status,
-        out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string(),
-    ))
-}
-
-async fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    request(port, "GET", path, "").await
-}
-
-/// The exchange answers (here: a well-formed RFC 6749 refusal of a token that is no JWT).
-async fn serves_exchange(r: &Replica) -> bool {
-    let body = "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token=not-a-jwt&subject_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Ajwt";
-    match request(r.exchange, "POST", "/v1/token", body).await {
-        Some((400, body)) => body.contains("\"error\""),
-        _ => false,
-    }
-}
-
-async fn reconciles(r: &Replica) -> u64 {
-    let (_, text) = get(r.health, "/metrics").await.unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("oam_trust_reconciles_total{controller=\"application\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    replica::start(name, lease_ns, LEASE).await
 }
 
 async fn holder(client: &Client, ns: &str) -> Option<String> {
-    Api::<Lease>::namespaced(client.clone(), ns)
-        .get_opt(LEASE)
-        .await
-        .unwrap()?
-        .spec?
-        .holder_identity
+    replica::holder(client, ns, LEASE).await
 }
 
 async fn apply_app(client: &Client, ns: &str, name: &str) {

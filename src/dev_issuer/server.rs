@@ -1,5 +1,6 @@
 //! The running issuer: binds, serves HTTPS with GitLab's discovery and JWKS paths plus `POST /mint` and
-//! `POST /rotate`, and hands tests a `DevIssuer` to mint, rotate and switch the JWKS off directly.
+//! `POST /rotate`, and hands tests a `DevIssuer` to mint, rotate, and switch the JWKS off or slow it
+//! down directly.
 //!
 //! Anyone who reaches `/mint` gets a token: loopback by default, never for production.
 use std::net::SocketAddr;
@@ -55,6 +56,8 @@ struct Shared {
     minter: Minter,
     keys: Keyring,
     jwks_available: AtomicBool,
+    /// Milliseconds the JWKS endpoint waits before answering.
+    jwks_delay_ms: AtomicU64,
     jwks_requests: AtomicU64,
     discovery_requests: AtomicU64,
 }
@@ -139,6 +142,7 @@ impl DevIssuer {
             minter: Minter::new(issuer, opts.audience, opts.lifetime),
             keys,
             jwks_available: AtomicBool::new(true),
+            jwks_delay_ms: AtomicU64::new(0),
             jwks_requests: AtomicU64::new(0),
             discovery_requests: AtomicU64::new(0),
         });
@@ -193,6 +197,12 @@ impl DevIssuer {
             .store(available, Ordering::SeqCst);
     }
 
+    /// The JWKS endpoint waits this long before answering (to test a slow issuer); zero by default.
+    pub fn set_jwks_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.jwks_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
     /// Requests served on the JWKS endpoint so far.
     pub fn jwks_requests(&self) -> u64 {
         self.shared.jwks_requests.load(Ordering::SeqCst)
@@ -222,6 +232,10 @@ async fn discovery(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn jwks(State(shared): State<Arc<Shared>>) -> Response {
     shared.jwks_requests.fetch_add(1, Ordering::SeqCst);
+    let delay = shared.jwks_delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     if !shared.jwks_available.load(Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "JWKS switched off\n").into_response();
     }

@@ -11,7 +11,8 @@
 //! ID token outlives the token, the hash-named record is a guard kept until the ID token's `exp` and
 //! the Secret is owned by a second record (`<guard>-t`, owned by the guard) deleted at the TTL; in the
 //! usual case (GitLab's 5-minute ID tokens) one record is both. If issuing fails the guard is deleted,
-//! and with it everything it owns. Secrets hold no data.
+//! and with it everything it owns (retried in the background while the API server does not answer).
+//! Secrets hold no data.
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -145,6 +146,17 @@ pub enum IssueError {
 }
 
 impl IssueError {
+    /// Whether the API server did not answer or was overloaded (connection refused or reset, a
+    /// timeout, 429, 5xx): nothing is wrong with the request, and a retry may succeed.
+    pub fn api_unavailable(&self) -> bool {
+        match self {
+            IssueError::CreateRecord { source, .. }
+            | IssueError::CreateSecret { source, .. }
+            | IssueError::TokenRequest { source, .. } => unavailable(source),
+            _ => false,
+        }
+    }
+
     pub fn category(&self) -> &'static str {
         match self {
             IssueError::Replayed { .. } => "replayed",
@@ -155,6 +167,15 @@ impl IssueError {
                 "token_request_failed"
             }
         }
+    }
+}
+
+/// Whether `e` says the API server is unreachable or overloaded rather than that it refused.
+pub fn unavailable(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(status) => status.code == 429 || status.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
     }
 }
 
@@ -352,7 +373,7 @@ pub async fn issue(
     let guard = create_record(&records, &guard_record(record)).await?;
     let guard_name = guard.metadata.name.clone().unwrap_or_default();
     // Deleting the guard deletes everything it owns (binding record, Secret), so it is the one undo.
-    let undo = || delete_issuance(client, &guard_name, guard.metadata.uid.clone());
+    let undo = || undo_issuance(client, &guard_name, guard.metadata.uid.clone());
     let owner = match record.needs_separate_guard() {
         false => guard.clone(),
         true => match create_record(&records, &binding_record(record, &guard)).await {
@@ -444,9 +465,33 @@ async fn create_record(
     }
 }
 
+/// How long a failed issue keeps trying to delete its guard, and how often.
+const UNDO_RETRY_FOR: Duration = Duration::from_secs(300);
+const UNDO_RETRY_EVERY: Duration = Duration::from_secs(2);
+
+/// Deletes the guard of an issue that failed. When the API server does not answer (the usual
+/// reason the issue failed), keeps trying in the background, so the ID token can be exchanged again
+/// soon after the API server is back rather than only once the guard expires (the reaper's job).
+async fn undo_issuance(client: &Client, name: &str, uid: Option<String>) {
+    if delete_issuance(client, name, uid.clone()).await {
+        return;
+    }
+    let (client, name) = (client.clone(), name.to_string());
+    tokio::spawn(async move {
+        let until = tokio::time::Instant::now() + UNDO_RETRY_FOR;
+        while tokio::time::Instant::now() < until {
+            tokio::time::sleep(UNDO_RETRY_EVERY).await;
+            if delete_issuance(&client, &name, uid.clone()).await {
+                return;
+            }
+        }
+    });
+}
+
 /// Deletes a TokenIssuance (only the one with `uid` when given), and so, through the garbage
 /// collector, what it owns: the binding Secret, whose deletion revokes the token. Absent is fine.
-pub async fn delete_issuance(client: &Client, name: &str, uid: Option<String>) {
+/// Returns whether it is gone (deleted, absent, or another record under that name).
+pub async fn delete_issuance(client: &Client, name: &str, uid: Option<String>) -> bool {
     let records: Api<TokenIssuance> = Api::all(client.clone());
     let params = DeleteParams {
         preconditions: uid.map(|uid| Preconditions {
@@ -458,17 +503,53 @@ pub async fn delete_issuance(client: &Client, name: &str, uid: Option<String>) {
         ..DeleteParams::background()
     };
     match records.delete(name, &params).await {
-        Ok(_) => tracing::debug!(record = name, "TokenIssuance deleted"),
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
-        Err(e) => {
-            tracing::warn!(record = name, error = %e, "deleting TokenIssuance failed; the reaper retries")
+        Ok(_) => {
+            tracing::debug!(record = name, "TokenIssuance deleted");
+            true
         }
+        Err(e) if already_gone(&e, name) => true,
+        Err(e) => {
+            tracing::warn!(record = name, error = %e, "deleting TokenIssuance failed; retried");
+            false
+        }
+    }
+}
+
+/// Whether a refused delete says the record is gone: 404 for this very object (an API server that
+/// is still starting answers 404 for a resource it does not serve yet, naming no object), or 409
+/// (the uid precondition: another record has the name now).
+fn already_gone(e: &kube::Error, name: &str) -> bool {
+    match e {
+        kube::Error::Api(status) if status.code == 404 => {
+            status.details.as_ref().is_some_and(|d| d.name == name)
+        }
+        kube::Error::Api(status) => status.code == 409,
+        _ => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_is_gone_when_the_api_server_says_so_of_that_record() {
+        let status = |code: u16, named: Option<&str>| {
+            let mut s = kube::core::Status::failure("m", "NotFound").with_code(code);
+            s.details =
+                named.map(|n| serde_json::from_value(serde_json::json!({"name": n})).unwrap());
+            kube::Error::Api(Box::new(s))
+        };
+        assert!(already_gone(&status(404, Some("r")), "r"));
+        assert!(already_gone(&status(409, None), "r"));
+        assert!(
+            !already_gone(&status(404, None), "r"),
+            "404 for a resource not served yet (an API server starting up)"
+        );
+        assert!(!already_gone(&status(404, Some("other")), "r"));
+        assert!(!already_gone(&status(503, None), "r"));
+        assert!(!already_gone(&kube::Error::Service("refused".into()), "r"));
+    }
 
     #[test]
     fn names_are_stable_per_issuer_and_jti() {

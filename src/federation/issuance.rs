@@ -50,15 +50,26 @@ pub async fn issue(
     Ok(issued)
 }
 
+/// Told when the API server did not answer: the request was fine, no token left the exchange.
+pub const API_UNAVAILABLE_DESCRIPTION: &str =
+    "the cluster's API server is not answering; no token was issued, retry shortly";
+
 /// What the caller is told when issuing failed.
 fn refusal(e: IssueError) -> Denial {
     let code = match &e {
         IssueError::Replayed { .. } => ErrorCode::InvalidGrant,
         IssueError::ServiceAccountMissing { .. } => ErrorCode::TemporarilyUnavailable,
+        e if e.api_unavailable() => ErrorCode::TemporarilyUnavailable,
         _ => ErrorCode::ServerError,
     };
     let denial = Denial::new(code, e.category(), e.to_string());
-    if code == ErrorCode::ServerError {
+    if e.api_unavailable() {
+        // The kube error may name internals (addresses, object names): the audit detail keeps it.
+        Denial {
+            description: API_UNAVAILABLE_DESCRIPTION.into(),
+            ..denial
+        }
+    } else if code == ErrorCode::ServerError {
         // API errors may name internals; the caller gets the correlation id instead.
         Denial {
             description: "the cluster refused to issue the token; quote the correlation id to the cluster operators".into(),
@@ -114,5 +125,77 @@ mod tests {
             empty.detail.contains("internal-sa"),
             "the audit detail keeps it"
         );
+    }
+
+    fn api_error(code: u16) -> Box<kube::Error> {
+        Box::new(kube::Error::Api(Box::new(
+            kube::core::Status::failure("apiserver says no", "Reason").with_code(code),
+        )))
+    }
+
+    #[test]
+    fn an_api_server_that_does_not_answer_is_temporarily_unavailable_a_refusal_is_not() {
+        let refused = || kube::Error::Service("tcp connect error: Connection refused".into());
+        let cases = [
+            (
+                IssueError::CreateRecord {
+                    record: "r".into(),
+                    source: Box::new(refused()),
+                },
+                ErrorCode::TemporarilyUnavailable,
+            ),
+            (
+                IssueError::CreateSecret {
+                    namespace: "team".into(),
+                    secret: "s".into(),
+                    source: api_error(503),
+                },
+                ErrorCode::TemporarilyUnavailable,
+            ),
+            (
+                IssueError::TokenRequest {
+                    namespace: "team".into(),
+                    service_account: "sa".into(),
+                    source: api_error(429),
+                },
+                ErrorCode::TemporarilyUnavailable,
+            ),
+            (
+                IssueError::CreateRecord {
+                    record: "r".into(),
+                    source: api_error(500),
+                },
+                ErrorCode::TemporarilyUnavailable,
+            ),
+            (
+                IssueError::CreateSecret {
+                    namespace: "team".into(),
+                    secret: "s".into(),
+                    source: api_error(403),
+                },
+                ErrorCode::ServerError,
+            ),
+            (
+                IssueError::CreateRecord {
+                    record: "r".into(),
+                    source: api_error(422),
+                },
+                ErrorCode::ServerError,
+            ),
+        ];
+        for (error, want) in cases {
+            let shown = format!("{error}");
+            let denial = refusal(error);
+            assert_eq!(denial.code, want, "{shown}");
+            assert!(
+                !denial.description.contains("apiserver says no"),
+                "{denial:?}"
+            );
+            assert!(
+                !denial.description.contains("Connection refused"),
+                "{denial:?}"
+            );
+            assert_eq!(denial.detail, shown, "the audit detail keeps the cause");
+        }
     }
 }

@@ -4,7 +4,11 @@
 //!
 //! The cache refetches when a token names an unknown `kid` (GitLab rotates with no overlap), with one fetch
 //! in flight at a time (concurrent callers share it) and at most one refetch per `refetch_interval`.
-//! A failed fetch keeps the keys already held. With `https` it is the only IO in `oidc/`, over HTTPS only.
+//! A failed fetch keeps the keys already held. Keys that are merely due for a refresh (old, or the last
+//! fetch failed) keep verifying while the refresh runs in the background: a slow or failing issuer never
+//! holds up a verification the held keys can do. With `https` it is the only IO in `oidc/`, over HTTPS
+//! only.
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -158,6 +162,8 @@ struct CacheInner {
     config: KeyCacheConfig,
     state: RwLock<CacheState>,
     fetch_lock: tokio::sync::Mutex<()>,
+    /// A background refresh (`ensure_fresh`) is running: at most one at a time.
+    refreshing: AtomicBool,
 }
 
 /// Keys of one trust, shared by every request verifying against it. Cheap to clone.
@@ -204,6 +210,7 @@ impl KeyCache {
                 config,
                 state: RwLock::new(state),
                 fetch_lock: tokio::sync::Mutex::new(()),
+                refreshing: AtomicBool::new(false),
             }),
         })
     }
@@ -275,16 +282,32 @@ impl KeyCache {
     }
 
     /// Fetches if nothing was fetched yet, the keys are older than `max_key_age`, or the last fetch failed
-    /// more than `refetch_interval` ago. Concurrent callers share one fetch.
+    /// more than `refetch_interval` ago. Concurrent callers share one fetch. With keys held, the fetch runs
+    /// in the background and this returns at once: the held keys verify meanwhile (and keep verifying if
+    /// it fails, as after any failed fetch).
     pub async fn ensure_fresh(&self) {
+        if self.is_fresh(&self.read()) {
+            return;
+        }
+        if self.read().keys.is_empty() {
+            return self.fetch_unless(|state| self.is_fresh(state)).await;
+        }
+        if self.inner.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let cache = self.clone();
+        tokio::spawn(async move {
+            cache.fetch_unless(|state| cache.is_fresh(state)).await;
+            cache.inner.refreshing.store(false, Ordering::Release);
+        });
+    }
+
+    fn is_fresh(&self, state: &CacheState) -> bool {
         let config = &self.inner.config;
-        let fresh = |state: &CacheState| match state.last_attempt {
+        match state.last_attempt {
             None => false,
             Some(t) if state.last_error.is_some() => t.elapsed() < config.refetch_interval,
             Some(t) => t.elapsed() < config.max_key_age,
-        };
-        if !fresh(&self.read()) {
-            self.fetch_unless(fresh).await;
         }
     }
 
@@ -399,5 +422,63 @@ pub async fn discover_jwks_uri(
             url,
             found: other.map(str::to_string),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::trust::JwksSource;
+    use crate::dev_issuer::{DevIssuer, DevIssuerOptions, MintRequest};
+
+    #[tokio::test]
+    async fn a_slow_issuer_never_holds_up_a_verification_the_held_keys_can_do() {
+        let issuer = DevIssuer::start(DevIssuerOptions::default()).await.unwrap();
+        let spec = GitLabTrustSpec {
+            issuer: issuer.url().into(),
+            audiences: vec![DevIssuerOptions::default().audience],
+            jwks: Some(JwksSource {
+                ca_bundle: Some(issuer.ca_pem().into()),
+                ..JwksSource::default()
+            }),
+            ..GitLabTrustSpec::default()
+        };
+        let trust = GitLabTrust::new("slow", spec.clone());
+        let timeout = Duration::from_millis(500);
+        let cache = KeyCache::new(
+            KeySource::from_spec(&spec),
+            KeyCacheConfig {
+                refetch_interval: Duration::ZERO,
+                timeout,
+                ..KeyCacheConfig::default()
+            },
+        )
+        .unwrap();
+        cache.refresh().await.unwrap();
+        // The issuer now answers after the fetch timeout: every refresh fails, and is due again at once.
+        issuer.set_jwks_delay(Duration::from_secs(30));
+        let err = cache.refresh().await.unwrap_err();
+        assert_eq!(err.category(), "timeout", "{err}");
+        let token = issuer.mint(&MintRequest::new()).unwrap();
+        for _ in 0..3 {
+            let started = Instant::now();
+            cache
+                .verify(&token, &trust, SystemTime::now())
+                .await
+                .unwrap();
+            assert!(
+                started.elapsed() < timeout / 2,
+                "a verification waited {:?} on the slow issuer",
+                started.elapsed()
+            );
+        }
+        let asked = issuer.jwks_requests();
+        tokio::time::sleep(timeout + Duration::from_millis(200)).await;
+        assert!(
+            issuer.jwks_requests() > 2,
+            "the refresh was tried in the background ({asked} requests)"
+        );
+        assert!(cache.last_error().is_some(), "and failed, keeping the keys");
+        assert!(!cache.key_ids().is_empty());
     }
 }

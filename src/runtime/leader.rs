@@ -4,9 +4,14 @@
 //! controllers' client. The gate sits in the client itself (`WriteGate`): the moment this replica is not
 //! the leader, every non-GET request of the controllers fails before it leaves the process, so a replica
 //! that lost its lease cannot finish a write it had started.
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+//!
+//! Invariant: the gate is open only until the lease this replica last renewed stops being valid
+//! (counted from when the renewal was sent, less a margin for clock skew). It closes by itself at that
+//! instant, whatever the election loop is doing: waiting on an API server that stopped answering, or
+//! the whole process frozen (SIGSTOP, a stalled VM) while another replica took the lease.
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -35,15 +40,33 @@ impl Default for Timings {
 
 /// Whether this replica may write. Cheap to clone and to read on every request.
 #[derive(Clone, Default)]
-pub struct WriteGate(Arc<AtomicBool>);
+pub struct WriteGate(Arc<AtomicU64>);
+
+/// The clock of gate deadlines: monotonic, and it keeps running while the process is stopped.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// A deadline as nanoseconds since `epoch()`; 0 is closed, `u64::MAX` open for good.
+fn nanos(at: Instant) -> u64 {
+    let since = at.saturating_duration_since(epoch()).as_nanos();
+    u64::try_from(since).unwrap_or(u64::MAX - 1).max(1)
+}
 
 impl WriteGate {
     pub fn is_open(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        let until = self.0.load(Ordering::Acquire);
+        until == u64::MAX || nanos(Instant::now()) < until
     }
-    /// The elector's switch; also how a single replica without election opens its gate.
+    /// Open for good, or closed: a single replica without election, and tests.
     pub fn set_open(&self, open: bool) {
-        self.0.store(open, Ordering::Release)
+        self.0
+            .store(if open { u64::MAX } else { 0 }, Ordering::Release)
+    }
+    /// Open until `until` (the end of the lease this replica holds), closed from then on.
+    pub fn open_until(&self, until: Instant) {
+        self.0.store(nanos(until), Ordering::Release)
     }
     /// A gate that is always open (a single replica without election).
     pub fn always_open() -> Self {
@@ -93,48 +116,105 @@ impl Elector {
     /// at once instead of after the lease duration.
     pub async fn run(self, stop: impl Future<Output = ()>) {
         tokio::pin!(stop);
-        let mut last_renewal: Option<tokio::time::Instant> = None;
+        let t = &self.timings;
+        // Until when the lease last renewed lets this replica write: from when that renewal was sent
+        // (its renewTime is no earlier), less a margin so we stop before anyone else may start.
+        let mut valid_until: Option<Instant> = None;
+        let valid = |until: Option<Instant>| until.is_some_and(|v| Instant::now() < v);
+        let mut leading = false;
         loop {
-            let leading = match self.try_acquire_or_renew().await {
-                Ok(leading) => leading,
-                Err(e) => {
+            // The lease may have run out while we slept: step down before a request that may hang.
+            if leading && !valid(valid_until) {
+                leading = false;
+                self.announce(false);
+            }
+            let sent = Instant::now();
+            // Bounded: an API server that accepts connections but answers nothing (paused,
+            // overloaded) must not hold the loop past the lease.
+            let attempt = tokio::time::timeout(t.renew_every, self.try_acquire_or_renew());
+            tokio::pin!(attempt);
+            let outcome = match valid_until.filter(|_| leading) {
+                Some(until) => tokio::select! {
+                    outcome = &mut attempt => outcome,
+                    _ = tokio::time::sleep_until(until.into()) => {
+                        // The lease ran out while we waited on the API server: say so now.
+                        leading = false;
+                        self.announce(false);
+                        attempt.await
+                    }
+                },
+                None => attempt.await,
+            };
+            let renewed = match outcome {
+                Ok(Ok(renewed)) => renewed,
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, lease = %self.name, "lease request failed");
                     false
                 }
+                Err(_) => {
+                    tracing::warn!(lease = %self.name, timeout = ?t.renew_every, "lease request timed out");
+                    false
+                }
             };
-            let now = tokio::time::Instant::now();
-            if leading {
-                last_renewal = Some(now);
+            if renewed {
+                valid_until = Some(sent + t.lease_duration.saturating_sub(t.renew_every));
             }
-            // Keep leading through a failed renewal only while the lease we hold is still valid, with a
-            // margin so we stop before anyone else may start.
-            let margin = self.timings.renew_every;
-            let still_valid = last_renewal
-                .is_some_and(|t| now.duration_since(t) + margin < self.timings.lease_duration);
-            self.set_leading(leading || (still_valid && self.gate.is_open()));
-            let wait = if self.gate.is_open() {
-                self.timings.renew_every
+            // Leading while the lease we hold is valid: renewed now, or earlier and not run out yet
+            // (a renewal that took too long may be valid no more).
+            let now_leading = (renewed || leading) && valid(valid_until);
+            match (now_leading, valid_until) {
+                (true, Some(until)) => {
+                    // Logged before the gate opens and announced after, so every write falls
+                    // inside the logged leadership and a reconcile the announcement starts may write.
+                    if !leading {
+                        self.log_leading(true);
+                    }
+                    self.gate.open_until(until);
+                    if !leading {
+                        leading = true;
+                        let _ = self.changes.send(true);
+                    }
+                }
+                _ => {
+                    self.gate.set_open(false);
+                    if leading {
+                        leading = false;
+                        self.announce(false);
+                    }
+                }
+            }
+            let mut wait = if renewed {
+                t.renew_every
             } else {
-                self.timings.retry_every
+                t.retry_every
             };
+            if let (true, Some(until)) = (leading, valid_until) {
+                // Wake when the lease runs out, to step down on time.
+                wait = wait.min(until.saturating_duration_since(Instant::now()));
+            }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = &mut stop => break,
             }
         }
-        let was_leading = self.gate.is_open();
-        self.set_leading(false);
+        let was_leading = leading && self.gate.is_open();
+        self.gate.set_open(false);
+        if leading {
+            self.announce(false);
+        }
         if was_leading && let Err(e) = self.release().await {
             tracing::warn!(error = %e, "releasing the lease failed; another replica takes over when it expires");
         }
     }
 
-    fn set_leading(&self, leading: bool) {
-        if self.gate.is_open() != leading {
-            self.gate.set_open(leading);
-            tracing::info!(identity = %self.identity, lease = %self.name, leading, "leadership changed");
-            let _ = self.changes.send(leading);
-        }
+    fn log_leading(&self, leading: bool) {
+        tracing::info!(identity = %self.identity, lease = %self.name, leading, "leadership changed");
+    }
+
+    /// Logs and announces a change (a step-down: the gate is closed already).
+    fn announce(&self, leading: bool) {
+        self.log_leading(leading);
+        let _ = self.changes.send(leading);
     }
 
     async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
@@ -210,5 +290,84 @@ impl Elector {
             .replace(&self.name, &PostParams::default(), &lease)
             .await
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::mock_api::{self, Reply};
+    use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn a_gate_opened_until_a_deadline_closes_by_itself() {
+        let gate = WriteGate::default();
+        assert!(!gate.is_open());
+        gate.open_until(Instant::now() + Duration::from_secs(60));
+        assert!(gate.is_open());
+        gate.open_until(Instant::now() - Duration::from_millis(1));
+        assert!(!gate.is_open(), "a lease that ran out lets nobody write");
+        gate.set_open(true);
+        assert!(gate.is_open());
+        gate.set_open(false);
+        assert!(!gate.is_open());
+    }
+
+    /// An API server that creates the Lease, then accepts every request and answers none (SIGSTOP).
+    fn answers_once_then_hangs() -> Client {
+        let calls = AtomicUsize::new(0);
+        mock_api::client(move |_| match calls.fetch_add(1, Ordering::SeqCst) {
+            0 => Reply::Json(
+                404,
+                r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#,
+            ),
+            1 => Reply::Json(
+                201,
+                r#"{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"l","namespace":"default"}}"#,
+            ),
+            _ => Reply::Hang,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_leader_stops_writing_when_its_lease_runs_out_though_its_api_server_hangs() {
+        let timings = Timings {
+            lease_duration: Duration::from_millis(900),
+            renew_every: Duration::from_millis(300),
+            retry_every: Duration::from_millis(100),
+        };
+        let gate = WriteGate::default();
+        let (elector, changes) = Elector::new(
+            answers_once_then_hangs(),
+            "default",
+            "l",
+            "me",
+            timings.clone(),
+            gate.clone(),
+        );
+        let started = Instant::now();
+        let task = tokio::spawn(elector.run(std::future::pending()));
+        while !gate.is_open() {
+            assert!(started.elapsed() < Duration::from_secs(2), "never led");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Every renewal hangs from here on. The lease was renewed no earlier than `started`.
+        while gate.is_open() {
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "still writing 3 s after the last renewal of a 900 ms lease"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let closed = started.elapsed();
+        let valid = timings.lease_duration - timings.renew_every;
+        assert!(
+            closed <= valid + Duration::from_millis(50),
+            "writes stopped {closed:?} after the renewal, the lease being valid for {valid:?}"
+        );
+        // And it says so, without waiting for the hanging request.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!*changes.borrow(), "leadership announced lost");
+        task.abort();
     }
 }

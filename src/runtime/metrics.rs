@@ -27,6 +27,9 @@ pub struct ControllerLabel {
     pub controller: &'static str,
 }
 
+/// Log target of the line traced for every request sent to the API server.
+pub const API_REQUESTS_TARGET: &str = "oam_trust::api_requests";
+
 /// Every metric of the process, registered once.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -128,11 +131,12 @@ impl Metrics {
         let counter = self.api_requests.clone();
         let writes = self.writes.clone();
         tower::util::MapRequestLayer::new(move |req: axum::http::Request<kube::client::Body>| {
-            counter
-                .get_or_create(&MethodLabel {
-                    method: method_label(req.method()),
-                })
-                .inc();
+            let method = method_label(req.method());
+            counter.get_or_create(&MethodLabel { method }).inc();
+            // Off unless asked for (`RUST_LOG=oam_trust::api_requests=trace`): which replica sent
+            // what, and when, e.g. to check that a replica that lost its lease wrote nothing after.
+            let path = req.uri().path_and_query().map_or("", |p| p.as_str());
+            tracing::trace!(target: API_REQUESTS_TARGET, method, path, "API request sent");
             if let Some(writes) = &writes
                 && req.method() != axum::http::Method::GET
             {

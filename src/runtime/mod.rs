@@ -2,7 +2,8 @@
 //!
 //! `run` connects, checks that the CRDs are installed, builds the two clients (one counted, one also
 //! gated by leadership), starts the leader elector, the controllers (`crate::controller`) and the
-//! token exchange (`crate::federation`), and serves `/livez`, `/readyz` and `/metrics`. Every task is
+//! token exchange (`crate::federation`), and serves `/livez`, `/readyz` (which also follows whether the
+//! API server answers) and `/metrics`. Every task is
 //! part of one `select!`: when any of them ends, the process ends.
 //!
 //! The submodules are the pieces both sides use, and import neither side: the client layers and the
@@ -13,6 +14,8 @@ pub mod events;
 pub mod health;
 pub mod leader;
 pub mod metrics;
+#[cfg(test)]
+pub(crate) mod mock_api;
 pub mod reflect;
 pub mod world;
 
@@ -266,8 +269,16 @@ pub async fn run_with_metrics(
         .await
     };
 
+    // Its own client: the probe's requests are not the operator's work, and are not counted.
+    let probe = health::probe_api_server(
+        Client::try_from(config.clone()).context("building the Kubernetes client")?,
+        readiness.clone(),
+        health::API_PROBE_EVERY,
+        health::API_PROBE_TIMEOUT,
+    );
     tokio::select! {
         r = exchange => r.context("token exchange failed")?,
+        _ = probe => {}
         r = controllers => r?,
         r = axum::serve(listener, health::router(readiness.clone(), metrics.clone())) => r.context("health server failed")?,
         _ = shutdown_signal(), if !args.role.runs_controllers() => {

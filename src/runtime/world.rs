@@ -2,6 +2,7 @@
 //! (GitLabTrusts, ClusterRoles, Namespaces, definitions), and `snapshot`, which assembles a World from
 //! them. The controller and the exchange each keep one; neither reads these objects another way.
 use futures::StreamExt;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::stream::BoxStream;
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
@@ -34,6 +35,8 @@ pub struct WorldStores {
     pub definitions_namespace: String,
     /// The guard policies that must be installed (`names::GUARD_BINDINGS`; tests name others).
     pub required_guards: Vec<String>,
+    /// Whether every store has listed: one future every waiter shares (see `ready`).
+    synced: Shared<BoxFuture<'static, bool>>,
 }
 
 /// The watch streams that fill the stores, one per kind. Each yields an object only after the store
@@ -49,6 +52,12 @@ pub struct WorldStreams {
     pub guards: BoxStream<'static, Result<ValidatingAdmissionPolicy, watcher::Error>>,
     pub guard_bindings:
         BoxStream<'static, Result<ValidatingAdmissionPolicyBinding, watcher::Error>>,
+}
+
+/// Whether `store` has listed (false if its writer was dropped first).
+fn listed<K: Reflected>(store: &Store<K>) -> BoxFuture<'static, bool> {
+    let store = store.clone();
+    async move { store.wait_until_ready().await.is_ok() }.boxed()
 }
 
 fn reflected<K: Reflected>(
@@ -103,6 +112,19 @@ impl WorldStores {
         let (policy_defs, p) = reflected::<PolicyDefinition>(client);
         let (guards, g) = reflected::<ValidatingAdmissionPolicy>(client);
         let (guard_bindings, gb) = reflected::<ValidatingAdmissionPolicyBinding>(client);
+        let synced = futures::future::join_all([
+            listed(&trusts),
+            listed(&cluster_roles),
+            listed(&namespaces),
+            listed(&component_defs),
+            listed(&trait_defs),
+            listed(&policy_defs),
+            listed(&guards),
+            listed(&guard_bindings),
+        ])
+        .map(|all| all.into_iter().all(|listed| listed))
+        .boxed()
+        .shared();
         let stores = WorldStores {
             trusts,
             cluster_roles,
@@ -117,6 +139,7 @@ impl WorldStores {
                 .iter()
                 .map(|g| g.to_string())
                 .collect(),
+            synced,
         };
         let streams = WorldStreams {
             trusts: t,
@@ -132,22 +155,12 @@ impl WorldStores {
     }
 
     /// Resolves once every store has listed its objects; false if a store was dropped first.
+    ///
+    /// Every caller awaits one shared future: kube's `Store::wait_until_ready` wakes only the last
+    /// of several concurrent waiters (a oneshot receiver holds one waker), so the others, e.g. the
+    /// first reconcile of every Application after a start, slept until their own timeout (30 s).
     pub async fn ready(&self) -> bool {
-        let (a, b, c, d) = futures::future::join4(
-            self.trusts.wait_until_ready(),
-            self.cluster_roles.wait_until_ready(),
-            self.namespaces.wait_until_ready(),
-            self.component_defs.wait_until_ready(),
-        )
-        .await;
-        let (e, f, g, h) = futures::future::join4(
-            self.trait_defs.wait_until_ready(),
-            self.policy_defs.wait_until_ready(),
-            self.guards.wait_until_ready(),
-            self.guard_bindings.wait_until_ready(),
-        )
-        .await;
-        [a, b, c, d, e, f, g, h].iter().all(Result::is_ok)
+        self.synced.clone().await
     }
 
     /// The world as the stores hold it now. A namespace without an object has no labels.
@@ -222,4 +235,46 @@ pub fn version<K: Resource>(obj: &K) -> String {
         obj.meta().uid.as_deref().unwrap_or_default(),
         obj.meta().resource_version.as_deref().unwrap_or_default()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::mock_api::{self, Reply};
+    use std::time::Duration;
+
+    /// An API server with no objects: every list is empty, every watch waits forever.
+    fn empty_cluster() -> Client {
+        mock_api::client(|req| {
+            if req.uri().query().is_some_and(|q| q.contains("watch=true")) {
+                return Reply::Hang;
+            }
+            Reply::Json(
+                200,
+                r#"{"apiVersion":"v1","kind":"List","metadata":{"resourceVersion":"1"},"items":[]}"#,
+            )
+        })
+    }
+
+    #[tokio::test]
+    async fn every_waiter_learns_that_the_stores_listed() {
+        let (stores, streams) = WorldStores::start(&empty_cluster(), "vela-system");
+        // Several tasks wait before the stores have listed, as reconciles do after a start.
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let stores = stores.clone();
+                tokio::spawn(async move { stores.ready().await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let drive = tokio::spawn(streams.drive());
+        for waiter in waiters {
+            let ready = tokio::time::timeout(Duration::from_secs(5), waiter)
+                .await
+                .expect("a waiter was never woken though the stores listed")
+                .unwrap();
+            assert!(ready);
+        }
+        drive.abort();
+    }
 }

@@ -146,6 +146,41 @@ pub async fn world(prefix: &str, decl: Declarations) -> World {
     })
     .await
     .expect("dev issuer starts");
+    let trust = issuer_trust(&admin, &ns, &issuer).await;
+    let (app, grants) = match decl.application {
+        Some((make, grants)) => (make(&trust, &ns), grants),
+        None => (shop(&trust, &ns, decl.deploy_ttl), 3),
+    };
+    let app: Application = serde_json::from_value(app).unwrap();
+    Api::<Application>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &app)
+        .await
+        .unwrap();
+    wait_for_grants(&admin, &ns, grants).await;
+
+    let tls_dir = tempfile::tempdir().unwrap();
+    let exchange_ca = self_signed(tls_dir.path());
+    let sink = Arc::new(MemoryAuditSink::default());
+    let server = start_exchange(&admin, tls_dir.path(), sink.clone()).await;
+    wait_ready(&server, &exchange_ca).await;
+    let client = ExchangeClient::new(&server.url(), Some(&exchange_ca)).unwrap();
+    World {
+        admin,
+        ns,
+        trust,
+        issuer,
+        sink,
+        server,
+        client,
+        tls_dir,
+        exchange_ca,
+    }
+}
+
+/// The GitLabTrust `<ns>-trust` for `issuer`'s tokens, selecting namespace `ns` (labelled here) alone,
+/// with group 72 allowed, protected refs required and ceiling `<ns>-ceiling` (read and patch the
+/// Application, read its workloads). Returns the trust's name.
+pub async fn issuer_trust(admin: &Client, ns: &str, issuer: &DevIssuer) -> String {
     let trust = format!("{ns}-trust");
     let ceiling = format!("{ns}-ceiling");
     let select_label = "oam-trust.dev/exchange-test";
@@ -153,7 +188,7 @@ pub async fn world(prefix: &str, decl: Declarations) -> World {
     // The namespace opts in with a label the trust selects.
     Api::<Namespace>::all(admin.clone())
         .patch(
-            &ns,
+            ns,
             &PatchParams::default(),
             &Patch::Merge(json!({"metadata": {"labels": {select_label: ns}}})),
         )
@@ -197,34 +232,7 @@ pub async fn world(prefix: &str, decl: Declarations) -> World {
         .create(&PostParams::default(), &gt)
         .await
         .unwrap();
-    let (app, grants) = match decl.application {
-        Some((make, grants)) => (make(&trust, &ns), grants),
-        None => (shop(&trust, &ns, decl.deploy_ttl), 3),
-    };
-    let app: Application = serde_json::from_value(app).unwrap();
-    Api::<Application>::namespaced(admin.clone(), &ns)
-        .create(&PostParams::default(), &app)
-        .await
-        .unwrap();
-    wait_for_grants(&admin, &ns, grants).await;
-
-    let tls_dir = tempfile::tempdir().unwrap();
-    let exchange_ca = self_signed(tls_dir.path());
-    let sink = Arc::new(MemoryAuditSink::default());
-    let server = start_exchange(&admin, tls_dir.path(), sink.clone()).await;
-    wait_ready(&server, &exchange_ca).await;
-    let client = ExchangeClient::new(&server.url(), Some(&exchange_ca)).unwrap();
-    World {
-        admin,
-        ns,
-        trust,
-        issuer,
-        sink,
-        server,
-        client,
-        tls_dir,
-        exchange_ca,
-    }
+    trust
 }
 
 /// The usual Application: `shop`, a deploy policy for project 1450 on protected `main` in the

@@ -20,13 +20,27 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, Config};
 use tokio::sync::OnceCell;
 
+pub mod cluster;
 pub mod helm;
+pub mod replica;
 
 static KUBECONFIG: OnceCell<PathBuf> = OnceCell::const_new();
 static CRDS: OnceCell<()> = OnceCell::const_new();
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Points this test binary at the control plane of `kubeconfig` (one it started for itself, see
+/// `cluster`) instead of the shared one; call before anything else talks to a cluster.
+pub fn use_kubeconfig(kubeconfig: PathBuf) {
+    if let Err(e) = KUBECONFIG.set(kubeconfig.clone()) {
+        assert_eq!(
+            KUBECONFIG.get(),
+            Some(&kubeconfig),
+            "the harness already uses another cluster ({e})"
+        );
+    }
 }
 
 /// Path of the admin kubeconfig of the local control plane, starting it if needed.
