@@ -1,12 +1,22 @@
 //! Load harness (not a criterion benchmark): how fast the operator converges N Applications on the
-//! local control plane, beside the same rendered objects server-side applied in a plain loop, and how
-//! many write requests a full resync of unchanged Applications sends (target: zero).
+//! local control plane, beside the same rendered objects server-side applied in a plain loop, what
+//! each costs the API server (CPU seconds of kube-apiserver and etcd, read from /proc), what the
+//! operator process costs (CPU, resident memory, requests by method), and, after a restart, how
+//! soon a new operator is ready, how long its resync of the unchanged Applications takes and how
+//! many writes it sends (target: zero).
 //!
-//!   cargo bench --bench converge              # N = 500
-//!   OAM_TRUST_BENCH_APPS=100 cargo bench --bench converge
+//!   cargo bench --bench converge                                   # N = 500, one run
+//!   OAM_TRUST_BENCH_APPS=100,250,500 OAM_TRUST_BENCH_RUNS=2 cargo bench --bench converge
+//!   OAM_TRUST_BENCH_APPS=5000 OAM_TRUST_BENCH_PLAIN=0 cargo bench --bench converge   # scale
+//!   OAM_TRUST_BENCH_CSV=target/converge.csv …                     # one row a measurement
+//!   hack/bench-converge.sh 100 250 500 1000                        # runs it and plots the PNG
 //!
-//! Uses the cluster of `OAM_TRUST_TEST_KUBECONFIG`, or starts `hack/cluster.sh up`.
-use std::sync::Arc;
+//! The operator is the real binary (`oam-trust run --role controller`), a child process, so its CPU
+//! and memory are its own. Uses the cluster of `OAM_TRUST_TEST_KUBECONFIG` (its `pids/` beside the
+//! kubeconfig, as `hack/cluster.sh` writes them), or starts `hack/cluster.sh up`.
+use std::io::{Read, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -18,72 +28,232 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::discovery::ApiResource;
 use kube::{Api, Client, Config, ResourceExt};
 use oam_trust::api::oam::Application;
-use oam_trust::runtime::metrics::Metrics;
-use oam_trust::runtime::{RunArgs, run_with_metrics};
 use serde_json::{Value, json};
 
 fn app(i: usize) -> Value {
-    json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": format!("bench-{i:04}")},
-        "spec": {"components": [{"name": format!("web-{i:04}"), "type": "webservice",
+    json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": format!("bench-{i:05}")},
+        "spec": {"components": [{"name": format!("web-{i:05}"), "type": "webservice",
             "properties": {"image": "oamdev/hello-world:v1", "ports": [{"port": 8000, "expose": true}]},
             "traits": [{"type": "scaler", "properties": {"replicas": 1}}]}]}})
 }
 
-async fn config() -> Config {
-    let path = match std::env::var("OAM_TRUST_TEST_KUBECONFIG") {
-        Ok(p) => p,
-        Err(_) => {
-            let root = env!("CARGO_MANIFEST_DIR");
-            let ok = std::process::Command::new("bash")
-                .arg(format!("{root}/hack/cluster.sh"))
-                .arg("up")
-                .status()
-                .unwrap();
-            assert!(ok.success(), "hack/cluster.sh up failed");
-            format!("{root}/.cluster/kubeconfig")
-        }
-    };
+fn env_list(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect()
+}
+
+fn env_flag(name: &str, default: bool) -> bool {
+    std::env::var(name).map_or(default, |v| v != "0" && v != "false")
+}
+
+async fn kubeconfig() -> PathBuf {
+    if let Ok(p) = std::env::var("OAM_TRUST_TEST_KUBECONFIG") {
+        return p.into();
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let ok = Command::new("bash")
+        .arg(format!("{root}/hack/cluster.sh"))
+        .arg("up")
+        .status()
+        .unwrap();
+    assert!(ok.success(), "hack/cluster.sh up failed");
+    format!("{root}/.cluster/kubeconfig").into()
+}
+
+async fn config(path: &Path) -> Config {
     let kc = Kubeconfig::read_from(path).unwrap();
     Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .unwrap()
 }
 
-async fn namespace(client: &Client, name: &str) {
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    let _ = Api::<Namespace>::all(client.clone())
-        .delete(name, &DeleteParams::default())
-        .await;
-    while Api::<Namespace>::all(client.clone())
-        .get_opt(name)
-        .await
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command may hold spaces: fields are counted after its closing parenthesis.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command.
+    (ticks(11) + ticks(12)) / clock_ticks()
+}
+
+fn clock_ticks() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output();
+    out.ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Resident memory of a process in MiB (`VmRSS`), and its peak (`VmHWM`).
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The control plane's processes, from the `pids/` directory `hack/cluster.sh` writes.
+struct ControlPlane {
+    apiserver: u32,
+    etcd: u32,
+}
+
+impl ControlPlane {
+    fn of(kubeconfig: &Path) -> ControlPlane {
+        let dir = kubeconfig.parent().unwrap().join("pids");
+        let pid = |name: &str| {
+            std::fs::read_to_string(dir.join(format!("{name}.pid")))
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no pid of {name} in {}", dir.display()))
+        };
+        ControlPlane {
+            apiserver: pid("kube-apiserver"),
+            etcd: pid("etcd"),
+        }
+    }
+    /// CPU seconds of kube-apiserver and etcd so far.
+    fn cpu(&self) -> (f64, f64) {
+        (cpu_seconds(self.apiserver), cpu_seconds(self.etcd))
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
-        .is_some()
-    {
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` on 127.0.0.1:port: (status, body).
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// The real operator binary, as a child process (controller role, no leader election).
+struct Operator {
+    child: Child,
+    health: u16,
+}
+
+impl Operator {
+    fn start(kubeconfig: &Path, name: &str) -> Operator {
+        let health = free_port();
+        let log = std::env::temp_dir().join(format!("oam-trust-bench-{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_oam-trust"))
+            .args([
+                "run",
+                "--role",
+                "controller",
+                "--leader-elect",
+                "false",
+                "--instance",
+                name,
+            ])
+            .arg(format!("--health-addr=127.0.0.1:{health}"))
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "warn")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("starting oam-trust run");
+        Operator { child, health }
+    }
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// Waits for `/readyz` to answer 200; returns how long that took from `since`.
+    async fn wait_ready(&mut self, since: Instant) -> Duration {
+        loop {
+            if http_get(self.health, "/readyz").is_some_and(|(s, _)| s == 200) {
+                return since.elapsed();
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the operator exited ({status}) before it was ready");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    /// One counter of `/metrics`, summed over the series whose labels contain `labels`.
+    fn metric(&self, name: &str, labels: &str) -> u64 {
+        let (_, text) = http_get(self.health, "/metrics").unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains(labels))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+    fn requests(&self, method: &str) -> u64 {
+        self.metric(
+            "oam_trust_api_requests_total",
+            &format!("method=\"{method}\""),
+        )
+    }
+    fn writes(&self) -> u64 {
+        ["POST", "PUT", "PATCH", "DELETE"]
+            .iter()
+            .map(|m| self.requests(m))
+            .sum()
+    }
+    fn reconciles(&self) -> u64 {
+        self.metric("oam_trust_reconciles_total", "controller=\"application\"")
+    }
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn delete_namespace(client: &Client, name: &str) {
+    let api = Api::<Namespace>::all(client.clone());
+    let _ = api.delete(name, &DeleteParams::default()).await;
+    while api.get_opt(name).await.unwrap().is_some() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+async fn namespace(client: &Client, name: &str) {
+    delete_namespace(client, name).await;
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &ns)
         .await
         .unwrap();
 }
 
-async fn wait_ready_deployments(client: &Client, ns: &str, n: usize) {
-    let api = Api::<Deployment>::namespaced(client.clone(), ns);
-    loop {
-        let ready = api
-            .list(&ListParams::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .filter(|d| d.status.as_ref().and_then(|s| s.ready_replicas) == Some(1))
-            .count();
-        if ready >= n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+async fn ready_deployments(client: &Client, ns: &str) -> usize {
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|d| d.status.as_ref().and_then(|s| s.ready_replicas) == Some(1))
+        .count()
 }
 
 async fn count_apps(client: &Client, ns: &str, pred: impl Fn(&Application) -> bool) -> usize {
@@ -109,28 +279,207 @@ fn running(a: &Application) -> bool {
     a.status.as_ref().and_then(|s| s.status.as_deref()) == Some("running")
 }
 
-fn start_operator(config: Config, metrics: Arc<Metrics>) {
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let args = RunArgs {
-            health_addr: "127.0.0.1:0".parse().unwrap(),
-            concurrency: 16,
-            instance: Some("bench".into()),
-            leader_elect: false,
-            lease_namespace: "default".into(),
-            definitions_namespace: oam_trust::names::DEFAULT_DEFINITIONS_NAMESPACE.into(),
-            role: Default::default(),
-            rights: Default::default(),
-            authn: Default::default(),
-            lease_name: "oam-trust-bench".into(),
-            exchange: Default::default(),
-            revision_limit: oam_trust::names::DEFAULT_REVISION_LIMIT,
+/// What one side of a measurement cost.
+#[derive(Default)]
+struct Cost {
+    applied: f64,
+    ready: f64,
+    apiserver_cpu: f64,
+    etcd_cpu: f64,
+}
+
+/// The plain loop: every Application rendered once, each object server-side applied in turn.
+async fn plain_loop(client: &Client, cp: &ControlPlane, n: usize, ns: &str) -> Cost {
+    namespace(client, ns).await;
+    let defs = oam_trust::render::Definitions::default();
+    let mut objects = Vec::new();
+    for i in 0..n {
+        let mut a: Application = serde_json::from_value(app(i)).unwrap();
+        a.metadata.namespace = Some(ns.into());
+        objects.extend(
+            oam_trust::render::render_application(&a, &defs)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.object),
+        );
+    }
+    let (api0, etcd0) = cp.cpu();
+    let started = Instant::now();
+    for obj in &objects {
+        let api_version = obj["apiVersion"].as_str().unwrap();
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let kind = obj["kind"].as_str().unwrap();
+        let ar = ApiResource {
+            group: group.into(),
+            version: version.into(),
+            api_version: api_version.into(),
+            kind: kind.into(),
+            plural: format!("{}s", kind.to_lowercase()),
         };
-        rt.block_on(async move { run_with_metrics(config, args, metrics).await.unwrap() });
-    });
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+        let name = obj["metadata"]["name"].as_str().unwrap();
+        api.patch(
+            name,
+            &PatchParams::apply("bench-plain").force(),
+            &Patch::Apply(obj),
+        )
+        .await
+        .unwrap();
+    }
+    let applied = started.elapsed().as_secs_f64();
+    while ready_deployments(client, ns).await < n {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let ready = started.elapsed().as_secs_f64();
+    let (api1, etcd1) = cp.cpu();
+    println!(
+        "  plain loop: {} objects applied in {applied:.1}s, {n} Deployments ready after {ready:.1}s; kube-apiserver {:.1} CPU-s, etcd {:.1} CPU-s",
+        objects.len(),
+        api1 - api0,
+        etcd1 - etcd0
+    );
+    Cost {
+        applied,
+        ready,
+        apiserver_cpu: api1 - api0,
+        etcd_cpu: etcd1 - etcd0,
+    }
+}
+
+/// What the operator side measured beyond its [`Cost`].
+#[derive(Default)]
+struct OperatorRun {
+    cost: Cost,
+    cpu: f64,
+    idle_rss: f64,
+    rss: f64,
+    peak_rss: f64,
+    writes: u64,
+    gets: u64,
+    restart_ready: f64,
+    resync: f64,
+    resync_writes: u64,
+    resync_gets: u64,
+    resync_rss: f64,
+}
+
+async fn operator(
+    client: &Client,
+    kubeconfig: &Path,
+    cp: &ControlPlane,
+    n: usize,
+    ns: &str,
+    restart: bool,
+) -> OperatorRun {
+    namespace(client, ns).await;
+    let sa: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "oam-trust-applier"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    let rb: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "applier"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "oam-trust-applier", "namespace": ns}]})).unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &rb)
+        .await
+        .unwrap();
+    let mut op = Operator::start(kubeconfig, "bench");
+    op.wait_ready(Instant::now()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_rss = rss_mib(op.pid()).0;
+    let (api0, etcd0) = cp.cpu();
+    let op_cpu0 = cpu_seconds(op.pid());
+    let started = Instant::now();
+    let apps = Api::<Application>::namespaced(client.clone(), ns);
+    for i in 0..n {
+        let a: Application = serde_json::from_value(app(i)).unwrap();
+        apps.patch(
+            &a.name_any(),
+            &PatchParams::apply("bench").force(),
+            &Patch::Apply(&a),
+        )
+        .await
+        .unwrap();
+    }
+    let mut t_applied = None;
+    loop {
+        if t_applied.is_none() && count_apps(client, ns, applied).await >= n {
+            t_applied = Some(started.elapsed());
+        }
+        if count_apps(client, ns, running).await >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let t_running = started.elapsed().as_secs_f64();
+    let t_applied = t_applied.map_or(t_running, |t| t.as_secs_f64());
+    let (api1, etcd1) = cp.cpu();
+    let cpu = cpu_seconds(op.pid()) - op_cpu0;
+    let (rss, peak_rss) = rss_mib(op.pid());
+    let (writes, gets) = (op.writes(), op.requests("GET"));
+    println!(
+        "  operator: {n} Applications applied in {t_applied:.1}s, all running after {t_running:.1}s; kube-apiserver {:.1} CPU-s, etcd {:.1} CPU-s; operator {cpu:.1} CPU-s, RSS {rss:.1} MiB (idle {idle_rss:.1}, peak {peak_rss:.1}); {writes} writes, {gets} GETs",
+        api1 - api0,
+        etcd1 - etcd0
+    );
+    let mut run = OperatorRun {
+        cost: Cost {
+            applied: t_applied,
+            ready: t_running,
+            apiserver_cpu: api1 - api0,
+            etcd_cpu: etcd1 - etcd0,
+        },
+        cpu,
+        idle_rss,
+        rss,
+        peak_rss,
+        writes,
+        gets,
+        ..Default::default()
+    };
+    if restart {
+        // Let it settle (no write for 5 s), then restart: a new process lists everything and
+        // reconciles every Application once more.
+        let mut last = op.writes();
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let now = op.writes();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        op.stop();
+        let started = Instant::now();
+        let mut op = Operator::start(kubeconfig, "bench-restarted");
+        run.restart_ready = op.wait_ready(started).await.as_secs_f64();
+        while op.reconciles() < n as u64 && started.elapsed() < Duration::from_secs(1800) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        run.resync = started.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        run.resync_writes = op.writes();
+        run.resync_gets = op.requests("GET");
+        run.resync_rss = rss_mib(op.pid()).0;
+        println!(
+            "  restart: ready after {:.1}s, {} reconciles after {:.1}s, {} writes, {} GETs, RSS {:.1} MiB",
+            run.restart_ready,
+            op.reconciles(),
+            run.resync,
+            run.resync_writes,
+            run.resync_gets,
+            run.resync_rss
+        );
+        // Applications have a finalizer: the namespace goes while an operator runs.
+        delete_namespace(client, ns).await;
+        op.stop();
+    } else {
+        delete_namespace(client, ns).await;
+        op.stop();
+    }
+    run
 }
 
 #[tokio::main]
@@ -139,13 +488,17 @@ async fn main() {
         println!("converge is a load harness: run it with `cargo bench --bench converge`");
         return;
     }
-    oam_trust::telemetry::init(oam_trust::telemetry::LogFormat::Text, "warn");
-    let n: usize = std::env::var("OAM_TRUST_BENCH_APPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
-    let config = config().await;
+    let sizes = env_list("OAM_TRUST_BENCH_APPS", "500");
+    let runs = env_list("OAM_TRUST_BENCH_RUNS", "1")
+        .first()
+        .copied()
+        .unwrap_or(1);
+    let with_plain = env_flag("OAM_TRUST_BENCH_PLAIN", true);
+    let restart = env_flag("OAM_TRUST_BENCH_RESTART", true);
+    let kubeconfig = kubeconfig().await;
+    let config = config(&kubeconfig).await;
     let client = Client::try_from(config.clone()).unwrap();
+    let cp = ControlPlane::of(&kubeconfig);
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in oam_trust::api::all_crds() {
         crds.patch(
@@ -166,164 +519,59 @@ async fn main() {
         .await
         .unwrap()
     {
-        let _ = namespaces
-            .delete(&ns.name_any(), &DeleteParams::default())
-            .await;
-    }
-    while !namespaces
-        .list(&ListParams::default().labels("oam-trust.dev/test=true"))
-        .await
-        .unwrap()
-        .items
-        .is_empty()
-    {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        delete_namespace(&client, &ns.name_any()).await;
     }
 
-    // Plain loop: render every Application once, server-side apply each object in turn.
-    let plain = "bench-plain";
-    namespace(&client, plain).await;
-    let defs = oam_trust::render::Definitions::default();
-    let mut objects = Vec::new();
-    for i in 0..n {
-        let mut a: Application = serde_json::from_value(app(i)).unwrap();
-        a.metadata.namespace = Some(plain.into());
-        objects.extend(
-            oam_trust::render::render_application(&a, &defs)
-                .unwrap()
-                .into_iter()
-                .map(|r| r.object),
-        );
+    let mut csv = std::env::var("OAM_TRUST_BENCH_CSV")
+        .ok()
+        .map(|path| std::fs::File::create(path).expect("creating OAM_TRUST_BENCH_CSV"));
+    if let Some(f) = &mut csv {
+        writeln!(f, "apps,run,plain_applied_s,plain_ready_s,plain_apiserver_cpu_s,plain_etcd_cpu_s,operator_applied_s,operator_running_s,operator_apiserver_cpu_s,operator_etcd_cpu_s,operator_cpu_s,operator_idle_rss_mib,operator_rss_mib,operator_peak_rss_mib,operator_writes,operator_gets,restart_ready_s,resync_s,resync_writes,resync_gets,resync_rss_mib").unwrap();
     }
-    let started = Instant::now();
-    for obj in &objects {
-        let (group, version) = match obj["apiVersion"].as_str().unwrap().split_once('/') {
-            Some((g, v)) => (g.to_string(), v.to_string()),
-            None => (
-                String::new(),
-                obj["apiVersion"].as_str().unwrap().to_string(),
-            ),
-        };
-        let kind = obj["kind"].as_str().unwrap();
-        let plural = format!("{}s", kind.to_lowercase());
-        let ar = ApiResource {
-            group: group.clone(),
-            version: version.clone(),
-            api_version: obj["apiVersion"].as_str().unwrap().into(),
-            kind: kind.into(),
-            plural,
-        };
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), plain, &ar);
-        let name = obj["metadata"]["name"].as_str().unwrap();
-        api.patch(
-            name,
-            &PatchParams::apply("bench-plain").force(),
-            &Patch::Apply(obj),
-        )
-        .await
-        .unwrap();
-    }
-    let plain_applied = started.elapsed();
-    wait_ready_deployments(&client, plain, n).await;
-    let plain_ready = started.elapsed();
-    println!(
-        "plain loop: {} objects applied in {:.1}s, {n} Deployments ready after {:.1}s",
-        objects.len(),
-        plain_applied.as_secs_f64(),
-        plain_ready.as_secs_f64()
-    );
-
-    // Operator: N Applications created, one operator converges them.
-    let ns = "bench-operator";
-    namespace(&client, ns).await;
-    let sa: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "oam-trust-applier"}})).unwrap();
-    Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &sa)
-        .await
-        .unwrap();
-    let rb: RoleBinding = serde_json::from_value(json!({"metadata": {"name": "applier"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
-        "subjects": [{"kind": "ServiceAccount", "name": "oam-trust-applier", "namespace": ns}]})).unwrap();
-    Api::<RoleBinding>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &rb)
-        .await
-        .unwrap();
-    let metrics = Arc::new(Metrics::default());
-    start_operator(config.clone(), metrics.clone());
-    let started = Instant::now();
-    let apps = Api::<Application>::namespaced(client.clone(), ns);
-    for i in 0..n {
-        let a: Application = serde_json::from_value(app(i)).unwrap();
-        apps.patch(
-            &a.name_any(),
-            &PatchParams::apply("bench").force(),
-            &Patch::Apply(&a),
-        )
-        .await
-        .unwrap();
-    }
-    let mut t_applied = None;
-    loop {
-        if t_applied.is_none() && count_apps(&client, ns, applied).await >= n {
-            t_applied = Some(started.elapsed());
+    for &n in &sizes {
+        for run in 1..=runs {
+            println!("{n} Applications, run {run}:");
+            let plain = match with_plain {
+                true => plain_loop(&client, &cp, n, "bench-plain").await,
+                false => Cost::default(),
+            };
+            delete_namespace(&client, "bench-plain").await;
+            let op = operator(&client, &kubeconfig, &cp, n, "bench-operator", restart).await;
+            if with_plain {
+                println!(
+                    "  ratio operator/plain: applied {:.2}x, ready/running {:.2}x, kube-apiserver CPU {:.2}x",
+                    op.cost.applied / plain.applied,
+                    op.cost.ready / plain.ready,
+                    op.cost.apiserver_cpu / plain.apiserver_cpu
+                );
+            }
+            if let Some(f) = &mut csv {
+                writeln!(
+                    f,
+                    "{n},{run},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.2},{:.1},{:.1},{:.1},{},{},{:.2},{:.2},{},{},{:.1}",
+                    plain.applied,
+                    plain.ready,
+                    plain.apiserver_cpu,
+                    plain.etcd_cpu,
+                    op.cost.applied,
+                    op.cost.ready,
+                    op.cost.apiserver_cpu,
+                    op.cost.etcd_cpu,
+                    op.cpu,
+                    op.idle_rss,
+                    op.rss,
+                    op.peak_rss,
+                    op.writes,
+                    op.gets,
+                    op.restart_ready,
+                    op.resync,
+                    op.resync_writes,
+                    op.resync_gets,
+                    op.resync_rss
+                )
+                .unwrap();
+            }
         }
-        if count_apps(&client, ns, running).await >= n {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let t_running = started.elapsed();
-    let t_applied = t_applied.unwrap_or(t_running);
-    println!(
-        "operator: {n} Applications applied in {:.1}s, all running after {:.1}s ({} write requests)",
-        t_applied.as_secs_f64(),
-        t_running.as_secs_f64(),
-        metrics.api_writes()
-    );
-    println!(
-        "ratio operator/plain: applied {:.2}x, ready/running {:.2}x",
-        t_applied.as_secs_f64() / plain_applied.as_secs_f64(),
-        t_running.as_secs_f64() / plain_ready.as_secs_f64()
-    );
-
-    // Let the first operator settle: no write from it for 5 s.
-    let mut last = metrics.api_writes();
-    loop {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        let now = metrics.api_writes();
-        if now == last {
-            break;
-        }
-        last = now;
-    }
-    // Resync: a second operator lists everything and reconciles every Application once more.
-    let resync = Arc::new(Metrics::default());
-    start_operator(config.clone(), resync.clone());
-    let started = Instant::now();
-    while resync.reconciles("application") < n as u64
-        && started.elapsed() < Duration::from_secs(600)
-    {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    println!(
-        "resync of {n} unchanged Applications: {} reconciles in {:.1}s, {} write requests",
-        resync.reconciles("application"),
-        started.elapsed().as_secs_f64(),
-        resync.api_writes()
-    );
-    for line in resync
-        .encode()
-        .lines()
-        .filter(|l| l.starts_with("oam_trust_api_requests_total"))
-    {
-        println!("  {line}");
-    }
-    for ns in [plain, ns] {
-        let _ = Api::<Namespace>::all(client.clone())
-            .delete(ns, &DeleteParams::default())
-            .await;
     }
     std::process::exit(0);
 }
