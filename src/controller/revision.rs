@@ -355,6 +355,28 @@ pub async fn record(
     }
     let name = app.name_any();
     let api: Api<ApplicationRevision> = Api::namespaced(client.clone(), names::namespace_of(app));
+    let params = PostParams {
+        field_manager: Some(names::FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    // The next number after the one the status names, created at once: no list of every revision
+    // of the namespace (a label-selected list is read from etcd in full, per Application). While
+    // the number is within the limit nothing can be beyond it. A name already taken (a status not
+    // yet written, or a deleted namesake's revisions not yet collected) falls back to the list.
+    let next = latest.map_or(1, |l| l.revision + 1);
+    if usize::try_from(next).is_ok_and(|n| n <= limit) {
+        match api
+            .create(&params, &revision_object(app, next, content.clone()))
+            .await
+        {
+            Ok(created) => {
+                tracing::info!(app = %name, revision = %created.name_any(), "recorded a new ApplicationRevision");
+                return Ok(reference_of(&created));
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
     let listed = api
         .list(&ListParams::default().labels(&format!("{}={name}", names::LABEL_APP_NAME)))
         .await?
@@ -373,10 +395,6 @@ pub async fn record(
     {
         return Ok(reference_of(newest));
     }
-    let params = PostParams {
-        field_manager: Some(names::FIELD_MANAGER.into()),
-        ..Default::default()
-    };
     let created = api
         .create(&params, &revision_object(app, highest + 1, content))
         .await?;
