@@ -124,7 +124,9 @@ async fn a_restart_over_unchanged_applications_writes_nothing() {
         .into_iter()
         .filter(|w| {
             w.contains(&format!("/namespaces/{ns}/"))
-                || w.ends_with(&format!("/{ns}"))
+                || w.split('?')
+                    .next()
+                    .is_some_and(|p| p.ends_with(&format!("/{ns}")))
                 || w.contains(&trust)
                 || w.contains(&format!("ceiling-{ns}"))
         })

@@ -436,7 +436,7 @@ async fn apply(ctx: &Context, app: &Application, built: &Built) -> Outcome {
     }
     let applied_objects: Vec<RenderedObject> =
         selected.iter().map(|i| rendered[*i].clone()).collect();
-    let mut services = component_health(app, ctx, &user, &applied_objects).await;
+    let mut services = component_health(app, ctx, &user, &applied_objects, &done.live).await;
     if built.workflow.is_some() {
         // Only what the workflow deployed so far has a health to report.
         services.retain(|s| {
@@ -514,6 +514,7 @@ impl Steps<'_> {
                         total
                             .outside_owner_namespace
                             .extend(applied.outside_owner_namespace);
+                        total.live.extend(applied.live);
                     }
                     Err(e) => {
                         for step in super::workflow::running_apply_steps(wf, &run) {
@@ -526,7 +527,7 @@ impl Steps<'_> {
             }
             let mut moved = false;
             for step in super::workflow::running_apply_steps(wf, &run) {
-                let health = self.step_health(step).await;
+                let health = self.step_health(step, &total.live).await;
                 moved |= health.is_ok();
                 super::workflow::settle_apply(&mut run, step, health, now);
             }
@@ -566,7 +567,11 @@ impl Steps<'_> {
     }
 
     /// `Ok` when every workload `step` applies is healthy, else what is not.
-    async fn step_health(&self, step: &str) -> Result<(), String> {
+    async fn step_health(
+        &self,
+        step: &str,
+        live: &std::collections::HashMap<ObjectKey, Value>,
+    ) -> Result<(), String> {
         let mut waiting = Vec::new();
         for (i, object) in self.rendered.iter().enumerate() {
             if self.built.object_steps[i].as_deref() != Some(step)
@@ -576,7 +581,7 @@ impl Steps<'_> {
                 continue;
             }
             let key = ObjectKey::of(&object.object);
-            let health = workload_health(self.ctx, self.user, &key).await;
+            let health = workload_health(self.ctx, self.user, &key, live.get(&key)).await;
             if !health.healthy {
                 waiting.push(format!(
                     "{} {}/{}: {}",
@@ -1021,6 +1026,7 @@ async fn component_health(
     ctx: &Context,
     user: &str,
     rendered: &[RenderedObject],
+    live: &std::collections::HashMap<ObjectKey, Value>,
 ) -> Vec<ApplicationComponentStatus> {
     let mut out = Vec::new();
     for component in &app.spec.components {
@@ -1053,7 +1059,7 @@ async fn component_health(
                     api_version: key.api_version.clone(),
                     kind: key.kind.clone(),
                 };
-                let h = workload_health(ctx, user, &key).await;
+                let h = workload_health(ctx, user, &key, live.get(&key)).await;
                 (h, Some(gvk), key.namespace)
             }
         };
@@ -1072,10 +1078,19 @@ async fn component_health(
     out
 }
 
-/// The health of workload `key` as the applier reads it, with the scheduler's reason when its pods
-/// cannot be scheduled.
-async fn workload_health(ctx: &Context, user: &str, key: &ObjectKey) -> health::Health {
-    match ctx.applier.get(Identity::Applier(user), key).await {
+/// The health of workload `key` as the applier reads it (or as this reconcile's apply just saw it,
+/// `live`), with the scheduler's reason when its pods cannot be scheduled.
+async fn workload_health(
+    ctx: &Context,
+    user: &str,
+    key: &ObjectKey,
+    live: Option<&Value>,
+) -> health::Health {
+    let read = match live {
+        Some(live) => Ok(Some(live.clone())),
+        None => ctx.applier.get(Identity::Applier(user), key).await,
+    };
+    match read {
         Ok(Some(live)) => {
             let mut h = health::of_workload(&live);
             if !h.healthy

@@ -5,8 +5,10 @@
 //!   ServiceAccount, so the API server's RBAC bounds what an Application can create (no escalation
 //!   through the operator). Grant objects (ServiceAccount, Role, RoleBinding, guard parameters) are
 //!   the operator's own and written as the operator, whose RBAC bounds them in turn.
-//! - All objects are dry-run applied first; only when every dry run passes is anything written, so a
-//!   forbidden or invalid object leaves the cluster untouched (no partial apply).
+//! - Rendered objects are all-or-nothing: before the first changed object is written, every other
+//!   changed one has passed a dry run, and the first is checked by its own write; so a forbidden or
+//!   invalid object leaves the cluster untouched (no partial apply), and no object is sent twice
+//!   when one changes.
 //! - An object whose desired fields already hold in the live object is not written at all: a resync of
 //!   an unchanged Application sends zero write requests.
 use std::collections::HashMap;
@@ -171,6 +173,9 @@ pub struct Applied {
     pub written: usize,
     /// Objects no ownerReference can reach (other namespaces, cluster scope): cleaned up by finalizer.
     pub outside_owner_namespace: Vec<ObjectKey>,
+    /// Each object as the API server last showed it: the answer to its write, or the live object
+    /// read when it needed none. Health is judged from these, not from another read.
+    pub live: HashMap<ObjectKey, Value>,
 }
 
 /// Identity of one object: (apiVersion, kind, namespace, name).
@@ -357,6 +362,7 @@ impl Applier {
         let as_applier = self.client_for(identity)?;
         let mut pending = Vec::new();
         let mut outside = Vec::new();
+        let mut seen = HashMap::new();
         let default_policy = ObjectPolicy::default();
         for (i, obj) in objects.iter().enumerate() {
             let policy = policies.get(i).unwrap_or(&default_policy);
@@ -485,31 +491,39 @@ impl Applier {
                 _ => {}
             }
             let up_to_date = live.as_ref().is_some_and(|l| is_subset(&obj, l));
-            if !up_to_date {
+            if up_to_date && let Some(live) = live {
+                seen.insert(key.clone(), live);
+            } else {
                 tracing::debug!(kind = %key.kind, object = %key.target(), "object differs from the live one; applying");
                 let api = self.api(as_applier.clone(), &ObjectKey::of(&obj), &ar, &caps);
                 pending.push((key, api, obj, write));
             }
         }
-        // Rendered objects are all-or-nothing: every one is dry-run before any is written. Grant
+        // Rendered objects are all-or-nothing: before the first is written, every other one has
+        // passed a dry run. The first needs none: its own write is its check, and when it fails
+        // nothing has been written (so a change of one object is one request, not two). Grant
         // objects are written in dependency order instead (guard parameters, ServiceAccount, Role,
         // RoleBinding): the API server's escalation check of a RoleBinding reads its Role, which a dry
         // run of the Role does not create.
         if let Identity::Applier(_) = identity {
-            for (key, api, obj, write) in &pending {
+            for (key, api, obj, write) in pending.iter().skip(unchecked_first(&pending)) {
                 write_object(api, key, obj, write, true)
                     .await
                     .map_err(|e| classify(identity, "apply", key, e))?;
             }
         }
         for (key, api, obj, write) in &pending {
-            write_object(api, key, obj, write, false)
+            let answer = write_object(api, key, obj, write, false)
                 .await
                 .map_err(|e| classify(identity, "apply", key, e))?;
+            if let Some(answer) = answer {
+                seen.insert(key.clone(), answer);
+            }
         }
         Ok(Applied {
             written: pending.len(),
             outside_owner_namespace: outside,
+            live: seen,
         })
     }
 
@@ -677,26 +691,24 @@ async fn write_object(
     obj: &Value,
     write: &Write,
     dry_run: bool,
-) -> Result<(), kube::Error> {
+) -> Result<Option<Value>, kube::Error> {
     let mut apply = PatchParams::apply(names::FIELD_MANAGER).force();
     apply.dry_run = dry_run;
     let post = PostParams {
         dry_run,
         field_manager: Some(names::FIELD_MANAGER.into()),
     };
-    match write {
-        Write::Apply => {
-            api.patch(&key.name, &apply, &Patch::Apply(obj)).await?;
-        }
+    let answer = match write {
+        Write::Apply => api.patch(&key.name, &apply, &Patch::Apply(obj)).await?,
         Write::Replace(resource_version) => {
             let mut whole = obj.clone();
             whole["metadata"]["resourceVersion"] = resource_version.clone().into();
             let whole: DynamicObject =
                 serde_json::from_value(whole).map_err(kube::Error::SerdeError)?;
-            api.replace(&key.name, &post, &whole).await?;
+            api.replace(&key.name, &post, &whole).await?
         }
         // A recreate cannot be dry-run as one step: the delete is the point of it.
-        Write::Recreate if dry_run => {}
+        Write::Recreate if dry_run => return Ok(None),
         Write::Recreate => {
             match api.delete(&key.name, &DeleteParams::foreground()).await {
                 Ok(_) => {}
@@ -709,7 +721,7 @@ async fn write_object(
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
-            api.patch(&key.name, &apply, &Patch::Apply(obj)).await?;
+            api.patch(&key.name, &apply, &Patch::Apply(obj)).await?
         }
         Write::Share(sharers) => {
             let merge = PatchParams {
@@ -717,11 +729,26 @@ async fn write_object(
                 ..Default::default()
             };
             let patch = serde_json::json!({"metadata": {"annotations": {sharing::ANNOTATION_SHARED_BY: sharers}}});
-            api.patch(&key.name, &merge, &Patch::Merge(&patch)).await?;
+            api.patch(&key.name, &merge, &Patch::Merge(&patch)).await?
         }
-    }
-    Ok(())
+    };
+    Ok(match dry_run {
+        true => None,
+        false => serde_json::to_value(answer).ok(),
+    })
 }
+
+/// How many of the pending writes, from the first, need no dry run before anything is written:
+/// the first, unless it is a recreate (whose delete cannot be undone) — then every one is checked.
+fn unchecked_first<T>(pending: &[(ObjectKey, T, Value, Write)]) -> usize {
+    match pending.first() {
+        Some((_, _, _, Write::Recreate)) | None => 0,
+        Some(_) => 1,
+    }
+}
+
+/// How the API server's answer to an apply of an ill-typed object begins.
+const TYPED_PATCH_FAILED: &str = "failed to create typed patch object";
 
 fn classify(
     identity: Identity,
@@ -738,11 +765,19 @@ fn classify(
             // The API server's reason, then what to change so the write is allowed.
             message: format!("{}. {}", s.message, identity.describe().1),
         },
-        kube::Error::Api(s) if s.code == 422 || s.code == 400 => ApplyError::Invalid {
-            kind: key.kind.clone(),
-            target: key.target(),
-            message: s.message,
-        },
+        kube::Error::Api(s)
+            if s.code == 422
+                || s.code == 400
+                // Server-side apply answers a field of the wrong type (a number for a string) with
+                // a 500, although retrying cannot help: the object itself is invalid.
+                || (s.code == 500 && s.message.starts_with(TYPED_PATCH_FAILED)) =>
+        {
+            ApplyError::Invalid {
+                kind: key.kind.clone(),
+                target: key.target(),
+                message: s.message,
+            }
+        }
         kube::Error::Api(s) if s.code == 404 && s.message.contains("namespaces") => {
             ApplyError::Invalid {
                 kind: key.kind.clone(),

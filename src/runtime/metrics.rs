@@ -37,7 +37,7 @@ pub struct Metrics {
     reconcile_seconds: Family<ControllerLabel, Histogram>,
     objects_applied: Counter,
     api_requests: Family<MethodLabel, Counter>,
-    /// `METHOD path` of every write, when asked for (`Metrics::recording_writes`): lets a test say
+    /// `METHOD path?query` of every write, when asked for (`Metrics::recording_writes`): lets a test say
     /// which object a write touched. Never exported.
     writes: Option<std::sync::Arc<Mutex<Vec<String>>>>,
 }
@@ -104,7 +104,7 @@ impl Metrics {
         self.objects_applied.inc_by(n as u64);
     }
 
-    /// Metrics that also keep `METHOD path` of every write request (`written`), for tests.
+    /// Metrics that also keep `METHOD path?query` of every write request (`written`), for tests.
     pub fn recording_writes() -> Self {
         Metrics {
             writes: Some(Default::default()),
@@ -112,7 +112,7 @@ impl Metrics {
         }
     }
 
-    /// `METHOD path` of every write so far (empty unless built with `recording_writes`).
+    /// `METHOD path?query` of every write so far (empty unless built with `recording_writes`).
     pub fn written(&self) -> Vec<String> {
         self.writes
             .as_ref()
@@ -143,7 +143,7 @@ impl Metrics {
                 writes
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push(format!("{} {}", req.method(), req.uri().path()));
+                    .push(format!("{} {path}", req.method()));
             }
             req
         })
