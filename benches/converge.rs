@@ -177,7 +177,10 @@ impl Operator {
             ])
             .arg(format!("--health-addr=127.0.0.1:{health}"))
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("OAM_TRUST_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()

@@ -169,7 +169,11 @@ fn application_controller(
         Api::<DeserializeGuard<Application>>::all(client.clone()),
         watcher::Config::default(),
     )
-    .with_config(controller::Config::default().concurrency(concurrency))
+    .with_config(
+        controller::Config::default()
+            .concurrency(concurrency)
+            .debounce(RECONCILE_DEBOUNCE),
+    )
     .trigger_backoff(Pause(TRIGGER_PAUSE));
     let ctrl = watch_rendered::<Deployment>(ctrl, client, &owned);
     let ctrl = watch_rendered::<StatefulSet>(ctrl, client, &owned);
@@ -264,6 +268,12 @@ fn application_controller(
         })
     })
 }
+
+/// How long an Application's reconcile waits for more of its triggers to arrive (trailing edge).
+/// A new Application's objects change several times within a second (created, their controllers'
+/// first status, pods scheduled, ready): each change would cost a reconcile (reads, a status write)
+/// that the next one repeats. Short enough that a change is acted on at once to a person.
+const RECONCILE_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// The pause after an error from any watch of the Application controller, before it reads any of
 /// them again. kube's default is one exponential backoff (0.8 s up to 30 s) shared by every watch
