@@ -154,44 +154,12 @@ pub fn match_token<'a>(
         }
     };
     let trust_name = trust.metadata.name.as_deref().unwrap_or_default();
-    let mut matched = Vec::new();
-    let mut mismatches = Vec::new();
-    for grant in &grants.grants {
-        let mismatch = |reason| GrantMismatch {
-            grant: grant.id.clone(),
-            namespace: grant.namespace.clone(),
-            application: grant.application.clone(),
-            reason,
-        };
-        if grant.trust != trust_name {
-            mismatches.push(mismatch(MismatchReason::OtherTrust {
-                trust: grant.trust.clone(),
-            }));
-            continue;
-        }
-        if let Some(w) = &wanted
-            && !w.covers(grant)
-        {
-            mismatches.push(mismatch(MismatchReason::OtherResource {
-                resource: resource.unwrap_or_default().to_string(),
-            }));
-            continue;
-        }
-        let mut failures = Vec::new();
-        let mut hit = None;
-        for (i, subject) in grant.subjects.iter().enumerate() {
-            match subject_mismatch(i, subject, claims) {
-                None => {
-                    hit = Some(i);
-                    break;
-                }
-                Some(failure) => failures.push(failure),
-            }
-        }
-        match hit {
-            Some(subject) => matched.push((grant, subject)),
-            None => mismatches.push(mismatch(MismatchReason::Subjects(failures))),
-        }
+    // The usual outcome is a match: find it without writing down why the other grants did not
+    // match, and explain (a second pass) only when nothing matched.
+    let (mut matched, _) = scan(claims, trust_name, grants, wanted.as_ref(), resource, false);
+    if matched.is_empty() {
+        let (_, mismatches) = scan(claims, trust_name, grants, wanted.as_ref(), resource, true);
+        return MatchOutcome::NoMatch(mismatches);
     }
     if matched.len() > 1
         && let Some(component) = wanted.as_ref().and_then(|w| w.component)
@@ -206,13 +174,71 @@ pub fn match_token<'a>(
         }
     }
     match matched.as_slice() {
-        [] => MatchOutcome::NoMatch(mismatches),
+        [] => MatchOutcome::NoMatch(Vec::new()),
         [(grant, subject)] => MatchOutcome::Matched {
             grant,
             subject: *subject,
         },
         _ => MatchOutcome::Ambiguous(matched.into_iter().map(|(g, _)| g).collect()),
     }
+}
+
+/// The grants of `trust_name` (within `wanted`) a subject of which the claims match, with the
+/// subject's index; with `explain`, also why each other grant did not match.
+fn scan<'a>(
+    claims: &GitLabClaims,
+    trust_name: &str,
+    grants: &'a GrantSet,
+    wanted: Option<&WantedResource<'_>>,
+    resource: Option<&str>,
+    explain: bool,
+) -> (Vec<(&'a Grant, usize)>, Vec<GrantMismatch>) {
+    let mut matched = Vec::new();
+    let mut mismatches = Vec::new();
+    for grant in &grants.grants {
+        let mismatch = |reason| GrantMismatch {
+            grant: grant.id.clone(),
+            namespace: grant.namespace.clone(),
+            application: grant.application.clone(),
+            reason,
+        };
+        if grant.trust != trust_name {
+            if explain {
+                mismatches.push(mismatch(MismatchReason::OtherTrust {
+                    trust: grant.trust.clone(),
+                }));
+            }
+            continue;
+        }
+        if let Some(w) = wanted
+            && !w.covers(grant)
+        {
+            if explain {
+                mismatches.push(mismatch(MismatchReason::OtherResource {
+                    resource: resource.unwrap_or_default().to_string(),
+                }));
+            }
+            continue;
+        }
+        let mut failures = Vec::new();
+        let mut hit = None;
+        for (i, subject) in grant.subjects.iter().enumerate() {
+            match check_subject(i, subject, claims, explain) {
+                None => {
+                    hit = Some(i);
+                    break;
+                }
+                Some(failure) if explain => failures.push(failure),
+                Some(_) => {}
+            }
+        }
+        match hit {
+            Some(subject) => matched.push((grant, subject)),
+            None if explain => mismatches.push(mismatch(MismatchReason::Subjects(failures))),
+            None => {}
+        }
+    }
+    (matched, mismatches)
 }
 
 struct WantedResource<'r> {
@@ -341,14 +367,36 @@ pub fn subject_mismatch(
     subject: &Subject,
     claims: &GitLabClaims,
 ) -> Option<SubjectMismatch> {
-    let fail = |field: &'static str, expected: String, actual: Option<String>| {
-        Some(SubjectMismatch {
-            subject: index,
-            field,
-            expected,
-            actual,
-        })
-    };
+    check_subject(index, subject, claims, true)
+}
+
+/// As [`subject_mismatch`]; without `explain`, a failure names the field only (`expected` empty,
+/// `actual` `None`), and nothing is formatted or copied.
+fn check_subject(
+    index: usize,
+    subject: &Subject,
+    claims: &GitLabClaims,
+    explain: bool,
+) -> Option<SubjectMismatch> {
+    // The expected and actual texts are evaluated only when explaining.
+    macro_rules! fail {
+        ($field:expr, $expected:expr, $actual:expr $(,)?) => {
+            Some(match explain {
+                true => SubjectMismatch {
+                    subject: index,
+                    field: $field,
+                    expected: $expected,
+                    actual: $actual,
+                },
+                false => SubjectMismatch {
+                    subject: index,
+                    field: $field,
+                    expected: String::new(),
+                    actual: None,
+                },
+            })
+        };
+    }
     let bool_str = |b: Option<bool>| b.map(|b| b.to_string());
     for (field, want, have) in [
         ("projectId", &subject.project_id, &claims.project_id),
@@ -357,7 +405,7 @@ pub fn subject_mismatch(
         if let Some(want) = want
             && have.as_ref() != Some(want)
         {
-            return fail(field, format!("{want:?}"), have.clone());
+            return fail!(field, format!("{want:?}"), have.clone());
         }
     }
     for (field, want, have) in [
@@ -372,7 +420,7 @@ pub fn subject_mismatch(
         if let Some(want) = want
             && !have.as_deref().is_some_and(|h| glob::matches(want, h))
         {
-            return fail(field, format!("glob {want:?}"), have.clone());
+            return fail!(field, format!("glob {want:?}"), have.clone());
         }
     }
     // A `ref` without `refType` means a branch: a tag named like the branch (anyone who may push a
@@ -383,12 +431,12 @@ pub fn subject_mismatch(
     if let Some(want) = ref_type
         && claims.ref_type.as_deref() != Some(want.as_claim())
     {
-        return fail("refType", want.as_claim().into(), claims.ref_type.clone());
+        return fail!("refType", want.as_claim().into(), claims.ref_type.clone());
     }
     if let Some(want) = subject.ref_protected
         && claims.ref_protected != Some(want)
     {
-        return fail(
+        return fail!(
             "refProtected",
             want.to_string(),
             bool_str(claims.ref_protected),
@@ -400,7 +448,7 @@ pub fn subject_mismatch(
             .as_deref()
             .is_some_and(|h| glob::matches(want, h))
     {
-        return fail(
+        return fail!(
             "environment",
             format!("glob {want:?}"),
             claims.environment.clone(),
@@ -409,7 +457,7 @@ pub fn subject_mismatch(
     if let Some(want) = subject.environment_protected
         && claims.environment_protected != Some(want)
     {
-        return fail(
+        return fail!(
             "environmentProtected",
             want.to_string(),
             bool_str(claims.environment_protected),
@@ -418,7 +466,7 @@ pub fn subject_mismatch(
     if let Some(want) = &subject.deployment_tier
         && claims.deployment_tier.as_ref() != Some(want)
     {
-        return fail(
+        return fail!(
             "deploymentTier",
             format!("{want:?}"),
             claims.deployment_tier.clone(),
@@ -430,7 +478,7 @@ pub fn subject_mismatch(
             .as_ref()
             .is_some_and(|s| subject.pipeline_source.contains(s))
     {
-        return fail(
+        return fail!(
             "pipelineSource",
             format!("one of {:?}", subject.pipeline_source),
             claims.pipeline_source.clone(),
@@ -439,14 +487,14 @@ pub fn subject_mismatch(
     if let Some(want) = &subject.user_login
         && claims.user_login.as_ref() != Some(want)
     {
-        return fail("userLogin", format!("{want:?}"), claims.user_login.clone());
+        return fail!("userLogin", format!("{want:?}"), claims.user_login.clone());
     }
     if let Some(source) = &subject.condition {
         let verdict = ClaimCondition::compile(source).and_then(|c| c.evaluate(&claims.raw));
         match verdict {
             Ok(true) => {}
-            Ok(false) => return fail("condition", source.clone(), Some("false".into())),
-            Err(e) => return fail("condition", source.clone(), Some(e.to_string())),
+            Ok(false) => return fail!("condition", source.clone(), Some("false".into())),
+            Err(e) => return fail!("condition", source.clone(), Some(e.to_string())),
         }
     }
     None

@@ -17,7 +17,9 @@ pub mod binding;
 pub mod client;
 mod context;
 pub mod decision;
-mod events;
+/// Public for the load harness (`benches/exchange_load.rs`), not an API.
+#[doc(hidden)]
+pub mod events;
 mod exchange;
 pub mod grants;
 mod http;

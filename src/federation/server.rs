@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 
 use super::args::ExchangeArgs;
 use super::audit::{AuditSink, Auditor, ExchangeMetrics, JsonLinesAuditSink};
@@ -107,7 +107,7 @@ impl ExchangeServer {
                 Arc::new(audit_log),
                 options.audit_sink,
             ),
-            TokenEvents::new(Recorder::new(client.clone(), reporter), index.clone()),
+            TokenEvents::new(client.clone(), reporter, index.clone()),
             args.clone(),
             endpoint,
         ));

@@ -183,10 +183,7 @@ mod tests {
                 std::sync::Arc::new(crate::federation::MemoryAuditSink::default()),
                 None,
             ),
-            TokenEvents::new(
-                kube::runtime::events::Recorder::new(client, reporter),
-                index,
-            ),
+            TokenEvents::new(client, reporter, index),
             Default::default(),
             ClusterEndpoint {
                 server: "https://127.0.0.1:6443".into(),
