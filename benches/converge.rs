@@ -515,13 +515,27 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Only this harness's Applications may be in the cluster: leftovers of test runs (some invalid on
-    // purpose, retried on a timer) would add their own writes to the resync count.
+    // purpose, retried on a timer) would add their own writes to the resync count. No operator runs
+    // yet to release their Applications' finalizers, so they are dropped here.
     let namespaces = Api::<Namespace>::all(client.clone());
     for ns in namespaces
         .list(&ListParams::default().labels("oam-trust.dev/test=true"))
         .await
         .unwrap()
     {
+        let _ = namespaces
+            .delete(&ns.name_any(), &DeleteParams::default())
+            .await;
+        let apps = Api::<Application>::namespaced(client.clone(), &ns.name_any());
+        for a in apps.list(&ListParams::default()).await.unwrap() {
+            let _ = apps
+                .patch(
+                    &a.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+                )
+                .await;
+        }
         delete_namespace(&client, &ns.name_any()).await;
     }
 
