@@ -30,6 +30,10 @@ use kube::{Api, Client, Config, ResourceExt};
 use oam_trust::api::oam::Application;
 use serde_json::{Value, json};
 
+#[path = "support/process.rs"]
+mod process;
+use process::{cpu_seconds, free_port, rss_mib};
+
 fn app(i: usize) -> Value {
     json!({"apiVersion": "core.oam.dev/v1beta1", "kind": "Application", "metadata": {"name": format!("bench-{i:05}")},
         "spec": {"components": [{"name": format!("web-{i:05}"), "type": "webservice",
@@ -70,44 +74,6 @@ async fn config(path: &Path) -> Config {
         .unwrap()
 }
 
-/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command may hold spaces: fields are counted after its closing parenthesis.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command.
-    (ticks(11) + ticks(12)) / clock_ticks()
-}
-
-fn clock_ticks() -> f64 {
-    let out = Command::new("getconf").arg("CLK_TCK").output();
-    out.ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// Resident memory of a process in MiB (`VmRSS`), and its peak (`VmHWM`).
-fn rss_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .map_or(0.0, |kib| kib / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
 /// The control plane's processes, from the `pids/` directory `hack/cluster.sh` writes.
 struct ControlPlane {
     apiserver: u32,
@@ -132,14 +98,6 @@ impl ControlPlane {
     fn cpu(&self) -> (f64, f64) {
         (cpu_seconds(self.apiserver), cpu_seconds(self.etcd))
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `GET path` on 127.0.0.1:port: (status, body).

@@ -57,6 +57,10 @@ use oam_trust::render::{Definitions, render_application};
 use oam_trust::runtime::metrics::Metrics;
 use serde_json::json;
 
+#[path = "support/process.rs"]
+mod process;
+use process::free_port;
+
 const AUD: &str = "https://oam-trust.load";
 const SELECT: &str = "oam-trust.dev/load";
 
@@ -654,14 +658,6 @@ impl Drop for Operator {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Operator {
     fn start(
         dir: &std::path::Path,
@@ -704,23 +700,8 @@ impl Operator {
     /// `(VmRSS in KiB, user + system CPU seconds)` from /proc.
     fn usage(&self) -> (u64, f64) {
         let pid = self.child.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let rss = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0);
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Fields after the command (which may hold spaces): utime and stime are the 12th and 13th.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks: f64 = [11, 12]
-            .iter()
-            .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
-            .sum();
-        (rss, ticks / 100.0)
+        let rss_kib = (process::rss_mib(pid).0 * 1024.0).round() as u64;
+        (rss_kib, process::cpu_seconds(pid))
     }
 
     async fn ready(&self) -> bool {
