@@ -164,6 +164,15 @@ impl Elector {
             let now_leading = (renewed || leading) && valid(valid_until);
             match (now_leading, valid_until) {
                 (true, Some(until)) => {
+                    // The gate closes by itself when the lease runs out. A renewal answered after
+                    // that instant (a slow API server, a starved process) reopens it, and any
+                    // reconcile that found it closed in between let its trigger go (it expects the
+                    // next leader to reconcile everything). So a lapse is a step-down and the
+                    // reopening a new leadership, announced as such.
+                    if leading && !self.gate.is_open() {
+                        leading = false;
+                        self.announce(false);
+                    }
                     // Logged before the gate opens and announced after, so every write falls
                     // inside the logged leadership and a reconcile the announcement starts may write.
                     if !leading {
@@ -189,8 +198,11 @@ impl Elector {
                 t.retry_every
             };
             if let (true, Some(until)) = (leading, valid_until) {
-                // Wake when the lease runs out, to step down on time.
-                wait = wait.min(until.saturating_duration_since(Instant::now()));
+                // Renew halfway through what is left of the lease when that is sooner: after a
+                // renewal answered late, the next one goes out before the lease runs out instead of
+                // at that instant (a step-down and a new leadership each time). Stepping down on
+                // time is the select's above, whatever the renewal does.
+                wait = wait.min(until.saturating_duration_since(Instant::now()) / 2);
             }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -297,7 +309,7 @@ impl Elector {
 mod tests {
     use super::*;
     use crate::runtime::mock_api::{self, Reply};
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
 
     #[test]
     fn a_gate_opened_until_a_deadline_closes_by_itself() {
@@ -327,6 +339,73 @@ mod tests {
             ),
             _ => Reply::Hang,
         })
+    }
+
+    /// An API server that grants the Lease, then answers the first renewal only after the lease
+    /// it renews ran out (the answer is held `stall` with the process's one thread blocked, as a
+    /// starved process would be), then answers at once again.
+    fn first_renewal_answered_late(stall: Duration) -> Client {
+        const LEASE: &str = r#"{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"l","namespace":"default","resourceVersion":"1"},"spec":{"holderIdentity":"me"}}"#;
+        let created = AtomicBool::new(false);
+        let stalled = AtomicBool::new(false);
+        mock_api::client(move |req| match req.method().as_str() {
+            "GET" if !created.load(Ordering::SeqCst) => Reply::Json(
+                404,
+                r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#,
+            ),
+            "POST" => {
+                created.store(true, Ordering::SeqCst);
+                Reply::Json(201, LEASE)
+            }
+            "PUT" if !stalled.swap(true, Ordering::SeqCst) => {
+                std::thread::sleep(stall);
+                Reply::Json(200, LEASE)
+            }
+            _ => Reply::Json(200, LEASE),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_renewal_answered_after_the_lease_ran_out_is_announced_as_a_new_leadership() {
+        // Valid for 600 ms after each renewal is sent; the first renewal goes out at ~300 ms and
+        // its answer comes at ~750 ms, after the first lease ran out (600 ms), within the second.
+        let timings = Timings {
+            lease_duration: Duration::from_millis(900),
+            renew_every: Duration::from_millis(300),
+            retry_every: Duration::from_millis(100),
+        };
+        let gate = WriteGate::default();
+        let (elector, mut changes) = Elector::new(
+            first_renewal_answered_late(Duration::from_millis(450)),
+            "default",
+            "l",
+            "me",
+            timings,
+            gate.clone(),
+        );
+        let gained = Arc::new(AtomicUsize::new(0));
+        let watcher = {
+            let gained = gained.clone();
+            tokio::spawn(async move {
+                while changes.changed().await.is_ok() {
+                    if *changes.borrow_and_update() {
+                        gained.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        };
+        let task = tokio::spawn(elector.run(std::future::pending()));
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(gate.is_open(), "the late renewal still holds the lease");
+        // The controllers reconcile everything on each gained leadership: the triggers a closed
+        // gate turned away in between are not lost.
+        assert_eq!(
+            gained.load(Ordering::SeqCst),
+            2,
+            "the first leadership, and the one after the lapse"
+        );
+        task.abort();
+        watcher.abort();
     }
 
     #[tokio::test]
