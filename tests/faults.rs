@@ -189,8 +189,38 @@ async fn converge(client: &Client, ns: &str, n: usize, timeout: Duration) -> Dur
             })
             .take(5)
             .collect();
+        // What the cluster itself says of the stuck workloads: a status that lags them is the
+        // operator's fault, a workload that is not ready is the control plane's.
+        let deployments: Vec<String> = Api::<Deployment>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .iter()
+            .filter(|d| {
+                d.status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0)
+                    < 1
+            })
+            .map(|d| format!("{}: {:?}", d.name_any(), d.status))
+            .take(5)
+            .collect();
+        let pods: Vec<String> =
+            Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default()
+                .iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running"))
+                .map(|p| format!("{}: {:?}", p.name_any(), p.status))
+                .take(5)
+                .collect();
         panic!(
-            "{ns}: {} of {n} Applications running after {timeout:?}; first stuck: {stuck:#?}",
+            "{ns}: {} of {n} Applications running after {timeout:?}; first stuck: {stuck:#?}; \
+             Deployments not ready: {deployments:#?}; pods not running: {pods:#?}",
             running(client, ns).await
         );
     }

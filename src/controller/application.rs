@@ -101,6 +101,37 @@ fn kube_err<'a>(action: &'static str, app: &'a str) -> impl FnOnce(kube::Error) 
     }
 }
 
+/// What of an Application, when it changes, calls for a reconcile: its spec (generation), labels,
+/// annotations (applier, rollback), finalizers, deletion, and a resume (`status.workflow.suspend`).
+/// Any other change of the status is the operator's own write (or its shape), which the reconcile
+/// that wrote it already acted on: reconciling again would only read everything once more. Objects
+/// that do not decode are keyed by their resourceVersion, so each of their changes is reported.
+pub fn trigger_key(guard: &DeserializeGuard<Application>) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let meta = guard.meta();
+    meta.uid.hash(&mut h);
+    match &guard.0 {
+        Ok(app) => {
+            meta.generation.hash(&mut h);
+            meta.labels.hash(&mut h);
+            meta.annotations.hash(&mut h);
+            meta.finalizers.hash(&mut h);
+            meta.deletion_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .hash(&mut h);
+            app.status
+                .as_ref()
+                .and_then(|s| s.workflow.as_ref())
+                .map(|w| w.suspend)
+                .hash(&mut h);
+        }
+        Err(_) => meta.resource_version.hash(&mut h),
+    }
+    Some(h.finish())
+}
+
 pub async fn reconcile(
     guard: Arc<DeserializeGuard<Application>>,
     ctx: Arc<Context>,
@@ -1120,8 +1151,15 @@ async fn pending_reason(ctx: &Context, live: &Value) -> Option<String> {
         .filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?)))
         .collect();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    // From the API server's watch cache (any resourceVersion): the scheduler's reason needs no
+    // quorum read, and a selected list read from etcd reads every pod of the namespace.
     let list = pods
-        .list(&ListParams::default().labels(&selector.join(",")).limit(20))
+        .list(
+            &ListParams::default()
+                .labels(&selector.join(","))
+                .limit(20)
+                .match_any(),
+        )
         .await
         .ok()?;
     let values: Vec<Value> = list

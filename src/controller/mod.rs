@@ -165,16 +165,22 @@ fn application_controller(
         names::LABEL_MANAGED_BY,
         names::MANAGED_BY
     ));
-    let ctrl = Controller::new(
+    let (reader, writer) = kube::runtime::reflector::store();
+    let apps = watcher(
         Api::<DeserializeGuard<Application>>::all(client.clone()),
         watcher::Config::default(),
     )
-    .with_config(
-        controller::Config::default()
-            .concurrency(concurrency)
-            .debounce(RECONCILE_DEBOUNCE),
-    )
-    .trigger_backoff(Pause(TRIGGER_PAUSE));
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(application::trigger_key, Default::default());
+    let ctrl = Controller::for_stream(apps, reader)
+        .with_config(
+            controller::Config::default()
+                .concurrency(concurrency)
+                .debounce(RECONCILE_DEBOUNCE),
+        )
+        .trigger_backoff(Pause(TRIGGER_PAUSE));
     let ctrl = watch_rendered::<Deployment>(ctrl, client, &owned);
     let ctrl = watch_rendered::<StatefulSet>(ctrl, client, &owned);
     let ctrl = watch_rendered::<DaemonSet>(ctrl, client, &owned);
