@@ -178,7 +178,7 @@ up() {
   start_kube_controller_manager
   start_kube_scheduler
   start_kwok
-  # Fake nodes: roomy enough for hundreds of pods; pods need no toleration.
+  # Fake nodes: roomy enough for the 5,000-Application bench (one pod each); pods need no toleration.
   for n in 0 1; do
     "$BIN/kubectl" apply -f - >/dev/null <<NODE
 apiVersion: v1
@@ -188,8 +188,8 @@ metadata:
   annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
   labels: {kubernetes.io/hostname: kwok-node-$n, kubernetes.io/os: linux, kubernetes.io/arch: amd64, type: kwok}
 status:
-  allocatable: {cpu: "64", memory: 256Gi, pods: "1500"}
-  capacity: {cpu: "64", memory: 256Gi, pods: "1500"}
+  allocatable: {cpu: "64", memory: 256Gi, pods: "3000"}
+  capacity: {cpu: "64", memory: 256Gi, pods: "3000"}
 NODE
   done
   sleep 1
