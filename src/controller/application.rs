@@ -1125,6 +1125,7 @@ async fn workload_health(
         Ok(Some(live)) => {
             let mut h = health::of_workload(&live);
             if !h.healthy
+                && health::unready_long_enough(&live, Timestamp::now())
                 && let Some(reason) = pending_reason(ctx, &live).await
             {
                 h.message = format!("{} ({reason})", h.message);
