@@ -311,6 +311,10 @@ mod tests {
     use crate::runtime::mock_api::{self, Reply};
     use std::sync::atomic::{AtomicBool, AtomicUsize};
 
+    /// The API server's answer for a Lease that does not exist yet.
+    const NOT_FOUND: &str =
+        r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#;
+
     #[test]
     fn a_gate_opened_until_a_deadline_closes_by_itself() {
         let gate = WriteGate::default();
@@ -329,10 +333,7 @@ mod tests {
     fn answers_once_then_hangs() -> Client {
         let calls = AtomicUsize::new(0);
         mock_api::client(move |_| match calls.fetch_add(1, Ordering::SeqCst) {
-            0 => Reply::Json(
-                404,
-                r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#,
-            ),
+            0 => Reply::Json(404, NOT_FOUND),
             1 => Reply::Json(
                 201,
                 r#"{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"l","namespace":"default"}}"#,
@@ -349,10 +350,7 @@ mod tests {
         let created = AtomicBool::new(false);
         let stalled = AtomicBool::new(false);
         mock_api::client(move |req| match req.method().as_str() {
-            "GET" if !created.load(Ordering::SeqCst) => Reply::Json(
-                404,
-                r#"{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}"#,
-            ),
+            "GET" if !created.load(Ordering::SeqCst) => Reply::Json(404, NOT_FOUND),
             "POST" => {
                 created.store(true, Ordering::SeqCst);
                 Reply::Json(201, LEASE)
