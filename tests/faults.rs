@@ -148,12 +148,23 @@ async fn apply_apps(client: &Client, ns: &str, names: &[String], trust: &str) {
         .await;
 }
 
-async fn apps(client: &Client, ns: &str) -> Vec<Application> {
-    Api::<Application>::namespaced(client.clone(), ns)
+/// Every object of kind `K` in `ns` (none when the list fails: the callers poll or report).
+async fn listed<K>(client: &Client, ns: &str) -> Vec<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await
         .map(|l| l.items)
         .unwrap_or_default()
+}
+
+async fn apps(client: &Client, ns: &str) -> Vec<Application> {
+    listed(client, ns).await
 }
 
 async fn running(client: &Client, ns: &str) -> usize {
@@ -191,11 +202,8 @@ async fn converge(client: &Client, ns: &str, n: usize, timeout: Duration) -> Dur
             .collect();
         // What the cluster itself says of the stuck workloads: a status that lags them is the
         // operator's fault, a workload that is not ready is the control plane's.
-        let deployments: Vec<String> = Api::<Deployment>::namespaced(client.clone(), ns)
-            .list(&ListParams::default())
+        let deployments: Vec<String> = listed::<Deployment>(client, ns)
             .await
-            .map(|l| l.items)
-            .unwrap_or_default()
             .iter()
             .filter(|d| {
                 d.status
@@ -207,17 +215,13 @@ async fn converge(client: &Client, ns: &str, n: usize, timeout: Duration) -> Dur
             .map(|d| format!("{}: {:?}", d.name_any(), d.status))
             .take(5)
             .collect();
-        let pods: Vec<String> =
-            Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
-                .list(&ListParams::default())
-                .await
-                .map(|l| l.items)
-                .unwrap_or_default()
-                .iter()
-                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running"))
-                .map(|p| format!("{}: {:?}", p.name_any(), p.status))
-                .take(5)
-                .collect();
+        let pods: Vec<String> = listed::<k8s_openapi::api::core::v1::Pod>(client, ns)
+            .await
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running"))
+            .map(|p| format!("{}: {:?}", p.name_any(), p.status))
+            .take(5)
+            .collect();
         panic!(
             "{ns}: {} of {n} Applications running after {timeout:?}; first stuck: {stuck:#?}; \
              Deployments not ready: {deployments:#?}; pods not running: {pods:#?}",
