@@ -23,7 +23,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
-use kube::core::DeserializeGuard;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -87,6 +87,7 @@ pub async fn run(c: Controllers) -> anyhow::Result<()> {
         world: world.clone(),
         rights: c.rights.clone(),
         revision_limit: c.revision_limit,
+        recent_revisions: Default::default(),
     });
     let app_controller = application_controller(&c.client, c.concurrency, &world, streams);
     let apps = app_controller.store();
@@ -303,6 +304,10 @@ impl kube::runtime::utils::Backoff for Pause {
     fn reset(&mut self) {}
 }
 
+/// A trigger on one rendered kind: each change of an object labelled as rendered reconciles the
+/// Application its labels name. A watch of the objects' metadata, not of the objects: only the
+/// labels are read, and every status update of every Deployment would otherwise be encoded whole,
+/// as JSON for this watch alone, by the API server (the controller manager watches in protobuf).
 fn watch_rendered<K>(
     ctrl: Controller<DeserializeGuard<Application>>,
     client: &Client,
@@ -311,7 +316,7 @@ fn watch_rendered<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    let watch = watcher(Api::<DeserializeGuard<K>>::all(client.clone()), wc.clone())
+    let watch = watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), wc.clone())
         .default_backoff()
         .touched_objects();
     ctrl.watches_stream(watch, |obj| application::owner_of(obj.labels()))
