@@ -176,3 +176,103 @@ async fn changed_objects_are_sent_once_and_a_refused_first_object_applies_nothin
     );
     operator.abort();
 }
+
+/// Seconds from `from` to `to` (both as the API server stamps them: whole seconds).
+fn seconds_between(
+    from: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    to: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> i64 {
+    to.0.as_second() - from.0.as_second()
+}
+
+#[tokio::test]
+async fn a_new_generations_status_waits_while_its_workload_starts() {
+    let admin = support::admin().await;
+    support::install_crds(&admin).await;
+    let ns = support::app_namespace(&admin, "status-writes", "edit").await;
+    let metrics = Arc::new(Metrics::recording_writes());
+    let operator =
+        support::start_own_operator(support::own_operator_args("status-writes"), metrics.clone())
+            .await;
+    let deployments = Api::<Deployment>::namespaced(admin.clone(), &ns);
+    let grace = oam_trust::controller::health::STARTING.as_secs() as i64;
+
+    // A workload that starts at once: one status write, "running", not "unhealthy" first. When
+    // this machine made it take most of the grace, the grace ran out first and the status was
+    // written twice (unhealthy, then running): said, and counted as such.
+    support::apply_app(&admin, &ns, app("quick", json!([web("quick", "nginx")]))).await;
+    support::wait_app(&admin, &ns, "quick", "running", support::app_running).await;
+    let d = deployments.get("quick").await.unwrap();
+    let available = d
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.type_ == "Available" && c.status == "True")
+        })
+        .and_then(|c| c.last_transition_time.clone())
+        .expect("a running workload's Deployment is Available");
+    let took = seconds_between(d.metadata.creation_timestamp.as_ref().unwrap(), &available);
+    let writes = writes_to(&metrics, &ns, "applications/quick/status");
+    if took < grace - 1 {
+        assert_eq!(
+            writes.len(),
+            1,
+            "ready {took} s after it was created, within the {grace} s grace: one status write; sent {writes:?}"
+        );
+    } else {
+        println!(
+            "the Deployment took {took} s to become available (grace {grace} s): two status writes expected"
+        );
+        assert_eq!(writes.len(), 2, "sent {writes:?}");
+    }
+
+    // A workload that cannot start (no node has 500 CPUs): no status until the grace is over.
+    let greedy = json!({"name": "greedy", "type": "webservice", "properties": {"image": "nginx", "cpu": "500"}});
+    support::apply_app(&admin, &ns, app("greedy", json!([greedy]))).await;
+    let reported = support::wait_app(&admin, &ns, "greedy", "reported unhealthy", |a| {
+        support::app_phase(a) == "unhealthy"
+    })
+    .await;
+    let created = deployments
+        .get("greedy")
+        .await
+        .unwrap()
+        .metadata
+        .creation_timestamp
+        .unwrap();
+    let status = reported.status.as_ref().unwrap();
+    let healthy = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Healthy")
+        .expect("a Healthy condition");
+    let waited = seconds_between(&created, &healthy.last_transition_time);
+    assert!(
+        waited >= grace - 1,
+        "the status was written {waited} s after the workload was created, within the {grace} s grace"
+    );
+    assert_eq!(
+        writes_to(&metrics, &ns, "applications/greedy/status").len(),
+        1,
+        "one status write for the first report"
+    );
+    // The grace over, its pods are looked at: the scheduler's reason (in the first report when
+    // the scheduler had tried by then, else at the recheck).
+    support::wait_app(
+        &admin,
+        &ns,
+        "greedy",
+        "unhealthy with the scheduler's reason",
+        |a| {
+            a.status
+                .as_ref()
+                .and_then(|s| s.services.first())
+                .and_then(|c| c.message.as_deref())
+                .is_some_and(|m| m.starts_with("Ready:0/1 (pods cannot be scheduled: "))
+        },
+    )
+    .await;
+    operator.abort();
+}

@@ -60,6 +60,8 @@ pub struct Context {
     pub rights: crate::access::rights::Rights,
     /// How many ApplicationRevisions are kept per Application (`--revision-limit`).
     pub revision_limit: usize,
+    /// Revisions created that no status names yet (`revision::Recent`).
+    pub recent_revisions: super::revision::Recent,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +178,14 @@ async fn reconcile_app(app: &Application, ctx: &Context) -> Result<Action, Error
         ))?;
     let mut built = build(app, &world);
     if built.rendered.is_ok() {
-        let recorded = super::revision::record(&ctx.client, app, &world, ctx.revision_limit).await;
+        let recorded = super::revision::record(
+            &ctx.client,
+            app,
+            &world,
+            ctx.revision_limit,
+            &ctx.recent_revisions,
+        )
+        .await;
         built.latest_revision = Some(recorded.map_err(kube_err(
             "recording the ApplicationRevision",
             &app.name_any(),
@@ -353,6 +362,9 @@ pub struct Outcome {
     workflow: Option<WorkflowStatus>,
     /// How many of the rendered objects the workflow applied so far (all, without a workflow).
     selected: usize,
+    /// Some unhealthy workloads, all of them still starting (`health::STARTING`): how long until
+    /// the last of them is due.
+    starting: Option<Duration>,
 }
 
 /// Step 3: writes what `built` says (grant objects first, so a removed declaration is revoked even
@@ -367,6 +379,7 @@ async fn apply(ctx: &Context, app: &Application, built: &Built) -> Outcome {
             tracked: None,
             workflow: None,
             selected: 0,
+            starting: None,
         };
     };
     let access = grants::apply(ctx, app, built).await;
@@ -405,6 +418,7 @@ async fn apply(ctx: &Context, app: &Application, built: &Built) -> Outcome {
             tracked: None,
             workflow: run,
             selected: selected.len(),
+            starting: None,
         };
     };
     if done.written > 0 {
@@ -467,7 +481,8 @@ async fn apply(ctx: &Context, app: &Application, built: &Built) -> Outcome {
     }
     let applied_objects: Vec<RenderedObject> =
         selected.iter().map(|i| rendered[*i].clone()).collect();
-    let mut services = component_health(app, ctx, &user, &applied_objects, &done.live).await;
+    let (mut services, starting) =
+        component_health(app, ctx, &user, &applied_objects, &done.live).await;
     if built.workflow.is_some() {
         // Only what the workflow deployed so far has a health to report.
         services.retain(|s| {
@@ -486,6 +501,7 @@ async fn apply(ctx: &Context, app: &Application, built: &Built) -> Outcome {
         tracked: Some(tracked),
         workflow: run,
         selected: selected.len(),
+        starting,
     }
 }
 
@@ -612,7 +628,7 @@ impl Steps<'_> {
                 continue;
             }
             let key = ObjectKey::of(&object.object);
-            let health = workload_health(self.ctx, self.user, &key, live.get(&key)).await;
+            let (health, _) = workload_health(self.ctx, self.user, &key, live.get(&key)).await;
             if !health.healthy {
                 waiting.push(format!(
                     "{} {}/{}: {}",
@@ -865,6 +881,21 @@ async fn update_status(
 
     let services = outcome.services.unwrap_or_default();
     let healthy = services.iter().all(|s| s.healthy);
+    // A new generation applied, its workloads starting: its status waits for their next change
+    // (usually readiness, which wakes this controller through their watch) and is written once,
+    // instead of "unhealthy" now and "running" a moment later. Until then the status still names
+    // the previous generation (`observedGeneration`), which is how Kubernetes says "not yet
+    // reported". A workload still starting at the end of the grace is reported then. A workflow's
+    // run, failed grants and warnings are written at once.
+    if let Some(left) = outcome.starting
+        && outcome.workflow.is_none()
+        && !access.failed
+        && built.warnings.is_empty()
+        && app.status.as_ref().and_then(|s| s.observed_generation) != app.metadata.generation
+    {
+        tracing::debug!(app = %name, ?left, "workloads starting; status waits");
+        return Ok(Action::requeue(left));
+    }
     let run = outcome.workflow;
     let phase = match run.as_ref() {
         Some(r) if r.status.as_deref() == Some(super::workflow::RUN_SUSPENDING) => {
@@ -1058,8 +1089,10 @@ async fn component_health(
     user: &str,
     rendered: &[RenderedObject],
     live: &std::collections::HashMap<ObjectKey, Value>,
-) -> Vec<ApplicationComponentStatus> {
+) -> (Vec<ApplicationComponentStatus>, Option<Duration>) {
     let mut out = Vec::new();
+    // Some(left) while every unhealthy workload is still starting; None once one is not.
+    let mut starting = Some(Duration::ZERO);
     for component in &app.spec.components {
         let workload = rendered.iter().find(|r| {
             r.component.as_deref() == Some(component.name.as_str())
@@ -1090,7 +1123,10 @@ async fn component_health(
                     api_version: key.api_version.clone(),
                     kind: key.kind.clone(),
                 };
-                let h = workload_health(ctx, user, &key, live.get(&key)).await;
+                let (h, left) = workload_health(ctx, user, &key, live.get(&key)).await;
+                if !h.healthy {
+                    starting = starting.zip(left).map(|(a, b)| a.max(b));
+                }
                 (h, Some(gvk), key.namespace)
             }
         };
@@ -1106,17 +1142,18 @@ async fn component_health(
             traits,
         });
     }
-    out
+    (out, starting.filter(|left| !left.is_zero()))
 }
 
 /// The health of workload `key` as the applier reads it (or as this reconcile's apply just saw it,
-/// `live`), with the scheduler's reason when its pods cannot be scheduled.
+/// `live`), with the scheduler's reason when its pods cannot be scheduled; and, when it is unready
+/// but still starting (`health::STARTING`), how long it has left.
 async fn workload_health(
     ctx: &Context,
     user: &str,
     key: &ObjectKey,
     live: Option<&Value>,
-) -> health::Health {
+) -> (health::Health, Option<Duration>) {
     let read = match live {
         Some(live) => Ok(Some(live.clone())),
         None => ctx.applier.get(Identity::Applier(user), key).await,
@@ -1124,22 +1161,31 @@ async fn workload_health(
     match read {
         Ok(Some(live)) => {
             let mut h = health::of_workload(&live);
-            if !h.healthy
-                && health::unready_long_enough(&live, Timestamp::now())
+            if h.healthy {
+                return (h, None);
+            }
+            let starting = health::starting(&live, Timestamp::now());
+            if starting.is_none()
                 && let Some(reason) = pending_reason(ctx, &live).await
             {
                 h.message = format!("{} ({reason})", h.message);
             }
-            h
+            (h, starting)
         }
-        Ok(None) => health::Health {
-            healthy: false,
-            message: "workload not found".into(),
-        },
-        Err(e) => health::Health {
-            healthy: false,
-            message: format!("reading workload: {e}"),
-        },
+        Ok(None) => (
+            health::Health {
+                healthy: false,
+                message: "workload not found".into(),
+            },
+            None,
+        ),
+        Err(e) => (
+            health::Health {
+                healthy: false,
+                message: format!("reading workload: {e}"),
+            },
+            None,
+        ),
     }
 }
 

@@ -75,17 +75,19 @@ fn first_condition_message(status: &Value, type_: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// How long a workload is given to become ready before its pods are looked at for a reason: a new or
-/// rolled-out workload is unready for a moment as a matter of course (its pods are being created and
-/// scheduled), and explaining each of those moments costs a pod list per reconcile and a status write
-/// per changing reason. A workload still unready later is explained at its next look
-/// (`application::UNHEALTHY_RECHECK` at the latest).
-pub const EXPLAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a workload is given to become ready before it counts as unhealthy: a new or rolled-out
+/// workload is unready for a moment as a matter of course (its pods are being created and
+/// scheduled). While it is *starting*, its pods are not looked at for a reason (a pod list per
+/// reconcile, and a status write per changing reason), and a new generation's status waits for it
+/// (`application::update_status`): the next change of the workload, usually its readiness, is
+/// written instead, once. A workload still unready after this is explained and reported.
+pub const STARTING: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Whether workload `live` has been unready long enough, at `now`, to look for the reason: since it
-/// was created, or since its `Available` condition last turned false (a Deployment's rollout).
-/// Without a parsable time it has (an explanation is never withheld for good).
-pub fn unready_long_enough(live: &Value, now: k8s_openapi::jiff::Timestamp) -> bool {
+/// While workload `live` is starting at `now`, how much of [`STARTING`] is left: measured from its
+/// creation, or from when its `Available` condition last turned false (a Deployment's rollout).
+/// `None` once it has been unready longer, or without a parsable time (a report is never withheld
+/// for good), or with a time ahead of `now` (another clock).
+pub fn starting(live: &Value, now: k8s_openapi::jiff::Timestamp) -> Option<std::time::Duration> {
     let time = |v: &Value| {
         v.as_str()
             .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
@@ -98,10 +100,13 @@ pub fn unready_long_enough(live: &Value, now: k8s_openapi::jiff::Timestamp) -> b
                 .find(|c| c["type"] == "Available" && c["status"] == "False")
         })
         .and_then(|c| time(&c["lastTransitionTime"]));
-    match created.into_iter().chain(unavailable).max() {
-        Some(since) => now.duration_since(since).unsigned_abs() >= EXPLAIN_AFTER || since > now,
-        None => true,
+    let since = created.into_iter().chain(unavailable).max()?;
+    if since > now {
+        return None;
     }
+    STARTING
+        .checked_sub(now.duration_since(since).unsigned_abs())
+        .filter(|left| !left.is_zero())
 }
 
 /// The scheduler's explanation for the first unschedulable pod among `pods`, if any.
@@ -120,25 +125,31 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn a_workload_is_explained_only_once_it_has_been_unready_for_a_while() {
+    fn a_workload_is_starting_only_until_it_has_been_unready_for_a_while() {
         let now: k8s_openapi::jiff::Timestamp = "2026-12-02T12:00:10Z".parse().unwrap();
         let created = |t: &str| json!({"metadata": {"creationTimestamp": t}});
-        assert!(!unready_long_enough(&created("2026-12-02T12:00:08Z"), now));
-        assert!(unready_long_enough(&created("2026-12-02T12:00:05Z"), now));
+        assert_eq!(
+            starting(&created("2026-12-02T12:00:08Z"), now),
+            Some(std::time::Duration::from_secs(3))
+        );
+        assert_eq!(starting(&created("2026-12-02T12:00:05Z"), now), None);
         // An old Deployment whose rollout made it unavailable 1 s ago: not yet.
         let rolled = json!({"metadata": {"creationTimestamp": "2026-12-01T00:00:00Z"},
             "status": {"conditions": [
                 {"type": "Available", "status": "False", "lastTransitionTime": "2026-12-02T12:00:09Z"},
                 {"type": "Progressing", "status": "True", "lastTransitionTime": "2026-12-01T00:00:00Z"}]}});
-        assert!(!unready_long_enough(&rolled, now));
+        assert_eq!(
+            starting(&rolled, now),
+            Some(std::time::Duration::from_secs(4))
+        );
         // Available, yet not every replica ready (a rollout stuck on one pod): explained at once.
         let stuck = json!({"metadata": {"creationTimestamp": "2026-12-01T00:00:00Z"},
             "status": {"conditions": [
                 {"type": "Available", "status": "True", "lastTransitionTime": "2026-12-02T12:00:09Z"}]}});
-        assert!(unready_long_enough(&stuck, now));
+        assert_eq!(starting(&stuck, now), None);
         // No time to go by, or a clock ahead of ours: never withheld for good.
-        assert!(unready_long_enough(&json!({}), now));
-        assert!(unready_long_enough(&created("2026-12-02T13:00:00Z"), now));
+        assert_eq!(starting(&json!({}), now), None);
+        assert_eq!(starting(&created("2026-12-02T13:00:00Z"), now), None);
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! - an unchanged Application (same spec, same definitions) writes nothing: the hash in
 //!   `status.latestRevision` decides without a request;
 //! - a change creates `<app>-v<N+1>`, N the highest existing, unless the newest one already records
-//!   it (a reconcile that created it but did not get to write the status);
+//!   it (a reconcile that created it but did not get to write the status, or whose status waits for
+//!   starting workloads: [`Recent`] remembers it without a request, a new process finds it by name);
 //! - beyond `--revision-limit`, the oldest go; never the one just recorded, the one the status named
 //!   before (still deployed until this change is applied), nor the one the workflow deployed last;
 //! - while the Application carries `oam-trust.dev/rollback-revision: "<N>"` and its spec equals
@@ -338,6 +339,57 @@ pub async fn pin_definitions(
     Ok(())
 }
 
+/// The revisions this process created that their Application's status does not name yet (it waits
+/// while the new generation's workloads start): the next reconcile takes them from here, with no
+/// request, instead of trying the same name again. Keyed by the Application's uid; an entry goes
+/// once the status names its revision, or [`Recent::TTL`] after it was made (an Application deleted
+/// meanwhile, a status write failing for long: then the name is read again, below).
+#[derive(Default)]
+pub struct Recent(
+    std::sync::Mutex<
+        std::collections::HashMap<String, (DefinitionRevisionRef, std::time::Instant)>,
+    >,
+);
+
+impl Recent {
+    /// Far longer than a status waits (`health::STARTING`).
+    const TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+    fn entries(
+        &self,
+    ) -> std::sync::MutexGuard<
+        '_,
+        std::collections::HashMap<String, (DefinitionRevisionRef, std::time::Instant)>,
+    > {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    fn remember(&self, app: &Application, recorded: &DefinitionRevisionRef) {
+        let Some(uid) = &app.metadata.uid else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let mut entries = self.entries();
+        entries.retain(|_, (_, made)| now.duration_since(*made) < Self::TTL);
+        entries.insert(uid.clone(), (recorded.clone(), now));
+    }
+    fn forget(&self, app: &Application) {
+        if let Some(uid) = &app.metadata.uid {
+            self.entries().remove(uid);
+        }
+    }
+    fn recorded(&self, app: &Application, hash: &str) -> Option<DefinitionRevisionRef> {
+        let uid = app.metadata.uid.as_ref()?;
+        self.entries()
+            .get(uid)
+            .filter(|(r, made)| {
+                r.revision_hash.as_deref() == Some(hash) && made.elapsed() < Self::TTL
+            })
+            .map(|(r, _)| r.clone())
+    }
+}
+
 /// After `build` rendered: the revision that records what `app` renders with `world`, created when
 /// it is new (then retention runs). Returns what `status.latestRevision` names.
 pub async fn record(
@@ -345,13 +397,18 @@ pub async fn record(
     app: &Application,
     world: &World,
     limit: usize,
+    recent: &Recent,
 ) -> Result<DefinitionRevisionRef, kube::Error> {
     let content = content(app, &world.definitions);
     let latest = app.status.as_ref().and_then(|s| s.latest_revision.as_ref());
     if let Some(latest) = latest
         && latest.revision_hash.as_deref() == Some(content.hash.as_str())
     {
+        recent.forget(app);
         return Ok(latest.clone());
+    }
+    if let Some(recorded) = recent.recorded(app, &content.hash) {
+        return Ok(recorded);
     }
     let name = app.name_any();
     let api: Api<ApplicationRevision> = Api::namespaced(client.clone(), names::namespace_of(app));
@@ -361,8 +418,10 @@ pub async fn record(
     };
     // The next number after the one the status names, created at once: no list of every revision
     // of the namespace (a label-selected list is read from etcd in full, per Application). While
-    // the number is within the limit nothing can be beyond it. A name already taken (a status not
-    // yet written, or a deleted namesake's revisions not yet collected) falls back to the list.
+    // the number is within the limit nothing can be beyond it. A name already taken is read: it is
+    // this content when an earlier reconcile (of another process) created it and the status does
+    // not say so yet. Otherwise (a deleted namesake's revisions not yet collected, a revision
+    // deleted by hand) the list decides.
     let next = latest.map_or(1, |l| l.revision + 1);
     if usize::try_from(next).is_ok_and(|n| n <= limit) {
         match api
@@ -371,9 +430,20 @@ pub async fn record(
         {
             Ok(created) => {
                 tracing::info!(app = %name, revision = %created.name_any(), "recorded a new ApplicationRevision");
-                return Ok(reference_of(&created));
+                let recorded = reference_of(&created);
+                recent.remember(app, &recorded);
+                return Ok(recorded);
             }
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                if let Some(taken) = api.get_opt(&names::revision_name(&name, next)).await?
+                    && owned_by(&taken, app)
+                    && taken.spec.revision_hash == content.hash
+                {
+                    let recorded = reference_of(&taken);
+                    recent.remember(app, &recorded);
+                    return Ok(recorded);
+                }
+            }
             Err(e) => return Err(e),
         }
     }
@@ -393,7 +463,9 @@ pub async fn record(
     if let Some(newest) = owned.last()
         && newest.spec.revision_hash == content.hash
     {
-        return Ok(reference_of(newest));
+        let recorded = reference_of(newest);
+        recent.remember(app, &recorded);
+        return Ok(recorded);
     }
     let created = api
         .create(&params, &revision_object(app, highest + 1, content))
@@ -411,7 +483,9 @@ pub async fn record(
             Err(e) => return Err(e),
         }
     }
-    Ok(reference_of(&created))
+    let recorded = reference_of(&created);
+    recent.remember(app, &recorded);
+    Ok(recorded)
 }
 
 #[cfg(test)]
