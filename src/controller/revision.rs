@@ -366,10 +366,17 @@ impl Recent {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
     fn remember(&self, app: &Application, recorded: &DefinitionRevisionRef) {
+        self.remember_at(app, recorded, std::time::Instant::now());
+    }
+    fn remember_at(
+        &self,
+        app: &Application,
+        recorded: &DefinitionRevisionRef,
+        now: std::time::Instant,
+    ) {
         let Some(uid) = &app.metadata.uid else {
             return;
         };
-        let now = std::time::Instant::now();
         let mut entries = self.entries();
         entries.retain(|_, (_, made)| now.duration_since(*made) < Self::TTL);
         entries.insert(uid.clone(), (recorded.clone(), now));
@@ -380,11 +387,19 @@ impl Recent {
         }
     }
     fn recorded(&self, app: &Application, hash: &str) -> Option<DefinitionRevisionRef> {
+        self.recorded_at(app, hash, std::time::Instant::now())
+    }
+    fn recorded_at(
+        &self,
+        app: &Application,
+        hash: &str,
+        now: std::time::Instant,
+    ) -> Option<DefinitionRevisionRef> {
         let uid = app.metadata.uid.as_ref()?;
         self.entries()
             .get(uid)
             .filter(|(r, made)| {
-                r.revision_hash.as_deref() == Some(hash) && made.elapsed() < Self::TTL
+                r.revision_hash.as_deref() == Some(hash) && now.duration_since(*made) < Self::TTL
             })
             .map(|(r, _)| r.clone())
     }
@@ -499,6 +514,36 @@ mod tests {
             "spec": spec,
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_revision_created_is_remembered_for_its_application_and_content_until_a_status_names_it() {
+        let recent = Recent::default();
+        let shop = app(json!({"components": []}));
+        let v1 = DefinitionRevisionRef {
+            name: "shop-v1".into(),
+            revision: 1,
+            revision_hash: Some("aaaa".into()),
+        };
+        recent.remember(&shop, &v1);
+        assert_eq!(recent.recorded(&shop, "aaaa"), Some(v1.clone()));
+        assert_eq!(recent.recorded(&shop, "bbbb"), None, "other content");
+        let mut namesake = shop.clone();
+        namesake.metadata.uid = Some("u-2".into());
+        assert_eq!(
+            recent.recorded(&namesake, "aaaa"),
+            None,
+            "a namesake created anew"
+        );
+        recent.forget(&shop);
+        assert_eq!(recent.recorded(&shop, "aaaa"), None);
+        // Old entries go when the next is made.
+        let t0 = std::time::Instant::now();
+        recent.remember_at(&shop, &v1, t0);
+        let later = t0 + Recent::TTL;
+        assert_eq!(recent.recorded_at(&shop, "aaaa", later), None, "expired");
+        recent.remember_at(&namesake, &v1, later);
+        assert_eq!(recent.entries().len(), 1);
     }
 
     fn greeting(namespace: &str, text: &str) -> Value {
