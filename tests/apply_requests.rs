@@ -34,6 +34,10 @@ fn applied_reason(a: &Application) -> Option<(String, String, String)> {
     Some((c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
+/// Each test runs an operator of its own, and every operator reconciles every Application: two at
+/// once would each do part of the other's writes. One test at a time.
+static ONE_OPERATOR: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The writes so far whose path names `object` (`deployments/<name>`, …).
 fn writes_to(metrics: &Metrics, ns: &str, object: &str) -> Vec<String> {
     metrics
@@ -45,6 +49,7 @@ fn writes_to(metrics: &Metrics, ns: &str, object: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn changed_objects_are_sent_once_and_a_refused_first_object_applies_nothing() {
+    let _alone = ONE_OPERATOR.lock().await;
     let admin = support::admin().await;
     support::install_crds(&admin).await;
     // `edit` may create Deployments, Services and ConfigMaps, but no RBAC and nothing cluster-scoped.
@@ -187,6 +192,7 @@ fn seconds_between(
 
 #[tokio::test]
 async fn a_new_generations_status_waits_while_its_workload_starts() {
+    let _alone = ONE_OPERATOR.lock().await;
     let admin = support::admin().await;
     support::install_crds(&admin).await;
     let ns = support::app_namespace(&admin, "status-writes", "edit").await;
