@@ -185,11 +185,24 @@ async fn reconcile_app(app: &Application, ctx: &Context) -> Result<Action, Error
             ctx.revision_limit,
             &ctx.recent_revisions,
         )
-        .await;
-        built.latest_revision = Some(recorded.map_err(kube_err(
+        .await
+        .map_err(kube_err(
             "recording the ApplicationRevision",
             &app.name_any(),
-        ))?);
+        ))?;
+        let named = app.status.as_ref().and_then(|s| s.latest_revision.as_ref());
+        if named != Some(&recorded) {
+            // Grants read the revisions the status names (`access::rules::revision_rule`), and this
+            // reconcile's status may not be written yet (it waits while workloads start): derived
+            // again with the revision just recorded, so its grants may read it from the start.
+            let mut recorded_app = app.clone();
+            recorded_app
+                .status
+                .get_or_insert_with(Default::default)
+                .latest_revision = Some(recorded.clone());
+            built = build(&recorded_app, &world);
+        }
+        built.latest_revision = Some(recorded);
     }
     let outcome = apply(ctx, app, &built).await;
     update_status(ctx, app, &built, outcome).await
