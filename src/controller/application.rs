@@ -191,7 +191,7 @@ async fn reconcile_app(app: &Application, ctx: &Context) -> Result<Action, Error
             &app.name_any(),
         ))?;
         let named = app.status.as_ref().and_then(|s| s.latest_revision.as_ref());
-        if named != Some(&recorded) {
+        if named != Some(&recorded) && crate::access::declaration::has_declarations(app) {
             // Grants read the revisions the status names (`access::rules::revision_rule`), and this
             // reconcile's status may not be written yet (it waits while workloads start): derived
             // again with the revision just recorded, so its grants may read it from the start.
