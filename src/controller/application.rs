@@ -380,6 +380,12 @@ pub struct Outcome {
     starting: Option<Duration>,
 }
 
+/// Whether `app`'s generation is newer than the one its status reports (`observedGeneration`): it
+/// changed since it was last reconciled, or its status waits (`update_status`).
+fn unreported_generation(app: &Application) -> bool {
+    app.metadata.generation != app.status.as_ref().and_then(|s| s.observed_generation)
+}
+
 /// Step 3: writes what `built` says (grant objects first, so a removed declaration is revoked even
 /// when the rendered objects cannot be applied), runs the workflow's steps (or applies every object
 /// for the default workflow), prunes once the run has succeeded, and observes health.
@@ -402,8 +408,7 @@ async fn apply(ctx: &Context, app: &Application, built: &Built) -> Outcome {
         reference: serde_json::to_value(app.controller_reference()).unwrap_or(Value::Null),
     };
     // The Application changed since it was last reconciled (apply-once `affect: onUpdate`).
-    let updating =
-        app.metadata.generation != app.status.as_ref().and_then(|s| s.observed_generation);
+    let updating = unreported_generation(app);
     let steps = Steps {
         ctx,
         built,
@@ -904,7 +909,7 @@ async fn update_status(
         && outcome.workflow.is_none()
         && !access.failed
         && built.warnings.is_empty()
-        && app.status.as_ref().and_then(|s| s.observed_generation) != app.metadata.generation
+        && unreported_generation(app)
     {
         tracing::debug!(app = %name, ?left, "workloads starting; status waits");
         return Ok(Action::requeue(left));

@@ -425,6 +425,20 @@ pub async fn record(
     if let Some(recorded) = recent.recorded(app, &content.hash) {
         return Ok(recorded);
     }
+    let recorded = create_or_find(client, app, content, latest, limit).await?;
+    recent.remember(app, &recorded);
+    Ok(recorded)
+}
+
+/// The revision recording `content` for `app`, whose status names `latest`: created, or found
+/// already made (by an earlier reconcile whose status is not written).
+async fn create_or_find(
+    client: &Client,
+    app: &Application,
+    content: Content,
+    latest: Option<&DefinitionRevisionRef>,
+    limit: usize,
+) -> Result<DefinitionRevisionRef, kube::Error> {
     let name = app.name_any();
     let api: Api<ApplicationRevision> = Api::namespaced(client.clone(), names::namespace_of(app));
     let params = PostParams {
@@ -445,18 +459,14 @@ pub async fn record(
         {
             Ok(created) => {
                 tracing::info!(app = %name, revision = %created.name_any(), "recorded a new ApplicationRevision");
-                let recorded = reference_of(&created);
-                recent.remember(app, &recorded);
-                return Ok(recorded);
+                return Ok(reference_of(&created));
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 if let Some(taken) = api.get_opt(&names::revision_name(&name, next)).await?
                     && owned_by(&taken, app)
                     && taken.spec.revision_hash == content.hash
                 {
-                    let recorded = reference_of(&taken);
-                    recent.remember(app, &recorded);
-                    return Ok(recorded);
+                    return Ok(reference_of(&taken));
                 }
             }
             Err(e) => return Err(e),
@@ -478,9 +488,7 @@ pub async fn record(
     if let Some(newest) = owned.last()
         && newest.spec.revision_hash == content.hash
     {
-        let recorded = reference_of(newest);
-        recent.remember(app, &recorded);
-        return Ok(recorded);
+        return Ok(reference_of(newest));
     }
     let created = api
         .create(&params, &revision_object(app, highest + 1, content))
@@ -498,9 +506,7 @@ pub async fn record(
             Err(e) => return Err(e),
         }
     }
-    let recorded = reference_of(&created);
-    recent.remember(app, &recorded);
-    Ok(recorded)
+    Ok(reference_of(&created))
 }
 
 #[cfg(test)]
